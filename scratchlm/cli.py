@@ -1,0 +1,69 @@
+"""The one argument layer every `scratchlm-*` command uses.
+
+`HfArgumentParser` over the command's dataclasses, with an optional YAML or JSON config file
+(`--config run.yaml`, or the file as the only argument) whose values become the defaults that
+command-line options then override.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from transformers import HfArgumentParser
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        values = yaml.safe_load(text) or {}
+    elif path.suffix == ".json":
+        values = json.loads(text)
+    else:
+        raise ValueError(f"config file must be .yaml, .yml or .json, got {path.name}")
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a mapping of option names to values")
+    return values
+
+
+def _split_config_argument(argv: list[str]) -> tuple[str | None, list[str]]:
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")) and not argv[0].startswith("-"):
+        return argv[0], []
+    rest, config = [], None
+    it = iter(argv)
+    for arg in it:
+        if arg == "--config":
+            config = next(it, None)
+            if config is None:
+                raise SystemExit("--config needs a file path")
+        elif arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return config, rest
+
+
+def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, description: str | None = None):
+    """Parse `argv` (default: sys.argv[1:]) into one instance of each dataclass, in order."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(tuple(dataclass_types), description=description)
+    parser.add_argument("--config", help="YAML or JSON file of option values; command-line options override it")
+    config_path, argv = _split_config_argument(argv)
+    if config_path is not None:
+        values = load_config_file(config_path)
+        known = {action.dest: action for action in parser._actions}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown option(s) in {config_path}: {', '.join(unknown)}")
+        for key, value in values.items():
+            known[key].required = False
+            known[key].default = value
+    *parsed, _config = parser.parse_args_into_dataclasses(args=argv)
+    return tuple(parsed)

@@ -1,0 +1,44 @@
+from setuptools import setup
+
+# The design card puts each stage in a top-level folder; they install as subpackages of `scratchlm`
+# (`scratchlm.modeling`, `scratchlm.tokenization`, `scratchlm.training`, `scratchlm.model_cards`).
+STAGES = ["modeling", "tokenization", "training", "model_cards"]
+
+setup(
+    name="scratchlm",
+    version="0.1.0",
+    description="Build a language model from scratch and fine-tune it, the Hugging Face way.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=["scratchlm"] + [f"scratchlm.{stage}" for stage in STAGES],
+    package_dir={"scratchlm": "scratchlm", **{f"scratchlm.{stage}": stage for stage in STAGES}},
+    package_data={"scratchlm.training": ["metrics/*/*.py"], "scratchlm.model_cards": ["*.md.j2", "*.jinja"]},
+    install_requires=[
+        "torch>=2.4,<3",
+        "transformers>=5.24,<6",
+        "tokenizers>=0.22,<1",
+        "datasets>=4,<6",
+        "evaluate>=0.4.5,<1",
+        "peft>=0.18,<1",
+        "accelerate>=1.10,<2",
+        "safetensors>=0.6",
+        "huggingface_hub>=1.0",
+        "tensorboard>=2.18",
+        "matplotlib>=3.8",
+        "pyyaml>=6",
+        "scikit-learn>=1.4",
+    ],
+    extras_require={"dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"]},
+    entry_points={
+        "console_scripts": [
+            "scratchlm-init=scratchlm.modeling.cli:init_main",
+            "scratchlm-convert=scratchlm.modeling.cli:convert_main",
+            "scratchlm-tokenizer=scratchlm.tokenization.cli:main",
+            "scratchlm-pretrain=scratchlm.training.pretrain:main",
+            "scratchlm-finetune=scratchlm.training.finetune:main",
+            "scratchlm-publish=scratchlm.training.publish:main",
+        ]
+    },
+)
