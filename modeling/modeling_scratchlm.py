@@ -1,0 +1,610 @@
+"""ScratchLM: a decoder-only Transformer written from scratch as a transformers model.
+
+Pre-norm blocks (RMSNorm), rotary position embeddings, grouped-query attention through transformers'
+attention interface, a SwiGLU MLP and a KV cache. This file travels with saved models as remote code:
+it imports only torch, transformers and its sibling configuration file.
+"""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutputWithPast,
+    TokenClassifierOutput,
+)
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import can_return_tuple
+
+from .configuration_scratchlm import ScratchLMConfig
+
+
+class ScratchLMRMSNorm(nn.Module):
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 whatever the activation dtype, then scale in the activation dtype.
+        input_dtype = hidden_states.dtype
+        normed = F.rms_norm(hidden_states.float(), (hidden_states.shape[-1],), eps=self.eps)
+        return self.weight * normed.to(input_dtype)
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}, eps={self.eps}"
+
+
+class ScratchLMRotaryEmbedding(nn.Module):
+    """cos/sin tables of the rotary embedding; every RoPE variant of `modeling_rope_utils` is supported."""
+
+    def __init__(self, config: ScratchLMConfig):
+        super().__init__()
+        self.config = config
+        self.max_seq_len_cached = config.max_position_embeddings
+        self.original_max_seq_len = config.max_position_embeddings
+        self.rope_type = config.rope_parameters.get("rope_type", "default")
+        inv_freq, self.attention_scaling = self.compute_inv_freq(config)
+        # Non-persistent: recomputed from the config, so `_init_weights` restores them after `from_pretrained`.
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
+
+    @staticmethod
+    def compute_default_rope_parameters(config: ScratchLMConfig, device=None, **kwargs) -> tuple[torch.Tensor, float]:
+        dim = config.head_dim
+        base = config.rope_parameters["rope_theta"]
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64, device=device).float() / dim))
+        return inv_freq, 1.0
+
+    def compute_inv_freq(self, config: ScratchLMConfig, device=None) -> tuple[torch.Tensor, float]:
+        if self.rope_type == "default":
+            return self.compute_default_rope_parameters(config, device)
+        return ROPE_INIT_FUNCTIONS[self.rope_type](config, device)
+
+    @torch.no_grad()
+    @dynamic_rope_update
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)
+        angles = torch.cat((freqs, freqs), dim=-1)
+        cos = angles.cos() * self.attention_scaling
+        sin = angles.sin() * self.attention_scaling
+        return cos.to(x.dtype), sin.to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary_pos_emb(q, k, cos, sin):
+    """Rotate queries and keys of shape (batch, heads, seq, head_dim) by cos/sin of shape (batch, seq, head_dim)."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+
+def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(batch, kv_heads, seq, dim) -> (batch, kv_heads * n_rep, seq, dim), each key/value head serving n_rep queries."""
+    if n_rep == 1:
+        return hidden_states
+    batch, kv_heads, seq_len, head_dim = hidden_states.shape
+    expanded = hidden_states[:, :, None].expand(batch, kv_heads, n_rep, seq_len, head_dim)
+    return expanded.reshape(batch, kv_heads * n_rep, seq_len, head_dim)
+
+
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    key = repeat_kv(key, module.num_key_value_groups)
+    value = repeat_kv(value, module.num_key_value_groups)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+class ScratchLMAttention(nn.Module):
+    """Multi-head attention with grouped key/value heads, rotary embeddings and optional QK-norm."""
+
+    def __init__(self, config: ScratchLMConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.num_heads = config.num_attention_heads
+        self.num_key_value_heads = config.num_key_value_heads
+        self.num_key_value_groups = self.num_heads // self.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_dropout
+        self.is_causal = True
+
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        if config.use_qk_norm:
+            self.q_norm = ScratchLMRMSNorm(self.head_dim, eps=config.rms_norm_eps)
+            self.k_norm = ScratchLMRMSNorm(self.head_dim, eps=config.rms_norm_eps)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, seq_len, _ = hidden_states.shape
+        query = self.q_proj(hidden_states).view(batch, seq_len, -1, self.head_dim)
+        key = self.k_proj(hidden_states).view(batch, seq_len, -1, self.head_dim)
+        value = self.v_proj(hidden_states).view(batch, seq_len, -1, self.head_dim).transpose(1, 2)
+        if self.config.use_qk_norm:
+            query, key = self.q_norm(query), self.k_norm(key)
+        query, key = query.transpose(1, 2), key.transpose(1, 2)
+
+        cos, sin = position_embeddings
+        query, key = apply_rotary_pos_emb(query, key, cos, sin)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        return self.o_proj(output.reshape(batch, seq_len, -1)), weights
+
+
+class ScratchLMMLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: ScratchLMConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class ScratchLMDecoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config: ScratchLMConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = ScratchLMRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.self_attn = ScratchLMAttention(config, layer_idx)
+        self.post_attention_layernorm = ScratchLMRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp = ScratchLMMLP(config)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = self.self_attn(
+            self.input_layernorm(hidden_states), position_embeddings, attention_mask, cache=cache, **kwargs
+        )
+        hidden_states = hidden_states + self.dropout(attn_output)
+        hidden_states = hidden_states + self.dropout(self.mlp(self.post_attention_layernorm(hidden_states)))
+        return hidden_states, attn_weights
+
+
+# Written into config.json when a model registered for remote code is saved, so that every Auto class
+# (not only the one of the saved head) loads the directory with `trust_remote_code=True`.
+REMOTE_CODE_AUTO_MAP = {
+    "AutoConfig": "configuration_scratchlm.ScratchLMConfig",
+    "AutoModel": "modeling_scratchlm.ScratchLMModel",
+    "AutoModelForCausalLM": "modeling_scratchlm.ScratchLMForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_scratchlm.ScratchLMForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_scratchlm.ScratchLMForTokenClassification",
+    "AutoModelForQuestionAnswering": "modeling_scratchlm.ScratchLMForQuestionAnswering",
+}
+
+
+class ScratchLMPreTrainedModel(PreTrainedModel):
+    config_class = ScratchLMConfig
+    config: ScratchLMConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ScratchLMDecoderLayer"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        if self._auto_class is not None:
+            self.config.auto_map = {**REMOTE_CODE_AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            module.weight.normal_(mean=0.0, std=std)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.normal_(mean=0.0, std=std)
+            if module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, ScratchLMRMSNorm):
+            module.weight.fill_(1.0)
+        elif isinstance(module, ScratchLMRotaryEmbedding):
+            # from_pretrained builds on the meta device, so non-persistent buffers must be recomputed here.
+            inv_freq, module.attention_scaling = module.compute_inv_freq(module.config, module.inv_freq.device)
+            module.inv_freq.copy_(inv_freq)
+            module.original_inv_freq.copy_(inv_freq)
+
+
+def _check_inputs(config: ScratchLMConfig, input_ids, seq_len: int, past_len: int):
+    if input_ids is not None and input_ids.numel() > 0:
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= config.vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"input_ids contains token id {bad}, outside the vocabulary [0, {config.vocab_size}): "
+                "was the input tokenized with a tokenizer that does not belong to this model?"
+            )
+    total = past_len + seq_len
+    if total > config.max_position_embeddings and config.rope_parameters.get("rope_type") != "dynamic":
+        raise ValueError(
+            f"sequence of {total} tokens ({past_len} cached + {seq_len} new) is longer than the model's context "
+            f"of {config.max_position_embeddings} (max_position_embeddings): truncate the input or use a model "
+            "with a longer context"
+        )
+
+
+class ScratchLMModel(ScratchLMPreTrainedModel):
+    """The decoder stack: embeddings, blocks and the final norm; returns the last hidden states."""
+
+    def __init__(self, config: ScratchLMConfig):
+        super().__init__(config)
+        self.padding_idx = config.pad_token_id
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.layers = nn.ModuleList(ScratchLMDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = ScratchLMRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = ScratchLMRotaryEmbedding(config)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        # transformers 5.24 renamed `past_key_values` to `cache`; both names are accepted.
+        cache = cache if cache is not None else past_key_values
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if self.gradient_checkpointing and self.training:
+            use_cache = False
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+
+        seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        past_len = cache.get_seq_length() if cache is not None else 0
+        _check_inputs(self.config, input_ids, seq_len, past_len)
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+
+        has_padding = attention_mask is not None and attention_mask.dim() == 2 and not bool(attention_mask.all())
+        if position_ids is None:
+            if has_padding:
+                # Left padding: real tokens count their positions from the first non-pad token.
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_len:]
+            else:
+                position_ids = torch.arange(past_len, past_len + seq_len, device=inputs_embeds.device).unsqueeze(0)
+
+        if attention_mask is not None and attention_mask.dim() == 2 and not has_padding:
+            attention_mask = None  # all ones: the causal pattern alone, which SDPA runs without a mask tensor
+        if seq_len == 1 and attention_mask is None:
+            causal_mask = None  # one query attends to every cached key: nothing to mask while decoding
+        else:
+            causal_mask = create_causal_mask(
+                config=self.config,
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                cache=cache,
+                position_ids=position_ids,
+            )
+
+        hidden_states = self.dropout(inputs_embeds)
+        position_embeddings = self.rotary_emb(hidden_states, position_ids)
+        all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            hidden_states, attn_weights = layer(
+                hidden_states,
+                position_embeddings,
+                attention_mask=causal_mask,
+                cache=cache,
+                output_attentions=output_attentions,
+                **kwargs,
+            )
+            if output_attentions:
+                all_attentions += (attn_weights,)
+        hidden_states = self.norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            cache=cache if use_cache else None,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+
+
+class ScratchLMForCausalLM(ScratchLMPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+
+    def __init__(self, config: ScratchLMConfig):
+        super().__init__(config)
+        self.model = ScratchLMModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        labels: token ids to predict (shifted inside the loss); -100 marks positions that do not count.
+        logits_to_keep: compute logits for only the last N positions (an int; 0 keeps all), or for the given
+            indices (a 1D tensor); generation keeps 1 and saves the full-vocabulary projection of the prompt.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache if cache is not None else past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        if isinstance(logits_to_keep, int):
+            hidden_states = hidden_states[:, -logits_to_keep:] if logits_to_keep else hidden_states
+        else:
+            hidden_states = hidden_states[:, logits_to_keep]
+        logits = self.lm_head(hidden_states)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+def _last_token_index(config, input_ids, attention_mask, batch_size: int, seq_len: int, device) -> torch.Tensor:
+    """Index of the last real (non-pad) token of each row, for left or right padding."""
+    positions = torch.arange(seq_len, device=device)
+    if attention_mask is not None and attention_mask.dim() == 2:
+        return (positions * attention_mask.to(device=device, dtype=torch.long)).argmax(-1)
+    if input_ids is not None and config.pad_token_id is not None:
+        return (positions * (input_ids != config.pad_token_id).long()).argmax(-1)
+    if batch_size > 1:
+        raise ValueError(
+            "a batch of more than one sequence needs an attention_mask (or config.pad_token_id) "
+            "to find each sequence's last token"
+        )
+    return torch.full((batch_size,), seq_len - 1, device=device)
+
+
+class ScratchLMForSequenceClassification(ScratchLMPreTrainedModel):
+    """Sequence classification (sentiment, topics, ...) from the hidden state of each sequence's last real token."""
+
+    def __init__(self, config: ScratchLMConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = ScratchLMModel(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutputWithPast:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache if cache is not None else past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        batch_size, seq_len = hidden_states.shape[:2]
+        last = _last_token_index(self.config, input_ids, attention_mask, batch_size, seq_len, hidden_states.device)
+        pooled_logits = self.score(hidden_states[torch.arange(batch_size, device=hidden_states.device), last])
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=pooled_logits, labels=labels, pooled_logits=pooled_logits,
+                                      config=self.config)
+        return SequenceClassifierOutputWithPast(
+            loss=loss,
+            logits=pooled_logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class ScratchLMForTokenClassification(ScratchLMPreTrainedModel):
+    """A label per token (named entities, tagging)."""
+
+    def __init__(self, config: ScratchLMConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = ScratchLMModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.score = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        logits = self.score(self.dropout(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, self.config)
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class ScratchLMForQuestionAnswering(ScratchLMPreTrainedModel):
+    """Extractive question answering: start and end logits of the answer span."""
+
+    def __init__(self, config: ScratchLMConfig):
+        super().__init__(config)
+        self.model = ScratchLMModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.LongTensor | None = None,
+        end_positions: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> QuestionAnsweringModelOutput:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).split(1, dim=-1)
+        start_logits, end_logits = start_logits.squeeze(-1).contiguous(), end_logits.squeeze(-1).contiguous()
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = self.loss_function(start_logits, end_logits, start_positions, end_positions, **kwargs)
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+__all__ = [
+    "ScratchLMPreTrainedModel",
+    "ScratchLMModel",
+    "ScratchLMForCausalLM",
+    "ScratchLMForSequenceClassification",
+    "ScratchLMForTokenClassification",
+    "ScratchLMForQuestionAnswering",
+]

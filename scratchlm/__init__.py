@@ -1,0 +1,54 @@
+"""ScratchLM: build a language model from scratch and fine-tune it, the Hugging Face way.
+
+Importing the package registers the ScratchLM config, models and tokenizer with transformers' Auto classes,
+for use in this process, and marks them for remote code, so that `save_pretrained` writes the code files and
+`auto_map` that let stock transformers load a saved directory with `trust_remote_code=True`.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from .modeling import (
+    ScratchLMConfig,
+    ScratchLMForCausalLM,
+    ScratchLMForQuestionAnswering,
+    ScratchLMForSequenceClassification,
+    ScratchLMForTokenClassification,
+    ScratchLMModel,
+)
+
+__version__ = "0.1.0"
+
+_MODEL_AUTO_CLASSES = {
+    AutoModel: ScratchLMModel,
+    AutoModelForCausalLM: ScratchLMForCausalLM,
+    AutoModelForSequenceClassification: ScratchLMForSequenceClassification,
+    AutoModelForTokenClassification: ScratchLMForTokenClassification,
+    AutoModelForQuestionAnswering: ScratchLMForQuestionAnswering,
+}
+
+
+def _register() -> None:
+    AutoConfig.register(ScratchLMConfig.model_type, ScratchLMConfig, exist_ok=True)
+    ScratchLMConfig.register_for_auto_class()
+    for auto_class, model_class in _MODEL_AUTO_CLASSES.items():
+        auto_class.register(ScratchLMConfig, model_class, exist_ok=True)
+        model_class.register_for_auto_class(auto_class.__name__)
+
+
+_register()
+
+__all__ = [
+    "ScratchLMConfig",
+    "ScratchLMModel",
+    "ScratchLMForCausalLM",
+    "ScratchLMForSequenceClassification",
+    "ScratchLMForTokenClassification",
+    "ScratchLMForQuestionAnswering",
+]
