@@ -1,0 +1,49 @@
+"""Shared fixtures. Data sets are read from ../shared/data (SCRATCHLM_DATA overrides), never copied here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+DATA_DIR = Path(os.environ.get("SCRATCHLM_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+# Hides the editable install of `scratchlm` from a child interpreter, then proves it is gone: what runs after this
+# sees only what a user of stock transformers has.
+_WITHOUT_PACKAGE = """
+import importlib.util, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+sys.path_hooks[:] = [h for h in sys.path_hooks if "__editable__" not in getattr(h, "__module__", "")]
+sys.path_importer_cache.clear()
+sys.path[:] = [p for p in sys.path if p not in ("", ".") and not p.endswith("/main") and "scratchlm" not in p]
+assert importlib.util.find_spec("scratchlm") is None, "scratchlm is still importable"
+"""
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"shared data not found at {DATA_DIR} (set SCRATCHLM_DATA)")
+    return DATA_DIR
+
+
+@pytest.fixture
+def run_without_package(tmp_path):
+    """Run Python code in a fresh interpreter where `scratchlm` cannot be imported; returns the completed process."""
+
+    def run(code: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+        script = _WITHOUT_PACKAGE + textwrap.dedent(code)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", TOKENIZERS_PARALLELISM="false")
+        result = subprocess.run(
+            [sys.executable, "-c", script], cwd=cwd or tmp_path, env=env, capture_output=True, text=True,
+            timeout=timeout,
+        )
+        assert result.returncode == 0, f"child process failed:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    return run
