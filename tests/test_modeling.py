@@ -1,0 +1,390 @@
+"""The ScratchLM model: parity with Llama, caching, padding, checkpointing, saving and loading, bad configs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    DynamicCache,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
+
+from scratchlm.modeling import (
+    PRESETS,
+    ScratchLMConfig,
+    ScratchLMForCausalLM,
+    ScratchLMForQuestionAnswering,
+    ScratchLMForSequenceClassification,
+    ScratchLMForTokenClassification,
+    ScratchLMModel,
+)
+from scratchlm.modeling.convert_llama import convert_model, llama_config_to_scratchlm, scratchlm_config_to_llama
+
+TINY = dict(
+    vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+)
+
+
+def tiny_config(**overrides) -> ScratchLMConfig:
+    return ScratchLMConfig(**{**TINY, **overrides})
+
+
+def tiny_model(cls=ScratchLMForCausalLM, seed=0, **overrides):
+    torch.manual_seed(seed)
+    return cls(tiny_config(**overrides)).eval()
+
+
+def random_ids(batch=2, length=12, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(3, TINY["vocab_size"], (batch, length), generator=generator)
+
+
+# --- parity with transformers' Llama -------------------------------------------------------------------------
+
+
+def test_llama_parity_logits_and_greedy_generation():
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=True)).eval()
+    scratch = convert_model(llama, ScratchLMForCausalLM, llama_config_to_scratchlm(llama.config)).eval()
+    ids = random_ids()
+    with torch.no_grad():
+        difference = (llama(ids).logits - scratch(ids).logits).abs().max().item()
+    assert difference <= 1e-5
+    kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=0, eos_token_id=None)
+    assert torch.equal(llama.generate(ids[:1], **kwargs), scratch.generate(ids[:1], **kwargs))
+
+
+def test_llama_parity_untied_with_yarn_and_back():
+    rope = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0, "original_max_position_embeddings": 64}
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=False, rope_parameters=rope)).eval()
+    scratch = convert_model(llama, ScratchLMForCausalLM, llama_config_to_scratchlm(llama.config)).eval()
+    back = convert_model(scratch, LlamaForCausalLM, scratchlm_config_to_llama(scratch.config)).eval()
+    ids = random_ids(length=100)
+    with torch.no_grad():
+        reference = llama(ids).logits
+        assert (reference - scratch(ids).logits).abs().max().item() <= 1e-5
+        assert torch.equal(reference, back(ids).logits)
+
+
+def test_convert_cli_round_trip(tmp_path):
+    from scratchlm.modeling.cli import convert_main
+
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=True)).eval()
+    llama.save_pretrained(tmp_path / "llama")
+    convert_main(["--from-llama", str(tmp_path / "llama"), "--output", str(tmp_path / "scratch")])
+    convert_main(["--to-llama", str(tmp_path / "scratch"), "--output", str(tmp_path / "back")])
+    assert json.loads((tmp_path / "scratch" / "config.json").read_text())["model_type"] == "scratchlm"
+    ids = random_ids()
+    with torch.no_grad():
+        reference = llama(ids).logits
+        scratch = AutoModelForCausalLM.from_pretrained(tmp_path / "scratch")
+        assert isinstance(scratch, ScratchLMForCausalLM)
+        assert (scratch(ids).logits - reference).abs().max().item() <= 1e-5
+        assert torch.equal(LlamaForCausalLM.from_pretrained(tmp_path / "back")(ids).logits, reference)
+    with pytest.raises(ValueError, match="'scratchlm' model, expected 'llama'"):
+        convert_main(["--from-llama", str(tmp_path / "scratch"), "--output", str(tmp_path / "again")])
+
+
+# --- attention, cache, padding ------------------------------------------------------------------------------
+
+
+def test_eager_and_sdpa_agree_with_padding():
+    eager = tiny_model(attn_implementation="eager")
+    sdpa = tiny_model(attn_implementation="sdpa")
+    ids = random_ids()
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    with torch.no_grad():
+        a = eager(ids, attention_mask=mask).logits
+        b = sdpa(ids, attention_mask=mask).logits
+    assert torch.allclose(a[0, 4:], b[0, 4:], atol=1e-5)
+    assert torch.allclose(a[1], b[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("argument", ["cache", "past_key_values"])
+def test_incremental_decoding_with_either_cache_argument_matches_full_forward(argument):
+    model = tiny_model()
+    ids = random_ids(length=10)
+    with torch.no_grad():
+        full = model(ids, use_cache=False).logits
+        out = model(ids[:, :6], use_cache=True)
+        cache = out.cache
+        steps = []
+        for position in range(6, 10):
+            out = model(ids[:, position : position + 1], use_cache=True, **{argument: cache})
+            cache = out.cache
+            steps.append(out.logits)
+    assert isinstance(cache, DynamicCache) and cache.get_seq_length() == 10
+    assert torch.allclose(torch.cat(steps, dim=1), full[:, 6:], atol=1e-5)
+
+
+def test_generate_with_cache_equals_no_cache_loop():
+    model = tiny_model()
+    prompt = random_ids(batch=1, length=5)
+    generated = model.generate(prompt, max_new_tokens=15, do_sample=False, eos_token_id=None)
+    ids = prompt
+    with torch.no_grad():
+        for _ in range(15):
+            next_id = model(ids, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            ids = torch.cat([ids, next_id], dim=1)
+    assert torch.equal(generated, ids)
+
+
+def test_left_padded_batch_equals_sequences_one_by_one():
+    model = tiny_model()
+    short, long = random_ids(batch=1, length=5, seed=2), random_ids(batch=1, length=9, seed=3)
+    batch = torch.cat([torch.cat([torch.zeros(1, 4, dtype=torch.long), short], dim=1), long])
+    mask = torch.ones_like(batch)
+    mask[0, :4] = 0
+    with torch.no_grad():
+        logits = model(batch, attention_mask=mask).logits
+        assert torch.allclose(logits[0, 4:], model(short).logits[0], atol=1e-5)
+        assert torch.allclose(logits[1], model(long).logits[0], atol=1e-5)
+    kwargs = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+    together = model.generate(batch, attention_mask=mask, **kwargs)
+    assert torch.equal(together[0, 4:], model.generate(short, **kwargs)[0])
+    assert torch.equal(together[1], model.generate(long, **kwargs)[0])
+
+
+def test_inputs_embeds_position_ids_and_logits_to_keep():
+    model = tiny_model()
+    ids = random_ids()
+    with torch.no_grad():
+        reference = model(ids).logits
+        embeds = model.get_input_embeddings()(ids)
+        assert torch.allclose(model(inputs_embeds=embeds).logits, reference, atol=1e-6)
+        positions = torch.arange(ids.shape[1]).unsqueeze(0).expand_as(ids)
+        assert torch.allclose(model(ids, position_ids=positions).logits, reference, atol=1e-6)
+        assert torch.allclose(model(ids, logits_to_keep=3).logits, reference[:, -3:], atol=1e-6)
+        shifted = model(ids, position_ids=positions + 7).logits  # RoPE is relative: a shift changes nothing
+        assert torch.allclose(shifted, reference, atol=1e-4)
+
+
+def test_output_hidden_states_and_attentions():
+    model = tiny_model(attn_implementation="eager")
+    ids = random_ids()
+    out = model(ids, output_hidden_states=True, output_attentions=True)
+    assert len(out.hidden_states) == TINY["num_hidden_layers"] + 1
+    assert len(out.attentions) == TINY["num_hidden_layers"]
+    attention = out.attentions[0]
+    assert attention.shape == (2, TINY["num_attention_heads"], 12, 12)
+    assert torch.allclose(attention.sum(-1), torch.ones(2, TINY["num_attention_heads"], 12), atol=1e-5)
+    assert torch.all(attention.triu(diagonal=1) == 0)  # causal
+
+
+@pytest.mark.parametrize("rope", [
+    {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
+    {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0},
+    {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 32},
+])
+def test_rope_variants_run_and_survive_reload(rope, tmp_path):
+    model = tiny_model(rope_parameters=rope)
+    ids = random_ids(length=40)
+    model.save_pretrained(tmp_path)
+    reloaded = ScratchLMForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reloaded(ids).logits)
+    assert torch.equal(model.model.rotary_emb.inv_freq, reloaded.model.rotary_emb.inv_freq)
+
+
+# --- training behaviour -------------------------------------------------------------------------------------
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    ids = random_ids()
+    gradients = []
+    for checkpointing in (False, True):
+        model = tiny_model().train()
+        if checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model(ids, labels=ids).loss.backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    for name, grad in gradients[0].items():
+        assert torch.allclose(grad, gradients[1][name], atol=1e-6), name
+
+
+def test_loss_honours_num_items_in_batch():
+    model = tiny_model()
+    ids = random_ids()
+    labels = ids.clone()
+    labels[:, :5] = -100
+    mean_loss = model(ids, labels=labels).loss
+    summed = model(ids, labels=labels, num_items_in_batch=torch.tensor(100)).loss
+    counted = (labels[:, 1:] != -100).sum()
+    assert torch.allclose(summed * 100, mean_loss * counted, atol=1e-4)
+
+
+# --- saving, loading, embeddings ----------------------------------------------------------------------------
+
+
+def test_save_load_round_trip_is_safetensors_and_keeps_ties(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    files = {path.name for path in tmp_path.iterdir()}
+    assert "model.safetensors" in files and not any(name.endswith((".bin", ".pt")) for name in files)
+    assert {"configuration_scratchlm.py", "modeling_scratchlm.py"} <= files
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForSequenceClassification"].endswith("ScratchLMForSequenceClassification")
+
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids = random_ids()
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reloaded(ids).logits)
+    assert reloaded.lm_head.weight.data_ptr() == reloaded.model.embed_tokens.weight.data_ptr()
+    with torch.no_grad():
+        reloaded.model.embed_tokens.weight[5] += 1.0
+    assert torch.equal(reloaded.lm_head.weight[5], reloaded.model.embed_tokens.weight[5])
+
+
+def test_untied_model_stays_untied(tmp_path):
+    model = tiny_model(tie_word_embeddings=False)
+    assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
+    model.save_pretrained(tmp_path)
+    reloaded = ScratchLMForCausalLM.from_pretrained(tmp_path)
+    assert torch.equal(reloaded.lm_head.weight, model.lm_head.weight)
+    assert reloaded.lm_head.weight.data_ptr() != reloaded.model.embed_tokens.weight.data_ptr()
+
+
+def test_resize_token_embeddings():
+    model = tiny_model()
+    ids = random_ids()
+    with torch.no_grad():
+        before = model(ids).logits
+    model.resize_token_embeddings(300)
+    assert model.config.vocab_size == 300
+    assert model.lm_head.weight.shape == (300, TINY["hidden_size"])
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    with torch.no_grad():
+        after = model(torch.cat([ids, torch.full((2, 1), 299)], dim=1)).logits
+    assert after.shape[-1] == 300
+    assert torch.allclose(after[:, :-1, :256], before, atol=1e-5)
+
+
+def test_task_heads_compute_losses():
+    ids = random_ids()
+    classifier = tiny_model(ScratchLMForSequenceClassification, num_labels=3)
+    out = classifier(ids, labels=torch.tensor([0, 2]))
+    assert out.logits.shape == (2, 3) and out.loss.item() > 0
+    tagger = tiny_model(ScratchLMForTokenClassification, num_labels=5)
+    out = tagger(ids, labels=torch.randint(0, 5, ids.shape))
+    assert out.logits.shape == (2, 12, 5) and out.loss.item() > 0
+    reader = tiny_model(ScratchLMForQuestionAnswering)
+    out = reader(ids, start_positions=torch.tensor([1, 2]), end_positions=torch.tensor([3, 4]))
+    assert out.start_logits.shape == (2, 12) and out.loss.item() > 0
+
+
+def test_sequence_classification_pools_the_last_real_token_with_either_padding():
+    model = tiny_model(ScratchLMForSequenceClassification, num_labels=2)
+    text = random_ids(batch=1, length=6)
+    pad = torch.zeros(1, 3, dtype=torch.long)
+    ones, zeros = torch.ones(1, 6, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long)
+    with torch.no_grad():
+        alone = model(text).logits
+        right = model(torch.cat([text, pad], 1), attention_mask=torch.cat([ones, zeros], 1)).logits
+        left = model(torch.cat([pad, text], 1), attention_mask=torch.cat([zeros, ones], 1)).logits
+    assert torch.allclose(alone, right, atol=1e-5) and torch.allclose(alone, left, atol=1e-5)
+
+
+# --- configuration ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_have_exact_parameter_counts(name):
+    config = ScratchLMConfig.from_preset(name)
+    with torch.device("meta"):
+        model = ScratchLMForCausalLM(config)
+    assert model.num_parameters() == config.num_parameters
+
+
+def test_preset_parameter_count_follows_options():
+    config = ScratchLMConfig.from_preset(
+        "tiny", use_qk_norm=True, attention_bias=True, mlp_bias=True, tie_word_embeddings=False
+    )
+    assert ScratchLMForCausalLM(config).num_parameters() == config.num_parameters
+    assert 0.8e6 < ScratchLMConfig.from_preset("tiny").num_parameters < 1.2e6
+    assert 10e6 < ScratchLMConfig.from_preset("small").num_parameters < 30e6
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (dict(hidden_size=66), "hidden_size"),
+    (dict(num_key_value_heads=3), "num_key_value_heads"),
+    (dict(head_dim=15), "head_dim"),
+    (dict(num_hidden_layers=0), "num_hidden_layers"),
+    (dict(vocab_size=-5), "vocab_size"),
+    (dict(intermediate_size=0), "intermediate_size"),
+    (dict(rope_parameters={"rope_type": "spiral", "rope_theta": 10000.0}), "rope_type"),
+    (dict(attn_implementation="magic"), "attention backend"),
+    (dict(hidden_dropout=1.0), "hidden_dropout"),
+])
+def test_bad_configs_raise_naming_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        tiny_config(**overrides)
+
+
+def test_unknown_preset_and_bad_saved_config(tmp_path):
+    with pytest.raises(ValueError, match="unknown ScratchLM preset 'huge'"):
+        ScratchLMConfig.from_preset("huge")
+    tiny_config().save_pretrained(tmp_path)
+    values = json.loads((tmp_path / "config.json").read_text())
+    values["num_attention_heads"] = 5
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    with pytest.raises(ValueError, match="hidden_size"):
+        AutoConfig.from_pretrained(tmp_path)
+
+
+def test_forward_rejects_unknown_token_ids_and_overlong_sequences():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="token id 256, outside the vocabulary"):
+        model(torch.tensor([[5, 256]]))
+    with pytest.raises(ValueError, match="longer than the model's context of 128"):
+        model(torch.randint(3, 200, (1, 129)))
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        model.generate(random_ids(batch=1, length=120), max_new_tokens=20, do_sample=False, eos_token_id=None)
+
+
+# --- remote code --------------------------------------------------------------------------------------------
+
+
+def test_fresh_process_loads_saved_models_as_remote_code(tmp_path, run_without_package):
+    ids = random_ids()
+    causal, classifier = tiny_model(), tiny_model(ScratchLMForSequenceClassification, num_labels=2)
+    causal.save_pretrained(tmp_path / "causal")
+    classifier.save_pretrained(tmp_path / "classifier")
+    with torch.no_grad():
+        torch.save({"ids": ids, "causal": causal(ids).logits, "classifier": classifier(ids).logits,
+                    "base": causal.model(ids).last_hidden_state}, tmp_path / "expected.pt")
+    run_without_package(f"""
+        import torch
+        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+        expected = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
+        ids = expected["ids"]
+        config = AutoConfig.from_pretrained({str(tmp_path / "causal")!r}, trust_remote_code=True)
+        assert config.model_type == "scratchlm" and type(config).__module__.startswith("transformers_modules")
+        causal = AutoModelForCausalLM.from_pretrained({str(tmp_path / "causal")!r}, trust_remote_code=True)
+        base = AutoModel.from_pretrained({str(tmp_path / "causal")!r}, trust_remote_code=True)
+        classifier = AutoModelForSequenceClassification.from_pretrained(
+            {str(tmp_path / "classifier")!r}, trust_remote_code=True)
+        with torch.no_grad():
+            assert torch.equal(causal(ids).logits, expected["causal"])
+            assert torch.equal(base(ids).last_hidden_state, expected["base"])
+            assert torch.equal(classifier(ids).logits, expected["classifier"])
+        out = causal.generate(ids[:1], max_new_tokens=5, do_sample=False)
+        assert out.shape == (1, 17)
+        print(type(causal).__module__)
+    """)
+
+
+def test_auto_classes_resolve_to_scratchlm_in_process():
+    config = tiny_config()
+    assert isinstance(AutoModel.from_config(config), ScratchLMModel)
+    assert isinstance(AutoModelForSequenceClassification.from_config(config), ScratchLMForSequenceClassification)
