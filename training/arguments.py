@@ -1,0 +1,139 @@
+"""The argument layer shared by `scratchlm-pretrain` and `scratchlm-finetune`.
+
+Every command parses `ModelArguments`, `DataArguments` (plus its own task arguments, if any) and
+`ScratchLMTrainingArguments` with `scratchlm.cli.parse_args`, from a YAML/JSON file and command-line overrides.
+`ScratchLMTrainingArguments` is the one place that sets the project's Trainer defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A ScratchLM directory or Hub id to start from; without it a new model is built from "
+                          "--preset (pretraining from scratch)."},
+    )
+    preset: str = field(default="small", metadata={"help": "Shape of a new model: tiny, small, 125m, 350m, 1b."})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated field=value pairs applied to the preset, e.g. 'num_hidden_layers=4'."},
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Tokenizer directory or Hub id; defaults to the model's own, or one trained on the "
+                          "training corpus when pretraining from scratch."},
+    )
+    tokenizer_vocab_size: int = field(
+        default=8192, metadata={"help": "Vocabulary size of a tokenizer trained on the corpus."}
+    )
+    attn_implementation: str = field(default="sdpa", metadata={"help": "eager, sdpa, flash_attention_2, ..."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from a Hub model repository."})
+
+
+@dataclass
+class DataArguments:
+    train_files: list[str] | None = field(
+        default=None,
+        metadata={"help": "Training text: files, globs or directories (.txt, .jsonl/.json, .csv, .parquet)."},
+    )
+    validation_files: list[str] | None = field(
+        default=None, metadata={"help": "Validation text; without it a part of the training text is held out."}
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A `datasets` Hub id or a local `save_to_disk` directory."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    train_split: str = field(default="train", metadata={"help": "Split of --dataset_name to train on."})
+    validation_split: str | None = field(
+        default=None, metadata={"help": "Split of --dataset_name to validate on (default: hold out a part)."}
+    )
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    validation_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Fraction of the training documents held out for validation when no validation data "
+                          "is given: the last documents, in order (nanoGPT's split of a single text file)."},
+    )
+    block_size: int | None = field(
+        default=None, metadata={"help": "Tokens per training example (default: the model's context length)."}
+    )
+    streaming: bool = field(
+        default=False, metadata={"help": "Stream the corpus instead of loading it (larger than memory)."}
+    )
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})
+    data_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where processed data is cached, keyed by its settings (default: ~/.cache/scratchlm)."},
+    )
+    normalize_unicode: bool = field(default=True, metadata={"help": "NFC-normalise the text."})
+    remove_control_characters: bool = field(default=True, metadata={"help": "Drop control characters."})
+    normalize_whitespace: bool = field(
+        default=True, metadata={"help": "Collapse runs of spaces and of blank lines, strip line ends."}
+    )
+    min_document_chars: int = field(default=1, metadata={"help": "Drop documents shorter than this."})
+    max_symbol_fraction: float = field(
+        default=0.5, metadata={"help": "Drop documents in which more than this fraction of characters are "
+                                       "neither letters, digits nor whitespace."}
+    )
+    deduplicate: bool = field(default=True, metadata={"help": "Drop exact duplicate documents."})
+    near_deduplicate: bool = field(
+        default=False, metadata={"help": "Drop near-duplicate documents (MinHash, Jaccard >= threshold)."}
+    )
+    near_duplicate_threshold: float = field(default=0.85, metadata={"help": "Jaccard threshold of near-dedup."})
+    max_train_documents: int | None = field(default=None, metadata={"help": "Use at most this many documents."})
+
+
+def bf16_supported() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    cpu = torch.backends.cpu.get_cpu_capability()
+    return "AVX512" in cpu or "AMX" in cpu
+
+
+@dataclass
+class ScratchLMTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with ScratchLM's defaults; every Trainer option is still available."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Where the model, checkpoints and logs go."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule after warmup."})
+    warmup_steps: float = field(
+        default=0.05, metadata={"help": "Warmup steps, or a fraction of all steps when below 1."}
+    )
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
+    logging_first_step: bool = field(default=True, metadata={"help": "Log the first step too."})
+    eval_strategy: str = field(default="steps", metadata={"help": "When to evaluate: no, steps, epoch."})
+    eval_steps: float | None = field(default=100, metadata={"help": "Evaluate every N steps."})
+    save_strategy: str = field(default="steps", metadata={"help": "When to checkpoint: no, steps, epoch."})
+    save_steps: float = field(default=100, metadata={"help": "Checkpoint every N steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept on disk."})
+    report_to: None | str | list[str] = field(
+        default="tensorboard", metadata={"help": "Loggers: tensorboard (default), wandb, none, ..."}
+    )
+    precision: str = field(
+        default="auto",
+        metadata={"help": "auto (bf16 where the hardware supports it), bf16, fp16 or fp32."},
+    )
+    resume: bool = field(
+        default=True,
+        metadata={"help": "Resume from the last checkpoint in output_dir when there is one."},
+    )
+
+    def __post_init__(self):
+        if self.output_dir is None:
+            raise ValueError("--output_dir is required")
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(f"--precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
+        if not (self.bf16 or self.fp16):
+            precision = ("bf16" if bf16_supported() else "fp32") if self.precision == "auto" else self.precision
+            self.bf16, self.fp16 = precision == "bf16", precision == "fp16"
+        super().__post_init__()

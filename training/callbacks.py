@@ -1,0 +1,84 @@
+"""Trainer callbacks shared by every training command."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+LOSS_CURVE_FILE = "loss_curve.png"
+
+
+def plot_loss_curve(log_history: list[dict], path: str | Path, title: str = "ScratchLM training") -> Path | None:
+    """Training and validation loss against optimizer steps, from `TrainerState.log_history`."""
+    train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry]
+    validation = [(entry["step"], entry["eval_loss"]) for entry in log_history if "eval_loss" in entry]
+    if not train and not validation:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.2), dpi=110)
+    if train:
+        axis.plot(*zip(*train), label="training loss", linewidth=1.2)
+    if validation:
+        axis.plot(*zip(*validation), "o-", label="validation loss", linewidth=1.5, markersize=3)
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("loss (nats per token)")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+class LossCurveCallback(TrainerCallback):
+    """Redraws `loss_curve.png` in the output directory at every evaluation, checkpoint and at the end."""
+
+    def _draw(self, args, state):
+        if state.is_world_process_zero:
+            plot_loss_curve(state.log_history, Path(args.output_dir) / LOSS_CURVE_FILE)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._draw(args, state)
+
+    def on_save(self, args, state, control, **kwargs):
+        self._draw(args, state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._draw(args, state)
+
+
+class PerplexityCallback(TrainerCallback):
+    """Adds perplexity (and bits per byte, when the evaluated bytes are known) to every evaluation's metrics.
+
+    Bits per byte = total validation nats / (validation bytes x ln 2): independent of the tokenizer.
+    """
+
+    def __init__(self, validation_tokens: int | None = None, validation_bytes: int | None = None):
+        self.validation_tokens = validation_tokens
+        self.validation_bytes = validation_bytes
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not metrics or "eval_loss" not in metrics:
+            return
+        add_language_model_metrics(metrics, self.validation_tokens, self.validation_bytes)
+        # The Trainer logged the metrics before this callback ran: record the additions in the log history too.
+        if state.log_history and state.log_history[-1].get("eval_loss") == metrics["eval_loss"]:
+            state.log_history[-1].update({k: v for k, v in metrics.items() if k not in state.log_history[-1]})
+
+
+def add_language_model_metrics(metrics: dict, tokens: int | None, num_bytes: int | None, prefix: str = "eval_"):
+    loss = metrics[f"{prefix}loss"]
+    metrics[f"{prefix}perplexity"] = math.exp(min(loss, 50.0))
+    if tokens and num_bytes:
+        # eval_loss is the mean over predicted tokens; each block predicts all but its first token.
+        metrics[f"{prefix}bits_per_byte"] = loss * tokens / (num_bytes * math.log(2))
+    return metrics
