@@ -337,7 +337,8 @@ def load_dataset_source(source: Any, *, dataset_config: str | None = None, split
     name = os.fspath(source)
     if is_offline_mode():
         raise ConnectionError(
-            f"cannot load data set {name!r}: offline mode is on (HF_HUB_OFFLINE) and it is not a local path"
+            f"cannot load data set {name!r} from the Hugging Face Hub: offline mode is on (HF_HUB_OFFLINE), "
+            "and it is not a local file or save_to_disk directory"
         )
     try:
         return datasets.load_dataset(name, dataset_config, split=split, streaming=True)

@@ -1,0 +1,279 @@
+"""ScratchLM tokenizer: training, lossless round trip, save/load (also as remote code), chat template, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from scratchlm.tokenization import ScratchLMTokenizer, train_tokenizer
+from scratchlm.tokenization.cli import main as cli_main
+from scratchlm.tokenization.tokenization_scratchlm import CHAT_START_TOKEN
+from transformers import AutoTokenizer
+
+VOCAB_SIZE = 1200
+CHAT = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Who wrote Hamlet?"},
+    {"role": "assistant", "content": "Shakespeare."},
+    {"role": "user", "content": "用中文说。"},
+    {"role": "assistant", "content": " 莎士比亚。\n"},
+]
+
+
+def _english_and_chinese(data_dir, english_bytes=150_000, poems=1500) -> tuple[list[str], dict[str, str]]:
+    """Documents from the start of Shakespeare and the Song ci; held-out text from later in each."""
+    shakespeare = (data_dir / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+    song = json.loads((data_dir / "chinese-poetry" / "宋词" / "ci.song.0.json").read_text(encoding="utf-8"))
+    lyrics = ["".join(poem["paragraphs"]) for poem in song]
+    texts = shakespeare[:english_bytes].split("\n\n") + lyrics[:poems]
+    held_out = {"english": shakespeare[-20_000:], "chinese": "\n".join(lyrics[-100:])}
+    return texts, held_out
+
+
+@pytest.fixture(scope="module")
+def corpus(data_dir):
+    return _english_and_chinese(data_dir)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus) -> ScratchLMTokenizer:
+    texts, _ = corpus
+    return train_tokenizer(texts, vocab_size=VOCAB_SIZE, show_progress=False)
+
+
+def test_vocabulary_and_special_tokens(tokenizer):
+    assert isinstance(tokenizer, ScratchLMTokenizer)
+    assert len(tokenizer) == VOCAB_SIZE
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|bos|>", "<|eos|>", "<|pad|>")
+    assert [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id] == [0, 1, 2]
+    assert tokenizer.convert_tokens_to_ids(CHAT_START_TOKEN) == 3
+    assert tokenizer.unk_token is None
+    assert tokenizer.model_input_names == ["input_ids", "attention_mask"]
+    # Encoding adds no special tokens: the data pipeline places eos between documents.
+    assert tokenizer("hello")["input_ids"] == tokenizer.encode("hello", add_special_tokens=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+@example("")
+@example("Hello, world! It's 2024... 12345678 x\t\ty\r\n\n\n   end  ")
+@example("东风夜放花千树，更吹落、星如雨。\n宝马雕车香满路。")
+@example("😀👍🏽👨‍👩‍👧 🇫🇷 ️")
+@example("e\u0301 n\u0303 \u0915\u093f \u0300\u0301\u0302")  # combining marks, also at the start
+@example("\x00\x01\x07\x1b[0m\x7f\u200b\u200d\ufeff\u2028\u2029\U0010ffff\ufffd")
+@example("<|eos|>text<|im_start|>user<|pad|> <|bos|>")
+@example("\u3000\u3000全角空格　\u00a0nbsp \t \x0b\x0c")
+def test_round_trip_is_lossless(tokenizer, text):
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert all(0 <= i < len(tokenizer) for i in ids)
+    assert tokenizer.decode(ids) == text
+
+
+def test_learns_english_and_chinese(tokenizer, corpus):
+    _, held_out = corpus
+    for language, text in held_out.items():
+        bytes_per_token = len(text.encode("utf-8")) / len(tokenizer.encode(text))
+        assert bytes_per_token > 2.0, (language, bytes_per_token)
+    vocabulary = [tokenizer.convert_tokens_to_string([token]) for token in tokenizer.get_vocab()]
+    assert any(len(word) >= 2 and all("\u4e00" <= c <= "\u9fff" for c in word) for word in vocabulary)
+    assert " the" in vocabulary
+
+
+def test_pre_tokenizer_splits(tokenizer):
+    pieces = [piece for piece, _ in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str("x 1234567")]
+    assert [tokenizer.convert_tokens_to_string([p]) for p in pieces] == ["x", " ", "123", "456", "7"]
+    text = "I'LL go.\n\n春风，又绿江南岸。"
+    pieces = [p for p, _ in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)]
+    assert [tokenizer.convert_tokens_to_string([p]) for p in pieces] == [
+        "I", "'LL", " go", ".\n\n", "春风", "，又绿江南岸", "。",
+    ]  # fmt: skip
+
+
+def test_save_and_load_with_auto_tokenizer(tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert config["auto_map"]["AutoTokenizer"][0] == "tokenization_scratchlm.ScratchLMTokenizer"
+    assert (tmp_path / "tokenization_scratchlm.py").is_file()
+    assert (tmp_path / "chat_template.jinja").is_file()
+
+    loaded = AutoTokenizer.from_pretrained(tmp_path, trust_remote_code=True)
+    assert type(loaded).__name__ == "ScratchLMTokenizer"
+    text = "To be, or not to be: 生存还是毁灭 🤔\n"
+    assert loaded.encode(text) == tokenizer.encode(text)
+    assert loaded.get_vocab() == tokenizer.get_vocab()
+    assert loaded.apply_chat_template(CHAT, tokenize=False) == tokenizer.apply_chat_template(CHAT, tokenize=False)
+    assert (loaded.bos_token_id, loaded.eos_token_id, loaded.pad_token_id) == (0, 1, 2)
+
+
+def test_loads_as_remote_code_in_a_fresh_process(tokenizer, tmp_path, run_without_package):
+    tokenizer.save_pretrained(tmp_path / "tok")
+    text = "Now is the winter of our discontent 寒蝉凄切 ✓"
+    expected = {
+        "ids": tokenizer.encode(text),
+        "chat": tokenizer.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=False),
+    }
+    result = run_without_package(
+        f"""
+        import json
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained("tok", trust_remote_code=True)
+        assert type(tokenizer).__name__ == "ScratchLMTokenizer", type(tokenizer)
+        text, expected = {text!r}, {expected!r}
+        assert tokenizer.encode(text) == expected["ids"]
+        assert tokenizer.decode(expected["ids"]) == text
+        assert tokenizer.apply_chat_template({CHAT!r}, tokenize=False) == expected["chat"]
+        tokenizer.save_pretrained("again")
+        again = AutoTokenizer.from_pretrained("again", trust_remote_code=True)
+        assert again.encode(text) == expected["ids"]
+        print("ok", tokenizer.eos_token_id)
+        """,
+        cwd=tmp_path,
+    )
+    assert result.stdout.split() == ["ok", "1"]
+
+
+def test_chat_template_rendering(tokenizer):
+    rendered = tokenizer.apply_chat_template(CHAT[:3], tokenize=False)
+    assert rendered == (
+        "<|im_start|>system\nYou are terse.<|eos|>\n"
+        "<|im_start|>user\nWho wrote Hamlet?<|eos|>\n"
+        "<|im_start|>assistant\nShakespeare.<|eos|>\n"
+    )
+    prompt = tokenizer.apply_chat_template(CHAT[:2], tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>user\nWho wrote Hamlet?<|eos|>\n<|im_start|>assistant\n")
+    with pytest.raises(Exception, match="unsupported chat role"):
+        tokenizer.apply_chat_template([{"role": "wizard", "content": "hi"}], tokenize=False)
+
+
+def test_assistant_token_mask_covers_exactly_the_replies(tokenizer):
+    out = tokenizer.apply_chat_template(CHAT, return_assistant_tokens_mask=True, return_dict=True)
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    assert len(ids) == len(mask) and set(mask) == {0, 1}
+    spans, current = [], []
+    for token_id, flag in zip(ids, mask):
+        if flag:
+            current.append(token_id)
+        elif current:
+            spans.append(current)
+            current = []
+    replies = [tokenizer.decode(span) for span in spans + ([current] if current else [])]
+    # Each reply ends with eos, so a model fine-tuned on these tokens learns to stop.
+    assert replies == ["Shakespeare.<|eos|>", " 莎士比亚。\n<|eos|>"]
+    assert tokenizer.decode(ids) == tokenizer.apply_chat_template(CHAT, tokenize=False)
+
+
+def test_special_and_extra_tokens(tmp_path):
+    texts = ["the cat sat on the mat with @user and <tool> calls"] * 50
+    tokenizer = train_tokenizer(
+        texts, vocab_size=300, special_tokens=["<tool>"], extra_tokens=["@user"], show_progress=False
+    )
+    assert tokenizer.convert_ids_to_tokens([4, 5]) == ["<tool>", "@user"]
+    ids = tokenizer.encode("hi @user<tool>x")
+    assert 4 in ids and 5 in ids
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "hi @userx"
+    assert "<tool>" in tokenizer.all_special_tokens and "@user" not in tokenizer.all_special_tokens
+    tokenizer.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path, trust_remote_code=True)
+    assert loaded.decode(loaded.encode("hi @user<tool>x"), skip_special_tokens=True) == "hi @userx"
+
+
+def test_trains_from_a_csv_column_and_a_saved_dataset(data_dir, tmp_path):
+    import datasets
+
+    csv_tokenizer = train_tokenizer(
+        data_dir / "waimai_10k" / "waimai_10k.csv", text_column="review", vocab_size=600, show_progress=False
+    )
+    sample = "很快，好吃，味道足，量大"
+    assert len(csv_tokenizer.encode(sample)) < len(sample.encode("utf-8")) / 2
+
+    datasets.Dataset.from_dict({"content": ["alpha beta gamma"] * 100}).save_to_disk(tmp_path / "saved")
+    dataset_tokenizer = train_tokenizer(tmp_path / "saved", text_column="content", vocab_size=300, show_progress=False)
+    assert dataset_tokenizer.convert_tokens_to_string(dataset_tokenizer.tokenize(" gamma")) == " gamma"
+    assert len(dataset_tokenizer.tokenize(" gamma")) == 1
+
+
+# --- bad input: each fails with a clear message before training starts ---------------------------------
+
+
+def test_vocabulary_too_small_fails_before_reading(tmp_path):
+    with pytest.raises(ValueError, match=r"vocab_size=259 is too small.*at least 260"):
+        train_tokenizer(tmp_path / "does-not-exist.txt", vocab_size=259)
+    with pytest.raises(ValueError, match="at least 262"):
+        train_tokenizer(["text"], vocab_size=261, special_tokens=["<a>"], extra_tokens=["b"])
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        train_tokenizer(tmp_path / "missing.txt")
+    with pytest.raises(FileNotFoundError, match=r"no files match the pattern .*\*\.jsonl"):
+        train_tokenizer(str(tmp_path / "*.jsonl"))
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="corpus file is empty: .*empty.txt"):
+        train_tokenizer(tmp_path / "empty.txt")
+
+
+def test_corpus_empty_after_reading(tmp_path):
+    (tmp_path / "blank.txt").write_text("\n \n\t\n")
+    with pytest.raises(ValueError, match="corpus is empty"):
+        train_tokenizer(tmp_path / "blank.txt", show_progress=False)
+    with pytest.raises(ValueError, match="corpus is empty"):
+        train_tokenizer(["", ""], show_progress=False)
+
+
+def test_invalid_utf8_names_file_and_offset(tmp_path):
+    good = tmp_path / "a_good.txt"
+    good.write_text("fine text\n" * 1000)
+    bad = tmp_path / "b_bad.txt"
+    bad.write_bytes(b"hello\nworld \xff\xfe and more\n")
+    with pytest.raises(ValueError, match=r"b_bad\.txt: invalid UTF-8 at byte offset 12"):
+        train_tokenizer(sources=[good, bad], vocab_size=300, show_progress=False)
+
+    tokenizer = train_tokenizer(sources=[good, bad], vocab_size=300, errors="replace", show_progress=False)
+    assert tokenizer.decode(tokenizer.encode("world \ufffd\ufffd")) == "world \ufffd\ufffd"
+
+
+# --- command line ---------------------------------------------------------------------------------------
+
+
+def test_cli_end_to_end(data_dir, tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "shakespeare.txt").write_text(
+        (data_dir / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:100_000], encoding="utf-8"
+    )
+    poems = json.loads((data_dir / "chinese-poetry" / "宋词" / "ci.song.1000.json").read_text(encoding="utf-8"))
+    with (corpus / "song.jsonl").open("w", encoding="utf-8") as handle:
+        for poem in poems[:500]:
+            handle.write(json.dumps({"paragraphs": poem["paragraphs"]}, ensure_ascii=False) + "\n")
+
+    output = tmp_path / "tok"
+    cli_main([
+        "--files", str(corpus / "*.txt"), str(corpus / "song.jsonl"), "--text-column", "paragraphs",
+        "--vocab-size", "1000", "--min-frequency", "3", "--extra-tokens", "ROMEO", "--output", str(output),
+        "--show-progress", "false",
+    ])  # fmt: skip
+    summary = capsys.readouterr().out
+    assert f"saved tokenizer to {output}: vocabulary 1000" in summary and "bytes/token" in summary
+
+    loaded = AutoTokenizer.from_pretrained(output, trust_remote_code=True)
+    assert len(loaded) == 1000
+    assert loaded.convert_ids_to_tokens(4) == "ROMEO"
+    text = "ROMEO:\n明月几时有"
+    assert loaded.decode(loaded.encode(text)) == text
+
+
+def test_cli_config_file_and_errors(tmp_path, capsys):
+    (tmp_path / "bad.txt").write_bytes(b"caf\xe9 au lait\n" * 20)
+    config = tmp_path / "tok.yaml"
+    config.write_text(f"files: [{tmp_path / 'bad.txt'}]\nvocab_size: 300\noutput: {tmp_path / 'tok'}\nshow_progress: false\n")
+    with pytest.raises(SystemExit, match=r"bad\.txt: invalid UTF-8 at byte offset 3"):
+        cli_main(["--config", str(config)])
+    cli_main(["--config", str(config), "--errors", "replace"])
+    assert "saved tokenizer to" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="corpus file not found: 'nope.txt'"):
+        cli_main(["--files", "nope.txt", "--output", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="too small"):
+        cli_main(["--files", "nope.txt", "--vocab-size", "100", "--output", str(tmp_path / "x")])
