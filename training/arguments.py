@@ -86,7 +86,15 @@ class DataArguments:
         default=False, metadata={"help": "Drop near-duplicate documents (MinHash, Jaccard >= threshold)."}
     )
     near_duplicate_threshold: float = field(default=0.85, metadata={"help": "Jaccard threshold of near-dedup."})
+    dedup_min_chars: int = field(
+        default=50,
+        metadata={"help": "Documents shorter than this are never dropped as duplicates (speaker names, headings)."},
+    )
     max_train_documents: int | None = field(default=None, metadata={"help": "Use at most this many documents."})
+    shuffle_buffer_size: int = field(
+        default=10_000,
+        metadata={"help": "Streaming only: shuffle training blocks in a buffer of this many (<= 1: no shuffle)."},
+    )
 
 
 def bf16_supported() -> bool:

@@ -1,0 +1,324 @@
+"""The data pipeline (`scratchlm.training.data`) on small corpora written to tmp_path and on shared/data."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import unicodedata
+
+import numpy as np
+import pandas as pd
+import pytest
+from scratchlm.modeling import ScratchLMConfig
+from scratchlm.tokenization import train_tokenizer
+from scratchlm.training.arguments import DataArguments
+from scratchlm.training.data import (
+    CleaningReport,
+    PackedBlockCollator,
+    build_pretraining_data,
+    check_block_size,
+    check_tokenizer_fits,
+    clean_documents,
+    hold_out_tail,
+    iter_training_texts,
+    load_documents,
+    load_table,
+    minhash_signature,
+)
+
+SHAKESPEARE_HEAD_CHARS = 60_000
+
+
+@pytest.fixture(scope="module")
+def shakespeare(data_dir) -> str:
+    return (data_dir / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(shakespeare):
+    return train_tokenizer([shakespeare[:SHAKESPEARE_HEAD_CHARS]], vocab_size=600, show_progress=False)
+
+
+@pytest.fixture
+def shakespeare_file(tmp_path, shakespeare):
+    path = tmp_path / "shakespeare.txt"
+    path.write_text(shakespeare[:SHAKESPEARE_HEAD_CHARS], encoding="utf-8")
+    return path
+
+
+def write_jsonl(path, texts):
+    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), encoding="utf-8")
+    return path
+
+
+def data_args(tmp_path, **overrides) -> DataArguments:
+    return DataArguments(data_cache_dir=str(tmp_path / "cache"), **overrides)
+
+
+def texts_of(dataset) -> list[str]:
+    return [row["text"] for row in dataset]
+
+
+# ------------------------------------------------------------------------------------------ cleaning
+
+DIRTY = [
+    "Cafe\u0301 au lait, twice.",  # decomposed: NFC composes it
+    "Hello\x00 world\x07, said the bell.",  # control characters
+    "Too   many    spaces   \nand trailing ones   \n\n\n\nand blank lines.",  # whitespace
+    "Line one\r\nline two, Windows style.",  # line endings (whitespace step)
+    "hi",  # too short for min_document_chars=5
+    "#### $$$$ %%%% ^^^^ &&&& ****",  # mostly symbols
+    "A plain sentence that survives every step.",
+    "A plain sentence that survives every step.",  # exact duplicate
+    "Cafe\u0301 au lait, twice.",  # a duplicate once normalised
+]
+
+
+def test_each_cleaning_step_counts_what_it_changes_and_drops(tmp_path):
+    path = write_jsonl(tmp_path / "dirty.jsonl", DIRTY)
+    args = data_args(tmp_path, train_files=[str(path)], min_document_chars=5, dedup_min_chars=0)
+    cleaned, report = clean_documents(load_documents(args), args)
+
+    assert texts_of(cleaned) == [
+        unicodedata.normalize("NFC", "Café au lait, twice."),
+        "Hello world, said the bell.",
+        "Too many spaces\nand trailing ones\n\nand blank lines.",
+        "Line one\nline two, Windows style.",
+        "A plain sentence that survives every step.",
+    ]
+    assert report.documents_in == 9 and report.documents_out == 5
+    assert report.changed == {"unicode_nfc": 2, "control_characters": 1, "whitespace": 2}
+    assert report.dropped == {"too_short": 1, "mostly_symbols": 1, "exact_duplicates": 2, "near_duplicates": 0}
+
+    table = report.to_table()
+    assert "exact_duplicates" in table and "9 in, 5 out" in table
+    report.save(tmp_path / "report.json")
+    assert CleaningReport.from_dict(json.loads((tmp_path / "report.json").read_text())) == report
+
+    # By default documents under 50 characters are never duplicates (a speaker's name repeats in a play).
+    args = data_args(tmp_path, train_files=[str(path)], min_document_chars=5)
+    cleaned, report = clean_documents(load_documents(args), args)
+    assert report.dropped["exact_duplicates"] == 0 and report.documents_out == 7
+
+
+def test_cleaning_switches_turn_steps_off(tmp_path):
+    args = data_args(
+        tmp_path, train_files=[str(write_jsonl(tmp_path / "dirty.jsonl", DIRTY))], normalize_unicode=False,
+        remove_control_characters=False, normalize_whitespace=False, min_document_chars=0, max_symbol_fraction=1.0,
+        deduplicate=False,
+    )  # fmt: skip
+    cleaned, report = clean_documents(load_documents(args), args)
+    assert texts_of(cleaned) == DIRTY
+    assert sum(report.changed.values()) == sum(report.dropped.values()) == 0
+    assert not any(report.enabled.values())
+
+
+def test_near_deduplication_drops_a_near_copy_and_keeps_distinct_documents(tmp_path):
+    base = (
+        "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+        "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light."
+    )
+    near_copy = base.replace("wisdom", "wizardry")
+    other = (
+        "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse, "
+        "and nothing particular to interest me on shore, I thought I would sail about a little."
+    )
+    estimated = np.mean(minhash_signature(base) == minhash_signature(near_copy))
+    assert estimated > 0.85 > np.mean(minhash_signature(base) == minhash_signature(other))
+
+    path = write_jsonl(tmp_path / "near.jsonl", [base, other, near_copy])
+    args = data_args(tmp_path, train_files=[str(path)], near_deduplicate=True)
+    cleaned, report = clean_documents(load_documents(args), args)
+    assert texts_of(cleaned) == [base, other]
+    assert report.dropped["near_duplicates"] == 1 and report.dropped["exact_duplicates"] == 0
+
+    with pytest.raises(ValueError, match="streaming"):
+        build_pretraining_data(data_args(tmp_path, train_files=[str(path)], near_deduplicate=True, streaming=True),
+                               None, 8)  # fmt: skip
+
+
+def test_text_documents_are_paragraphs_with_their_line_breaks(tmp_path):
+    path = tmp_path / "play.txt"
+    path.write_text("ROMEO:\nBut soft.\n\nJULIET:\nAy me.\nO Romeo.\n", encoding="utf-8")
+    documents = load_documents(data_args(tmp_path, train_files=[str(path)]))
+    assert texts_of(documents) == ["ROMEO:\nBut soft.", "JULIET:\nAy me.\nO Romeo."]
+
+
+# --------------------------------------------------------------------------------------------- split
+
+
+def test_held_out_validation_is_the_last_tenth_of_the_bytes(tmp_path, data_dir, shakespeare):
+    args = data_args(tmp_path, train_files=[str(data_dir / "tinyshakespeare" / "input.txt")])
+    cleaned, report = clean_documents(load_documents(args), args)
+    train, validation = hold_out_tail(cleaned, 0.1, args)
+    assert len(train) + len(validation) == report.documents_out
+
+    train_bytes = sum(len(text.encode()) for text in texts_of(train))
+    validation_bytes = sum(len(text.encode()) for text in texts_of(validation))
+    assert validation_bytes / (train_bytes + validation_bytes) == pytest.approx(0.1, abs=0.002)
+    # nanoGPT: validation starts at byte int(0.9 * n) of the file (tinyshakespeare is ASCII).
+    start = shakespeare.index(validation[0]["text"], len(shakespeare) // 2)
+    assert start / len(shakespeare) == pytest.approx(0.9, abs=0.003)
+    assert shakespeare.rstrip("\n").endswith(validation[-1]["text"])
+
+
+def test_iter_training_texts_yields_the_cleaned_training_part_only(tmp_path):
+    texts = [f"Document number {i} has some words." for i in range(20)] + ["Document number 3 has some words."]
+    args = data_args(tmp_path, train_files=[str(write_jsonl(tmp_path / "docs.jsonl", texts))], dedup_min_chars=0)
+    assert list(iter_training_texts(args)) == texts[:18]  # 20 distinct documents, the last 2 hold out 10%
+
+
+# ------------------------------------------------------------------------------------- packing, bpb
+
+
+def test_blocks_pack_every_document_followed_by_eos(tmp_path, tokenizer, shakespeare_file):
+    block_size = 64
+    args = data_args(tmp_path, train_files=[str(shakespeare_file)])
+    data = build_pretraining_data(args, tokenizer, block_size)
+    assert not data.from_cache
+    assert {len(ids) for ids in data.train["input_ids"]} == {block_size}
+    assert all(0 < len(ids) <= block_size for ids in data.validation["input_ids"])
+
+    cleaned, _ = clean_documents(load_documents(args), args)
+    expected = [i for text in texts_of(cleaned) for i in tokenizer.encode(text, add_special_tokens=False)
+                + [tokenizer.eos_token_id]]  # fmt: skip
+    train_tokens = [i for ids in data.train["input_ids"] for i in ids]
+    validation_tokens = [i for ids in data.validation["input_ids"] for i in ids]
+    assert data.train_tokens == len(train_tokens) and data.validation_tokens == len(validation_tokens)
+    # Training drops only the partial block at its end; validation keeps all its tokens.
+    assert train_tokens == expected[: len(train_tokens)]
+    assert len(expected) - len(train_tokens) - len(validation_tokens) < block_size
+    assert validation_tokens == expected[len(expected) - len(validation_tokens) :]
+
+    decoded = tokenizer.decode(validation_tokens, skip_special_tokens=True)
+    assert len(decoded.encode("utf-8")) == data.validation_bytes
+
+
+def test_validation_files_are_used_when_given(tmp_path, tokenizer):
+    train = write_jsonl(tmp_path / "train.jsonl", [f"Training text {i}, said the clerk." for i in range(40)])
+    validation = write_jsonl(tmp_path / "valid.jsonl", ["Née, a validation text.", "Another one\x00 here."])
+    args = data_args(tmp_path, train_files=[str(train)], validation_files=[str(validation)])
+    data = build_pretraining_data(args, tokenizer, 16)
+    assert data.validation_report.changed["control_characters"] == 1
+    assert data.validation_bytes == len("Née, a validation text.".encode()) + len("Another one here.")
+    assert data.report.documents_out == 40
+
+
+def test_collator_makes_labels_and_pads_a_short_block():
+    batch = PackedBlockCollator(pad_token_id=2)([{"input_ids": [5, 1, 7, 1]}, {"input_ids": [9, 1]}])
+    assert batch["input_ids"].tolist() == [[5, 1, 7, 1], [9, 1, 2, 2]]
+    assert batch["labels"].tolist() == [[5, 1, 7, 1], [9, 1, -100, -100]]  # eos (1) stays a label
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert "attention_mask" not in PackedBlockCollator()([{"input_ids": [5, 1]}, {"input_ids": [9, 1]}])
+
+
+# -------------------------------------------------------------------------------------- cache, stream
+
+
+def test_second_run_loads_the_cache_and_a_changed_setting_misses_it(tmp_path, tokenizer, shakespeare_file):
+    args = data_args(tmp_path, train_files=[str(shakespeare_file)])
+    first = build_pretraining_data(args, tokenizer, 32)
+    second = build_pretraining_data(args, tokenizer, 32)
+    assert (first.from_cache, second.from_cache) == (False, True)
+    assert second.train["input_ids"] == first.train["input_ids"]
+    assert second.validation["input_ids"] == first.validation["input_ids"]
+    assert (second.validation_bytes, second.report) == (first.validation_bytes, first.report)
+    assert not list(tmp_path.joinpath("cache").glob(".tmp-*"))
+    assert json.loads((second.cache_dir / "cleaning_report.json").read_text())["documents_in"] > 0
+
+    assert not build_pretraining_data(args, tokenizer, 48).from_cache
+    no_dedup = data_args(tmp_path, train_files=[str(shakespeare_file)], deduplicate=False)
+    assert not build_pretraining_data(no_dedup, tokenizer, 32).from_cache
+    shakespeare_file.write_text(shakespeare_file.read_text() + "\nEPILOGUE:\nThe end.\n")
+    assert not build_pretraining_data(args, tokenizer, 32).from_cache
+
+
+def test_streaming_gives_the_same_blocks_as_loading(tmp_path, tokenizer, shakespeare_file):
+    args = data_args(tmp_path, train_files=[str(shakespeare_file)])
+    loaded = build_pretraining_data(args, tokenizer, 32)
+    streamed = build_pretraining_data(
+        data_args(tmp_path, train_files=[str(shakespeare_file)], streaming=True, shuffle_buffer_size=0), tokenizer, 32
+    )
+    assert streamed.train_tokens is None and not streamed.from_cache
+    first_blocks = [row["input_ids"] for row in itertools.islice(streamed.train, 20)]
+    assert first_blocks == loaded.train["input_ids"][:20]
+    assert streamed.validation["input_ids"] == loaded.validation["input_ids"]
+    assert streamed.validation_bytes == loaded.validation_bytes
+    assert streamed.report == loaded.report  # the byte-counting pass read the whole stream
+    # A second pass (epoch) over the stream starts deduplication afresh instead of dropping everything.
+    assert sum(1 for _ in streamed.train) == sum(1 for _ in streamed.train) == len(loaded.train)
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_refused_with_a_clear_error(tmp_path, tokenizer, monkeypatch):
+    missing = str(tmp_path / "missing.txt")
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        build_pretraining_data(data_args(tmp_path, train_files=[missing]), tokenizer, 32)
+
+    symbols = write_jsonl(tmp_path / "symbols.jsonl", ["#### $$$$", "%%%% ^^^^", "@@@@ !!!!"])
+    with pytest.raises(ValueError, match=r"empty after cleaning: 3 documents read.*mostly_symbols: 3"):
+        build_pretraining_data(data_args(tmp_path, train_files=[str(symbols)]), tokenizer, 32)
+
+    short = write_jsonl(tmp_path / "short.jsonl", ["Just a few words.", "And a few more."])
+    with pytest.raises(ValueError, match="shorter than one block"):
+        build_pretraining_data(data_args(tmp_path, train_files=[str(short)]), tokenizer, 512)
+
+    config = ScratchLMConfig.from_preset("tiny")
+    with pytest.raises(ValueError, match=r"block_size=1024 .*max_position_embeddings=512"):
+        check_block_size(1024, config)
+    check_block_size(512, config)
+    with pytest.raises(ValueError, match=rf"{len(tokenizer)} tokens .* vocab_size=256"):
+        check_tokenizer_fits(tokenizer, ScratchLMConfig.from_preset("tiny", vocab_size=256))
+    check_tokenizer_fits(tokenizer, config)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConnectionError, match="offline"):
+        build_pretraining_data(data_args(tmp_path, dataset_name="someone/some-corpus"), tokenizer, 32)
+
+    bad_utf8 = tmp_path / "bad.txt"
+    bad_utf8.write_bytes(b"good text\n\nbad \xff byte\n")
+    with pytest.raises(ValueError, match="byte offset 15"):
+        build_pretraining_data(data_args(tmp_path, train_files=[str(bad_utf8)]), tokenizer, 32)
+
+    with pytest.raises(ValueError, match="give --train_files or --dataset_name"):
+        build_pretraining_data(data_args(tmp_path), tokenizer, 32)
+    tokenizer_without_eos = train_tokenizer(["some text to train on"], vocab_size=300, eos_token=None,
+                                            show_progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="no eos token"):
+        build_pretraining_data(data_args(tmp_path, train_files=[str(short)]), tokenizer_without_eos, 8)
+
+
+# ------------------------------------------------------------------------------------------- tables
+
+ROWS = {"label": [1, 0, 1], "sentence": ["good film", "dull, too long", "a gem, 好看"]}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".json", ".parquet"])
+def test_load_table_reads_each_format_with_its_columns(tmp_path, suffix):
+    frame = pd.DataFrame(ROWS)
+    path = tmp_path / f"table{suffix}"
+    if suffix in (".csv", ".tsv"):
+        frame.to_csv(path, sep="," if suffix == ".csv" else "\t", index=False)
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    elif suffix == ".json":
+        frame.to_json(path, orient="records", force_ascii=False)
+    else:
+        frame.to_parquet(path)
+    table = load_table(str(path))
+    assert table.column_names == ["label", "sentence"]
+    assert table.to_dict() == ROWS
+    assert load_table(str(path), split="train[:2]")["sentence"] == ROWS["sentence"][:2]
+
+
+def test_load_table_reads_a_real_csv_and_names_a_missing_file(tmp_path, data_dir):
+    table = load_table(str(data_dir / "chnsenticorp" / "ChnSentiCorp_htl_all.csv"))
+    assert table.column_names == ["label", "review"] and len(table) == 7766
+    assert sorted(set(table["label"])) == [0, 1]
+    with pytest.raises(FileNotFoundError, match="nothing.csv"):
+        load_table(str(tmp_path / "nothing.csv"))
+    saved = tmp_path / "saved"
+    table.select(range(5)).save_to_disk(str(saved))
+    assert load_table(str(saved))["review"] == table["review"][:5]
