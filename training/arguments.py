@@ -97,6 +97,12 @@ class DataArguments:
     )
 
 
+def has_accelerator() -> bool:
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) or (
+        torch.backends.mps.is_available()
+    )
+
+
 def bf16_supported() -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
@@ -133,8 +139,21 @@ class ScratchLMTrainingArguments(TrainingArguments):
     )
     resume: bool = field(
         default=True,
-        metadata={"help": "Resume from the last checkpoint in output_dir when there is one."},
+        metadata={"help": "Resume from the last complete checkpoint in output_dir when there is one."},
     )
+    overwrite_output: bool = field(
+        default=False,
+        metadata={"help": "Start over in an output_dir that holds another run (its checkpoints are not used)."},
+    )
+
+    # The options that define a run; a run resumes only into a directory whose run had the same ones.
+    RUN_IDENTITY = (
+        "seed", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay",
+        "adam_beta1", "adam_beta2", "lr_scheduler_type", "warmup_steps", "max_grad_norm", "bf16", "fp16",
+    )
+
+    def run_identity(self) -> dict:
+        return {name: getattr(self, name) for name in self.RUN_IDENTITY}
 
     def __post_init__(self):
         if self.output_dir is None:
@@ -144,4 +163,6 @@ class ScratchLMTrainingArguments(TrainingArguments):
         if not (self.bf16 or self.fp16):
             precision = ("bf16" if bf16_supported() else "fp32") if self.precision == "auto" else self.precision
             self.bf16, self.fp16 = precision == "bf16", precision == "fp16"
+        if not has_accelerator():
+            self.use_cpu = True  # the Trainer runs bf16 autocast on a CPU only when told it is on one
         super().__post_init__()

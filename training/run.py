@@ -1,13 +1,17 @@
-"""The one place that finishes a training run.
+"""The two ends of a training run, shared by every training command.
 
-Saves the model (safetensors, with its remote code), the tokenizer and the generation config, writes the
-metrics JSON, the loss curve, the run record (`scratchlm_run.json`) and the model card drawn from that record.
+`prepare_output_dir` starts one: it refuses a directory holding another run; `last_complete_checkpoint` finds
+where to resume. `finish_run` ends one: it saves the model (safetensors, with its remote code), the tokenizer and the
+generation config, and writes the metrics JSON, the loss curve, the run record (`scratchlm_run.json`) and the
+model card drawn from that record.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,65 @@ import transformers
 from .callbacks import LOSS_CURVE_FILE, plot_loss_curve
 
 RUN_RECORD_FILE = "scratchlm_run.json"
+RUN_SETTINGS_FILE = "scratchlm_settings.json"
+
+logger = logging.getLogger(__name__)
+
+
+def _checkpoint_is_complete(path: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a checkpoint without it, or with unreadable weights, was cut."""
+    if not (path / "trainer_state.json").is_file():
+        return False
+    try:
+        from safetensors import safe_open
+
+        for weights in path.glob("*.safetensors"):
+            with safe_open(str(weights), framework="pt") as handle:
+                handle.keys()
+        json.loads((path / "trainer_state.json").read_text())
+    except Exception:  # noqa: BLE001 - any unreadable file makes the checkpoint unusable
+        return False
+    return True
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest checkpoint-N in `output_dir` that was completely written; cut ones are reported and skipped."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    numbered = [(int(m.group(1)), p) for p in output_dir.iterdir()
+                if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+    for _, path in sorted(numbered, reverse=True):
+        if _checkpoint_is_complete(path):
+            return str(path)
+        logger.warning("skipping %s: the checkpoint is incomplete or corrupt (the run was cut while saving it)", path)
+    return None
+
+
+def prepare_output_dir(output_dir: str | Path, settings: dict[str, Any], overwrite: bool) -> None:
+    """Check that `output_dir` is new or holds this same run, and record the run's settings there.
+
+    `settings` are the options that define the run (model, data, optimisation); a directory holding a run with
+    other settings, or anything that is not a ScratchLM run, is refused unless `overwrite` is set.
+    """
+    output_dir = Path(output_dir)
+    settings = json.loads(json.dumps(settings, default=str))
+    settings_file = output_dir / RUN_SETTINGS_FILE
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        if not settings_file.is_file():
+            raise FileExistsError(
+                f"output directory {output_dir} is not empty and holds no ScratchLM run: choose another "
+                "--output_dir, or pass --overwrite_output to write into it anyway"
+            )
+        previous = json.loads(settings_file.read_text())
+        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        if changed:
+            raise FileExistsError(
+                f"output directory {output_dir} holds another run (different {', '.join(changed)}): choose "
+                "another --output_dir, or pass --overwrite_output to start over in it"
+            )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    settings_file.write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def architecture_summary(config) -> dict[str, Any]:
