@@ -87,7 +87,7 @@ def test_pre_tokenizer_splits(tokenizer):
     text = "I'LL go.\n\n春风，又绿江南岸。"
     pieces = [p for p, _ in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)]
     assert [tokenizer.convert_tokens_to_string([p]) for p in pieces] == [
-        "I", "'LL", " go", ".\n\n", "春风", "，又绿江南岸", "。",
+        "I", "'LL", " go", ".\n\n", "春风", "，", "又绿江南岸", "。",
     ]  # fmt: skip
 
 

@@ -25,14 +25,17 @@ CHAT_START_TOKEN = "<|im_start|>"
 DEFAULT_SPECIAL_TOKENS = (BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, CHAT_START_TOKEN)
 
 # GPT-4 style split, measured against the GPT-2 split of the stock ByteLevelBPETokenizer (see
-# benchmarks/bench_tokenizer.py): a word may take one leading punctuation mark ("，" before a Chinese
-# phrase, "(" or "\"" before an English word); punctuation keeps the line breaks that follow it (".\n");
-# runs of line breaks are one piece; numbers split into groups of at most three digits. Letters include
-# combining marks (\p{M}) so accented and Indic words stay whole. Chinese has no spaces, so a piece is a run
-# of Han characters up to the next punctuation mark and merges can span characters inside it.
+# benchmarks/bench_tokenizer.py): a word may take one leading ASCII/Latin punctuation mark ("(word",
+# "\"Word"); punctuation keeps the line breaks that follow it (".\n", "。\n"); runs of line breaks are one
+# piece; numbers split into groups of at most three digits; letters include combining marks (\p{M}) so
+# accented and Indic words stay whole. Chinese has no spaces: a piece is a run of Han characters between
+# punctuation marks, and merges span characters inside it. CJK punctuation (U+3000-303F, fullwidth forms
+# U+FF00-FFEF) does not join the next phrase: gluing "，" to every phrase made Chinese pieces longer and
+# rarer, which slowed training and spent merges on Chinese that English needed more.
+_CJK_PUNCTUATION = r"\x{3000}-\x{303F}\x{FF00}-\x{FFEF}"
 PRETOKENIZE_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
-    r"|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+"
+    rf"|[^\r\n\p{{L}}\p{{N}}{_CJK_PUNCTUATION}]?[\p{{L}}\p{{M}}]+"
     r"|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+"
