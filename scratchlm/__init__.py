@@ -7,6 +7,7 @@ for use in this process, and marks them for remote code, so that `save_pretraine
 
 from transformers import (
     AutoConfig,
+    AutoTokenizer,
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForQuestionAnswering,
@@ -22,6 +23,7 @@ from .modeling import (
     ScratchLMForTokenClassification,
     ScratchLMModel,
 )
+from .tokenization import ScratchLMTokenizer
 
 __version__ = "0.1.0"
 
@@ -40,6 +42,8 @@ def _register() -> None:
     for auto_class, model_class in _MODEL_AUTO_CLASSES.items():
         auto_class.register(ScratchLMConfig, model_class, exist_ok=True)
         model_class.register_for_auto_class(auto_class.__name__)
+    AutoTokenizer.register(ScratchLMConfig, tokenizer_class=ScratchLMTokenizer, exist_ok=True)
+    ScratchLMTokenizer.register_for_auto_class("AutoTokenizer")
 
 
 _register()
@@ -51,4 +55,5 @@ __all__ = [
     "ScratchLMForSequenceClassification",
     "ScratchLMForTokenClassification",
     "ScratchLMForQuestionAnswering",
+    "ScratchLMTokenizer",
 ]

@@ -164,6 +164,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
         "cleaning_report": data.report.to_dict() if hasattr(data.report, "to_dict") else None,
         "train_tokens": data.train_tokens,
         "validation_bytes": data.validation_bytes,
+        "data_from_cache": data.from_cache,
     }
     record = finish_run(trainer, tokenizer, record)
     if trainer.is_world_process_zero():
