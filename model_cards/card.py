@@ -1,0 +1,506 @@
+"""Model cards drawn from a run record (`scratchlm_run.json`), through `huggingface_hub`'s `ModelCard`.
+
+Everything on the card comes from the record a training command wrote at its end: nothing is filled in by hand,
+and a part the record lacks (samples, cleaning report, loss curve, ...) is left out rather than invented.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+MODEL_CARD_FILE = "README.md"
+TEMPLATE_PATH = Path(__file__).with_name("model_card.md.j2")
+DEFAULT_LICENSE = "apache-2.0"
+LIBRARY_NAME = "transformers"
+TASKS = ("text-generation", "text-classification")
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+
+# Metric key in the record -> (metric type on the Hub, label on the card). Kept in the order the card shows them.
+KNOWN_METRICS = {
+    "eval_perplexity": ("perplexity", "Perplexity"),
+    "eval_bits_per_byte": ("bits_per_byte", "Bits per byte"),
+    "eval_loss": ("loss", "Loss (nats per token)"),
+    "eval_accuracy": ("accuracy", "Accuracy"),
+    "eval_f1": ("f1", "F1"),
+    "eval_macro_f1": ("f1", "Macro F1"),
+}
+TASK_NAMES = {"text-generation": "Language modelling", "text-classification": "Text classification"}
+
+ARCHITECTURE_LABELS = {
+    "model_type": "Model type",
+    "num_hidden_layers": "Layers",
+    "hidden_size": "Hidden size",
+    "intermediate_size": "MLP (SwiGLU) size",
+    "num_attention_heads": "Attention heads",
+    "num_key_value_heads": "Key/value heads (GQA)",
+    "vocab_size": "Vocabulary size",
+    "max_position_embeddings": "Context length (tokens)",
+    "rope_type": "RoPE type",
+    "tie_word_embeddings": "Tied input/output embeddings",
+}
+LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "fr": "French", "de": "German", "es": "Spanish", "ja": "Japanese"}
+ENVIRONMENT_LABELS = {"torch": "PyTorch", "transformers": "Transformers", "device": "Device"}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small formatting helpers
+
+
+def _cell(value: Any) -> str:
+    """One markdown table cell: no line breaks, pipes escaped."""
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(str(item) for item in value)
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _code(value: Any) -> str:
+    return f"`{_cell(value)}`"
+
+
+def _fenced(text: str, language: str = "text") -> str:
+    """A fenced code block that survives backticks inside `text`."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{text.rstrip()}\n{fence}"
+
+
+def _humanize(key: str) -> str:
+    return key.replace("_", " ").capitalize()
+
+
+def is_hub_id(name: Any) -> bool:
+    """Whether `name` can be a Hub repository id (and is not a path on this machine)."""
+    if not isinstance(name, str) or not name or name.startswith((".", "/", "~")) or "\\" in name:
+        return False
+    if Path(name).exists():
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _short_source(name: str) -> str:
+    """A data source's name without this machine's directories (`.../tinyshakespeare/input.txt`)."""
+    path = Path(name)
+    if path.is_absolute() or name.startswith(("~", ".")):
+        return "/".join(path.parts[-2:]) if len(path.parts) > 1 else path.name
+    return name
+
+
+def _short_sources(names: str) -> str:
+    return ", ".join(_short_source(name.strip()) for name in str(names).split(","))
+
+
+def _display_source(name: str) -> str:
+    """How a data source is named on the card: Hub ids as links, local paths without this machine's directories."""
+    if is_hub_id(name) and "/" in name:
+        return f"[{name}](https://huggingface.co/datasets/{name})"
+    if _short_source(name) != name:
+        return f"`{_short_source(name)}` (local file)"
+    return f"`{name}`"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What the record says
+
+
+def _task(record: Mapping[str, Any]) -> str:
+    task = record.get("task")
+    if task not in TASKS:
+        raise ValueError(f"run record has task {task!r}; a model card needs one of {', '.join(TASKS)}")
+    return task
+
+
+def _is_adapter(record: Mapping[str, Any], output_dir: Path | None) -> bool:
+    """An adapter-only repository: the LoRA weights without a merged model next to them."""
+    if output_dir is not None and (output_dir / "config.json").is_file():
+        return False
+    if output_dir is not None and (output_dir / ADAPTER_CONFIG_FILE).is_file():
+        return True
+    return output_dir is None and bool(record.get("adapter")) and record.get("merged") is not True
+
+
+def _base_model(record: Mapping[str, Any]) -> str | None:
+    adapter = record.get("adapter") or {}
+    return adapter.get("base_model_name_or_path") or record.get("base_model")
+
+
+def _is_finetune(record: Mapping[str, Any]) -> bool:
+    return record.get("kind") == "finetuning" or record.get("method") == "lora" or bool(record.get("adapter"))
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def eval_results_from_record(record: Mapping[str, Any]) -> list[EvalResult]:
+    """The record's `eval_results`, or, when it has none, results derived from its `eval_*` metrics."""
+    entries = [dict(entry) for entry in record.get("eval_results") or []]
+    if not entries:
+        task = record.get("task", "text-generation")
+        datasets = record.get("datasets") or ["validation data"]
+        for key, (metric_type, label) in KNOWN_METRICS.items():
+            value = (record.get("metrics") or {}).get(key)
+            if _finite_number(value):
+                entries.append({
+                    "task_type": task, "task_name": TASK_NAMES.get(task, task),
+                    "dataset_name": ", ".join(str(d) for d in datasets), "dataset_type": "text",
+                    "dataset_split": "validation", "metric_type": metric_type, "metric_name": label,
+                    "metric_value": round(float(value), 4),
+                })  # fmt: skip
+    results = []
+    for entry in entries:
+        if not _finite_number(entry.get("metric_value")):
+            continue
+        entry.setdefault("task_type", record.get("task", "text-generation"))
+        entry.setdefault("dataset_type", "text")
+        entry["dataset_name"] = _short_sources(entry.get("dataset_name") or entry["dataset_type"])
+        try:
+            results.append(EvalResult(**entry))
+        except TypeError as error:
+            raise ValueError(f"run record has a malformed eval_results entry {entry}: {error}") from None
+    return results
+
+
+def card_data_from_record(
+    record: Mapping[str, Any], *, adapter: bool = False, base_model: str | None = None
+) -> ModelCardData:
+    """The card's YAML metadata: license, language, library, tags, pipeline tag, data sets, base model, results."""
+    task = _task(record)
+    model_name = record.get("model_name") or "scratchlm-model"
+    base_model = base_model or (_base_model(record) if _is_finetune(record) else None)
+    tags = ["scratchlm", task, "custom_code", record.get("kind") or "pretraining"]
+    if record.get("method") == "lora" or adapter:
+        tags += ["lora", "peft"]
+    if record.get("kind") != "finetuning" and not adapter:
+        tags.append("from-scratch")
+    datasets = [name for name in record.get("datasets") or [] if is_hub_id(name) and "/" in name]
+    extra: dict[str, Any] = {}
+    if base_model and is_hub_id(base_model):
+        extra["base_model"] = base_model
+        extra["base_model_relation"] = "adapter" if adapter else "finetune"
+    return ModelCardData(
+        language=list(record["language"]) if record.get("language") else None,
+        license=record.get("license") or DEFAULT_LICENSE,
+        library_name="peft" if adapter else LIBRARY_NAME,
+        tags=list(dict.fromkeys(tags)),
+        datasets=datasets or None,
+        pipeline_tag=task,
+        model_name=model_name,
+        eval_results=eval_results_from_record(record) or None,
+        **extra,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The card's sections
+
+
+def _architecture_rows(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for key, value in (record.get("architecture") or {}).items():
+        rows.append((ARCHITECTURE_LABELS.get(key, _humanize(key)), _cell(value)))
+    if isinstance(record.get("num_parameters"), int):
+        rows.append(("Parameters", f"{record['num_parameters']:,} ({record['num_parameters']})"))
+    trainable = record.get("trainable_parameters")
+    if isinstance(trainable, int) and trainable != record.get("num_parameters"):
+        rows.append(("Trainable parameters in this run", f"{trainable:,}"))
+    return rows
+
+
+def _adapter_rows(record: Mapping[str, Any], base_model: str | None) -> list[tuple[str, str]]:
+    adapter = record.get("adapter")
+    if not adapter:
+        return []
+    rows = [("Base model", _code(base_model or adapter.get("base_model_name_or_path", "?")))]
+    for key, label in (("r", "Rank r"), ("lora_alpha", "Alpha"), ("lora_dropout", "Dropout"),
+                       ("target_modules", "Target modules"), ("modules_to_save", "Fully trained modules")):
+        if adapter.get(key) is not None:
+            rows.append((label, _cell(sorted(adapter[key]) if isinstance(adapter[key], (list, set)) else adapter[key])))
+    return rows
+
+
+def _labels(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    id2label = record.get("id2label") or {}
+    return sorted(((int(index), _cell(label)) for index, label in id2label.items()), key=lambda pair: pair[0])
+
+
+def _cleaning_rows(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    report = record.get("cleaning_report")
+    if not isinstance(report, Mapping):
+        return []
+    rows = []
+    for key, value in report.items():
+        if isinstance(value, Mapping):
+            rows += [(f"{_humanize(key)}: {sub}", _cell(v)) for sub, v in value.items() if not isinstance(v, Mapping)]
+        elif isinstance(value, int) and not isinstance(value, bool):
+            rows.append((_humanize(key), f"{value:,}"))
+        elif value is not None:
+            rows.append((_humanize(key), _cell(value)))
+    return rows
+
+
+def _hyperparameter_rows(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    rows = [(key, _cell(value)) for key, value in (record.get("hyperparameters") or {}).items() if value is not None]
+    if record.get("global_step") is not None:
+        rows.append(("optimizer steps done", _cell(record["global_step"])))
+    if _finite_number(record.get("training_time_s")):
+        rows.append(("training time", f"{record['training_time_s'] / 60:.1f} min"))
+    return rows
+
+
+def _evaluation_rows(results: list[EvalResult]) -> list[tuple[str, str, str, str]]:
+    return [
+        (_cell(r.metric_name or r.metric_type), _cell(r.metric_value), _cell(r.dataset_name),
+         _cell(r.dataset_split or ""))
+        for r in results
+    ]  # fmt: skip
+
+
+def _samples(record: Mapping[str, Any]) -> list[str]:
+    blocks = []
+    for sample in record.get("samples") or []:
+        if isinstance(sample, Mapping):
+            prompt, completion = str(sample.get("prompt", "")), str(sample.get("completion", ""))
+            blocks.append(f"Prompt: {_code(prompt)}\n\n" + _fenced(prompt + completion))
+        elif isinstance(sample, str) and sample:
+            blocks.append(_fenced(sample))
+    return blocks
+
+
+def _summary(record: Mapping[str, Any], task: str, adapter: bool, base_model: str | None) -> str:
+    what = "language model" if task == "text-generation" else "text classifier"
+    languages = " and ".join(LANGUAGE_NAMES.get(code, code) for code in record.get("language") or [])
+    in_languages = f" for {languages}" if languages else ""
+    size = f" {record['num_parameters']:,}-parameter" if isinstance(record.get("num_parameters"), int) else ""
+    if adapter:
+        return (f"A LoRA adapter that turns `{base_model or 'its base model'}` into a {what}{in_languages}, "
+                "trained with ScratchLM and peft.")
+    if _is_finetune(record) and base_model:
+        how = "LoRA (merged into the weights)" if record.get("method") == "lora" else "full fine-tuning"
+        return f"A{size} {what}{in_languages}, fine-tuned from `{base_model}` with {how} using ScratchLM."
+    return (f"A{size} decoder-only {what}{in_languages}, trained from scratch with ScratchLM: a Llama-style "
+            "transformer (RMSNorm, rotary position embeddings, grouped-query attention, SwiGLU).")
+
+
+def _procedure(record: Mapping[str, Any]) -> str:
+    kind = record.get("kind") or "pretraining"
+    method = record.get("method") or "full"
+    parts = [f"{kind.capitalize()} ({'LoRA' if method == 'lora' else method} training) with the 🤗 Trainer."]
+    if record.get("finished_at"):
+        parts.append(f"Finished at {record['finished_at']}.")
+    return " ".join(parts)
+
+
+def _usage(record: Mapping[str, Any], task: str, repo_id: str, adapter: bool, base_model: str | None) -> tuple[str, str]:
+    if adapter:
+        auto = "AutoPeftModelForCausalLM" if task == "text-generation" else "AutoPeftModelForSequenceClassification"
+        code = (
+            f"from peft import {auto}\nfrom transformers import AutoTokenizer\n\n"
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)\n'
+            f"# loads the base model `{base_model or '?'}` and applies this adapter\n"
+            f'model = {auto}.from_pretrained("{repo_id}", trust_remote_code=True)\n'
+            f"# or, with the base model already loaded: model = PeftModel.from_pretrained(base, \"{repo_id}\")\n"
+        )
+    elif task == "text-generation":
+        code = (
+            "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)\n'
+            f'model = AutoModelForCausalLM.from_pretrained("{repo_id}", trust_remote_code=True)\n'
+        )
+    else:
+        code = (
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)\n'
+            f'model = AutoModelForSequenceClassification.from_pretrained("{repo_id}", trust_remote_code=True)\n'
+        )
+    prompt = _example_prompt(record)
+    if task == "text-generation":
+        code += (
+            f"\ninputs = tokenizer({prompt!r}, return_tensors=\"pt\")\n"
+            "output = model.generate(**inputs, max_new_tokens=50, do_sample=True, top_p=0.9)\n"
+            "print(tokenizer.decode(output[0], skip_special_tokens=True))"
+        )
+        pipeline = (
+            "from transformers import pipeline\n\n"
+            f'generator = pipeline("text-generation", model="{repo_id}", trust_remote_code=True)\n'
+            f"print(generator({prompt!r}, max_new_tokens=50)[0][\"generated_text\"])"
+        )
+    else:
+        code += (
+            f"\ninputs = tokenizer({prompt!r}, return_tensors=\"pt\")\n"
+            "label_id = model(**inputs).logits.argmax(-1).item()\n"
+            "print(model.config.id2label[label_id])"
+        )
+        pipeline = (
+            "from transformers import pipeline\n\n"
+            f'classifier = pipeline("text-classification", model="{repo_id}", trust_remote_code=True)\n'
+            f"print(classifier({prompt!r}))"
+        )
+    return code, "" if adapter else pipeline
+
+
+def _example_prompt(record: Mapping[str, Any]) -> str:
+    for sample in record.get("samples") or []:
+        if isinstance(sample, Mapping) and sample.get("prompt"):
+            return str(sample["prompt"])[:80]
+    return "一个好的故事" if (record.get("language") or ["en"])[0] == "zh" else "Once upon a time"
+
+
+def _limitations(record: Mapping[str, Any], task: str, adapter: bool) -> list[str]:
+    scale = record.get("num_parameters")
+    scale_text = f"{scale:,} parameters" if isinstance(scale, int) else "a small number of parameters"
+    paragraphs = []
+    if task == "text-generation":
+        paragraphs.append(
+            "**Intended use.** Learning and research: studying how a small transformer language model is built, "
+            "trained and evaluated, and as a starting point for fine-tuning experiments. It is not meant for "
+            "production use or for any decision that affects people."
+        )
+        paragraphs.append(
+            f"**Limitations.** This is a small model ({scale_text}) trained on a small corpus. Its text is often "
+            "fluent-looking but incoherent or factually wrong; it has no notion of truth, follows no instructions "
+            "unless fine-tuned for them, and its context is limited to "
+            f"{(record.get('architecture') or {}).get('max_position_embeddings', 'a few hundred')} tokens."
+        )
+    else:
+        labels = ", ".join(str(v) for v in (record.get("id2label") or {}).values())
+        paragraphs.append(
+            "**Intended use.** Learning and research on text classification"
+            + (f" into: {labels}" if labels else "")
+            + ", on text like its training data. Not for decisions that affect people."
+        )
+        paragraphs.append(
+            f"**Limitations.** A small model ({scale_text}); its accuracy is only what the evaluation above "
+            "shows, on data like the evaluation set. On other domains, styles or languages it can fail silently "
+            "and with high confidence."
+        )
+    paragraphs.append(
+        "**Bias.** The model reproduces the patterns, gaps and biases of its training data"
+        + (f" ({', '.join(_short_source(str(d)) for d in record['datasets'])})" if record.get("datasets") else "")
+        + ", which was not filtered for stereotypes or offensive content. Check its outputs before using them."
+    )
+    if adapter or _is_finetune(record):
+        paragraphs.append("It also inherits the limitations and biases of its base model.")
+    return paragraphs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Public API
+
+
+def render_model_card(
+    record: Mapping[str, Any],
+    output_dir: str | Path | None = None,
+    *,
+    repo_id: str | None = None,
+    base_model: str | None = None,
+) -> ModelCard:
+    """Render the model card of a run from its record.
+
+    Args:
+        record: the run record (`scratchlm_run.json`) a training command wrote.
+        output_dir: the run's directory, when known: the loss curve is shown only if its file is there, and an
+            adapter directory (adapter_config.json, no config.json) gets an adapter card.
+        repo_id: the Hub repository the card is for, used in the loading examples (default: the model name).
+        base_model: the Hub id of the base model, overriding the one in the record (a local path, say).
+    """
+    if not isinstance(record, Mapping):
+        raise TypeError(f"a run record must be a mapping, got {type(record).__name__}")
+    output_dir = Path(output_dir) if output_dir is not None else None
+    task = _task(record)
+    adapter = _is_adapter(record, output_dir)
+    base = base_model or _base_model(record)
+    if base and not is_hub_id(base):
+        base = f"{_short_source(base)} (a local model)"
+    card_data = card_data_from_record(record, adapter=adapter, base_model=base_model)
+    model_name = record.get("model_name") or "scratchlm-model"
+    results = eval_results_from_record(record)
+    loss_curve = record.get("loss_curve")
+    if loss_curve and output_dir is not None and not (output_dir / loss_curve).is_file():
+        loss_curve = None
+    usage_code, pipeline_code = _usage(record, task, repo_id or model_name, adapter, base)
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE_PATH),
+        model_name=model_name,
+        summary=_summary(record, task, adapter, base),
+        architecture_rows=_architecture_rows(record),
+        adapter_rows=_adapter_rows(record, base),
+        labels=_labels(record) if task == "text-classification" else [],
+        usage_code=usage_code,
+        pipeline_code=pipeline_code,
+        dataset_rows=[_display_source(str(name)) for name in record.get("datasets") or []],
+        cleaning_rows=_cleaning_rows(record),
+        procedure=_procedure(record),
+        hyperparameter_rows=_hyperparameter_rows(record),
+        loss_curve=loss_curve,
+        environment_rows=[(ENVIRONMENT_LABELS.get(k, _humanize(k)), _cell(v))
+                          for k, v in (record.get("environment") or {}).items()],
+        evaluation_rows=_evaluation_rows(results),
+        samples=_samples(record),
+        limitations=_limitations(record, task, adapter),
+    )
+
+
+def validate_model_card(
+    card_or_path: ModelCard | str | Path, *, require_results: bool = False, require_base_model: bool = False
+) -> ModelCard:
+    """Check that a card parses and has the metadata the Hub needs; returns the parsed card.
+
+    Raises `ValueError` naming what is missing: license, library_name, pipeline_tag; with `require_results`, the
+    model-index evaluation results; with `require_base_model`, the Hub id of the base model of an adapter card
+    (`library_name: peft`), which a run trained from a local base model only gets when it is published.
+    """
+    try:
+        if isinstance(card_or_path, ModelCard):
+            card = ModelCard(str(card_or_path))
+        else:
+            path = Path(card_or_path)
+            if not path.is_file():
+                raise ValueError(f"no model card at {path}")
+            card = ModelCard.load(path)
+    except ValueError as error:
+        raise ValueError(f"the model card does not parse: {error}") from None
+    data = card.data.to_dict()
+    missing = [key for key in ("license", "library_name", "pipeline_tag") if not data.get(key)]
+    if require_base_model and data.get("library_name") == "peft" and not data.get("base_model"):
+        missing.append("base_model")
+    if require_results and not data.get("model-index"):
+        missing.append("model-index (evaluation results)")
+    if missing:
+        raise ValueError(f"the model card is missing required metadata: {', '.join(missing)}")
+    if data.get("pipeline_tag") not in TASKS:
+        raise ValueError(f"the model card has pipeline_tag {data['pipeline_tag']!r}; expected one of {TASKS}")
+    return card
+
+
+def record_has_results(record: Mapping[str, Any]) -> bool:
+    """Whether the record holds evaluation numbers, so that its card must have a model-index."""
+    return bool(eval_results_from_record(record))
+
+
+def write_model_card(output_dir: str | Path, record: Mapping[str, Any], *, repo_id: str | None = None,
+                     base_model: str | None = None) -> Path:
+    """Render the card of a run, check it, and write it to `output_dir/README.md`; returns the path."""
+    output_dir = Path(output_dir)
+    card = render_model_card(record, output_dir, repo_id=repo_id, base_model=base_model)
+    validate_model_card(card, require_results=record_has_results(record))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / MODEL_CARD_FILE
+    card.save(path)
+    return path
