@@ -57,6 +57,16 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     return None
 
 
+def _flatten(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def prepare_output_dir(output_dir: str | Path, settings: dict[str, Any], overwrite: bool) -> None:
     """Check that `output_dir` is new or holds this same run, and record the run's settings there.
 
@@ -64,7 +74,7 @@ def prepare_output_dir(output_dir: str | Path, settings: dict[str, Any], overwri
     other settings, or anything that is not a ScratchLM run, is refused unless `overwrite` is set.
     """
     output_dir = Path(output_dir)
-    settings = json.loads(json.dumps(settings, default=str))
+    settings = _flatten(json.loads(json.dumps(settings, default=str)))
     settings_file = output_dir / RUN_SETTINGS_FILE
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         if not settings_file.is_file():
@@ -153,6 +163,7 @@ def finish_run(trainer, tokenizer, record: dict[str, Any], model=None) -> dict[s
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "hyperparameters": hyperparameters(trainer.args),
         "global_step": trainer.state.global_step,
+        "train_losses": {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry},
         "environment": environment(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -1,0 +1,195 @@
+"""`scratchlm-pretrain` end to end: outputs, config files, resume after kill -9, DDP, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from scratchlm.modeling.cli import init_model
+from scratchlm.tokenization import train_tokenizer
+from scratchlm.training.pretrain import main
+
+CORPUS_BYTES = 60_000
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("pretrain")
+    text = (data_dir / "tinyshakespeare" / "input.txt").read_bytes()[:CORPUS_BYTES].decode("utf-8", "ignore")
+    corpus = root / "shakespeare.txt"
+    corpus.write_text(text, encoding="utf-8")
+    tokenizer = train_tokenizer([text], vocab_size=512, show_progress=False)
+    tokenizer.save_pretrained(root / "tokenizer")
+    return root
+
+
+def base_args(workspace, output_dir, *extra: str) -> list[str]:
+    return [
+        "--train_files", str(workspace / "shakespeare.txt"),
+        "--tokenizer_name_or_path", str(workspace / "tokenizer"),
+        "--preset", "tiny", "--config_overrides", "max_position_embeddings=64,num_hidden_layers=1",
+        "--output_dir", str(output_dir), "--data_cache_dir", str(workspace / "cache"),
+        "--per_device_train_batch_size", "8", "--learning_rate", "3e-3", "--precision", "fp32",
+        "--logging_steps", "1", "--report_to", "none", "--num_samples", "0", "--dataloader_num_workers", "0",
+        *extra,
+    ]
+
+
+def read_record(output_dir):
+    return json.loads((output_dir / "scratchlm_run.json").read_text())
+
+
+def test_pretrain_end_to_end_outputs(workspace, tmp_path):
+    output = tmp_path / "run"
+    main(base_args(workspace, output, "--max_steps", "6", "--eval_steps", "3", "--save_steps", "3",
+                   "--report_to", "tensorboard", "--num_samples", "1", "--sample_max_new_tokens", "8"))
+    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                 "modeling_scratchlm.py", "tokenization_scratchlm.py", "loss_curve.png", "README.md",
+                 "metrics.json", "scratchlm_run.json"):
+        assert (output / name).is_file(), name
+    assert not list(output.glob("*.bin")) or [p.name for p in output.glob("*.bin")] == ["training_args.bin"]
+    assert list((output / "runs").rglob("events.out.tfevents.*")), "no TensorBoard logs"
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert 0 < metrics["eval_bits_per_byte"] < 20 and metrics["eval_perplexity"] > 1
+    assert read_record(output)["samples"][0]["completion"] is not None
+
+    model = AutoModelForCausalLM.from_pretrained(output)
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    assert model.config.eos_token_id == tokenizer.eos_token_id and model.config.vocab_size == len(tokenizer)
+    inputs = tokenizer("ROMEO:", return_tensors="pt")
+    assert model.generate(**inputs, max_new_tokens=4, do_sample=False).shape[1] == inputs["input_ids"].shape[1] + 4
+
+
+def test_config_file_with_overrides_and_data_cache(workspace, tmp_path):
+    config = tmp_path / "run.yaml"
+    args = base_args(workspace, tmp_path / "first", "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2")
+    values = {args[i].lstrip("-"): args[i + 1] for i in range(0, len(args), 2)}
+    values["train_files"] = [values["train_files"]]
+    values["max_steps"] = 99
+    config.write_text(yaml.safe_dump(values))
+    main(["--config", str(config), "--max_steps", "2"])
+    assert read_record(tmp_path / "first")["global_step"] == 2  # the command line overrode the file's 99
+    second = dict(values, output_dir=str(tmp_path / "second"), max_steps=1)
+    config.write_text(yaml.safe_dump(second))
+    main([str(config)])
+    assert read_record(tmp_path / "second")["data_from_cache"] is True
+
+
+def test_kill_9_then_same_command_resumes_to_the_same_result(workspace, tmp_path):
+    common = ("--max_steps", "24", "--save_steps", "4", "--eval_steps", "24", "--seed", "7")
+    main(base_args(workspace, tmp_path / "straight", *common))
+
+    interrupted = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "scratchlm.training.pretrain", *base_args(workspace, interrupted, *common)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    deadline = time.time() + 240
+    while not (interrupted / "checkpoint-4" / "trainer_state.json").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (interrupted / "model.safetensors").exists(), "the run finished before it was killed"
+
+    main(base_args(workspace, interrupted, *common))  # the same command again
+    straight = load_file(tmp_path / "straight" / "model.safetensors")
+    resumed = load_file(interrupted / "model.safetensors")
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    assert read_record(interrupted)["metrics"]["eval_loss"] == pytest.approx(
+        read_record(tmp_path / "straight")["metrics"]["eval_loss"], abs=1e-6
+    )
+
+
+def test_a_cut_checkpoint_is_skipped_when_resuming(workspace, tmp_path):
+    output = tmp_path / "run"
+    main(base_args(workspace, output, "--max_steps", "4", "--save_steps", "2", "--eval_steps", "4",
+                   "--save_total_limit", "3"))
+    # A run killed while writing checkpoint-6: weights half written, no trainer_state.json.
+    cut = output / "checkpoint-6"
+    shutil.copytree(output / "checkpoint-4", cut)
+    (cut / "trainer_state.json").unlink()
+    (cut / "model.safetensors").write_bytes((cut / "model.safetensors").read_bytes()[:1000])
+    main(base_args(workspace, output, "--max_steps", "6", "--save_steps", "2", "--eval_steps", "6",
+                   "--save_total_limit", "3"))
+    assert read_record(output)["global_step"] == 6
+
+
+def test_two_ddp_processes_match_one_process_with_the_same_global_batch(workspace, tmp_path):
+    common = ("--max_steps", "6", "--eval_steps", "6", "--save_steps", "6", "--seed", "3")
+    single = base_args(workspace, tmp_path / "single", *common)
+    main(single)
+    ddp = base_args(workspace, tmp_path / "ddp", *common)
+    ddp[ddp.index("--per_device_train_batch_size") + 1] = "4"
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    subprocess.run([torchrun, "--nproc_per_node=2", "-m", "scratchlm.training.pretrain", *ddp], check=True,
+                   capture_output=True, timeout=600)
+
+    single_losses = read_record(tmp_path / "single")["train_losses"]
+    ddp_losses = read_record(tmp_path / "ddp")["train_losses"]
+    assert single_losses.keys() == ddp_losses.keys() and len(single_losses) == 6
+    for step, loss in single_losses.items():
+        assert ddp_losses[step] == pytest.approx(loss, rel=1e-3), step
+
+
+# --- bad input, caught before training starts ----------------------------------------------------------------
+
+
+def test_missing_training_file_is_named(workspace, tmp_path):
+    args = base_args(workspace, tmp_path / "run", "--max_steps", "1")
+    args[args.index("--train_files") + 1] = str(tmp_path / "nowhere.txt")
+    with pytest.raises(FileNotFoundError, match="nowhere.txt"):
+        main(args)
+
+
+def test_corpus_empty_after_cleaning(workspace, tmp_path):
+    symbols = tmp_path / "symbols.txt"
+    symbols.write_text("#### $$$$ %%%%\n\n@@@@ ^^^^ &&&&\n", encoding="utf-8")
+    args = base_args(workspace, tmp_path / "run", "--max_steps", "1")
+    args[args.index("--train_files") + 1] = str(symbols)
+    with pytest.raises(ValueError, match="empty after cleaning|no documents"):
+        main(args)
+
+
+def test_block_size_beyond_context(workspace, tmp_path):
+    with pytest.raises(ValueError, match="block"):
+        main(base_args(workspace, tmp_path / "run", "--max_steps", "1", "--block_size", "65"))
+
+
+def test_tokenizer_that_does_not_fit_the_model(workspace, tmp_path):
+    small = init_model("tiny", {"vocab_size": 300})
+    small.save_pretrained(tmp_path / "small")
+    args = base_args(workspace, tmp_path / "run", "--max_steps", "1", "--model_name_or_path", str(tmp_path / "small"))
+    with pytest.raises(ValueError, match="512.*300|300.*512"):
+        main(args)
+
+
+def test_unknown_preset(workspace, tmp_path):
+    args = base_args(workspace, tmp_path / "run", "--max_steps", "1")
+    args[args.index("--preset") + 1] = "huge"
+    with pytest.raises(ValueError, match="unknown ScratchLM preset 'huge'"):
+        main(args)
+
+
+def test_output_directory_holding_another_run(workspace, tmp_path):
+    output = tmp_path / "run"
+    main(base_args(workspace, output, "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1"))
+    with pytest.raises(FileExistsError, match="holds another run.*learning_rate"):
+        main(base_args(workspace, output, "--max_steps", "1", "--learning_rate", "1e-4"))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds no ScratchLM run"):
+        main(base_args(workspace, other, "--max_steps", "1"))
+    assert (other / "notes.txt").read_text() == "mine"
