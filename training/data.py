@@ -952,21 +952,386 @@ def load_table(source: str, *, split: str = "train", dataset_config: str | None 
     )
 
 
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fine-tuning data: text classification and supervised fine-tuning (SFT) on instruction data.
+#
+# Both start from tables (`load_tables`: files or a data set id) and end as token-id datasets for the Trainer.
+# Bad input is reported before training starts: a missing column or a label outside the label set is an error
+# naming the column (and the columns there are) or the label and its row; rows with an empty text (or, for SFT,
+# an empty reply) are dropped with a warning giving their count, and it is an error when nothing is left.
+
+IGNORE_INDEX = -100  # label of tokens the loss skips (PyTorch's cross-entropy default)
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class FinetuneReport:
+    """What preprocessing did to one split: rows read, dropped (and why), truncated, and what is left."""
+
+    split: str
+    rows: int = 0
+    dropped_empty: int = 0
+    dropped_no_reply: int = 0
+    truncated: int = 0
+    examples: int = 0
+    tokens: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def warn(self, max_length: int) -> None:
+        if self.dropped_empty:
+            logger.warning("%s: dropped %d of %d rows with an empty text", self.split, self.dropped_empty, self.rows)
+        if self.dropped_no_reply:
+            logger.warning("%s: dropped %d rows with nothing of the reply left within %d tokens", self.split,
+                           self.dropped_no_reply, max_length)
+        if self.truncated:
+            logger.warning("%s: truncated %d of %d examples to %d tokens", self.split, self.truncated,
+                           self.examples, max_length)
+
+
+def load_tables(sources: str | list[str] | None, *, split: str = "train", dataset_config: str | None = None):
+    """`load_table` over one or several sources (their rows concatenated, in order); None for no sources."""
+    if not sources:
+        return None
+    sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    tables = [load_table(source, split=split, dataset_config=dataset_config) for source in sources]
+    return tables[0] if len(tables) == 1 else datasets.concatenate_datasets(tables)
+
+
+def check_columns(dataset: Dataset, columns: dict[str, str | None], split: str) -> None:
+    """Raise if a needed column is missing; `columns` maps the option naming it (e.g. "--label_column") to it."""
+    for option, column in columns.items():
+        if column is not None and column not in dataset.column_names:
+            raise ValueError(
+                f"the {split} data has no column {column!r} (its columns: {', '.join(dataset.column_names)}); "
+                f"name the right one with {option}"
+            )
+
+
+def _is_empty(text: Any) -> bool:
+    return text is None or (isinstance(text, str) and not text.strip())
+
+
+def _label_key(value: Any) -> str | None:
+    """A label as the string it is known by: 1, 1.0 and "1" are all "1"; None stays None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _sorted_labels(keys) -> list[str]:
+    keys = set(keys)
+    if all(re.fullmatch(r"-?\d+", key) for key in keys):
+        return sorted(keys, key=int)  # 0, 1, ..., 10 rather than "0", "1", "10", "2"
+    return sorted(keys)
+
+
+def label_names_from(dataset: Dataset, label_column: str, label_names: list[str] | None = None) -> list[str]:
+    """The label set, in id order: `label_names` when given, else the training labels sorted (numerically when
+    they are numbers, so that integer labels 0..n-1 keep their values as ids)."""
+    if label_names:
+        if len(set(label_names)) != len(label_names):
+            raise ValueError(f"--class_names has duplicates: {label_names}")
+        return [str(name) for name in label_names]
+    keys = {key for key in map(_label_key, dataset[label_column]) if key is not None}
+    if len(keys) < 2:
+        raise ValueError(f"the training data has {len(keys)} distinct label(s) in column {label_column!r}; "
+                         "classification needs at least two")
+    return _sorted_labels(keys)
+
+
+def _label_ids(values: list, label2id: dict[str, int], split: str, label_column: str) -> list[int]:
+    keys = [_label_key(value) for value in values]
+    # Integer labels of which none is a label name index the names (labels 0/1 with --class_names neg pos).
+    by_index = all(key is None or key.isdigit() for key in keys) and not any(key in label2id for key in keys)
+    ids = []
+    for row, (value, key) in enumerate(zip(values, keys)):
+        if key is None:
+            raise ValueError(f"{split} row {row}: no label in column {label_column!r}")
+        if key in label2id:
+            ids.append(label2id[key])
+        elif by_index and int(key) < len(label2id):
+            ids.append(int(key))
+        else:
+            raise ValueError(
+                f"{split} row {row}: label {value!r} is not in the label set "
+                f"({', '.join(label2id)}); fix the data or give the full label set with --class_names"
+            )
+    return ids
+
+
+def _truncate_pair(first: list[int], second: list[int] | None, budget: int) -> tuple[list[int], list[int] | None]:
+    """Cut the longer of the two token lists first until both fit in `budget` tokens (tokenizers' longest_first)."""
+    first = list(first)
+    second = None if second is None else list(second)
+    while len(first) + len(second or []) > budget:
+        if second is not None and len(second) > len(first):
+            second.pop()
+        else:
+            first.pop()
+    return first, second
+
+
+def _encode_classification_batch(batch, tokenizer, text_column, text_pair_column, max_length):
+    """[text] eos ([text pair] eos): the model pools the last real token, the eos, as in pretraining where eos
+    closes every document; the eos also separates a text pair."""
+    eos = _eos_token_id(tokenizer)
+    texts = tokenizer(batch[text_column], add_special_tokens=False)["input_ids"]
+    pairs = tokenizer(batch[text_pair_column], add_special_tokens=False)["input_ids"] if text_pair_column else None
+    budget = max_length - (2 if pairs else 1)
+    input_ids, truncated = [], []
+    for index, first in enumerate(texts):
+        second = pairs[index] if pairs else None
+        cut_first, cut_second = _truncate_pair(first, second, budget)
+        truncated.append(len(cut_first) + len(cut_second or []) < len(first) + len(second or []))
+        input_ids.append(cut_first + [eos] + (cut_second + [eos] if second is not None else []))
+    return {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids],
+            "truncated": truncated}
+
+
+@dataclass
+class ClassificationData:
+    train: Dataset
+    validation: Dataset | None
+    test: Dataset | None
+    id2label: dict[int, str]
+    label2id: dict[str, int]
+    reports: dict[str, FinetuneReport] = field(default_factory=dict)
+
+
+def prepare_classification_split(dataset: Dataset, tokenizer, *, split: str, text_column: str,
+                                 text_pair_column: str | None, label_column: str, label2id: dict[str, int],
+                                 max_length: int) -> tuple[Dataset, FinetuneReport]:
+    """Check, label and tokenize one split: columns `input_ids`, `attention_mask`, `labels`."""
+    check_columns(dataset, {"--text_column": text_column, "--text_pair_column": text_pair_column,
+                            "--label_column": label_column}, split)
+    report = FinetuneReport(split=split, rows=len(dataset))
+    text_columns = [c for c in (text_column, text_pair_column) if c]
+    keep = [i for i, row in enumerate(zip(*(dataset[c] for c in text_columns))) if not any(map(_is_empty, row))]
+    report.dropped_empty = len(dataset) - len(keep)
+    labels = _label_ids(dataset[label_column], label2id, split, label_column)  # rows as numbered in the file
+    if not keep:
+        raise ValueError(f"every row of the {split} data has an empty {' or '.join(map(repr, text_columns))}")
+    if report.dropped_empty:
+        dataset = dataset.select(keep)
+        labels = [labels[i] for i in keep]
+    dataset = dataset.select_columns(text_columns).add_column("labels", labels)
+    dataset = dataset.map(
+        _encode_classification_batch, batched=True, remove_columns=text_columns, desc=f"tokenizing {split}",
+        fn_kwargs={"tokenizer": tokenizer, "text_column": text_column, "text_pair_column": text_pair_column,
+                   "max_length": max_length},
+    )
+    report.truncated = int(sum(dataset["truncated"]))
+    dataset = dataset.remove_columns("truncated")
+    report.examples = len(dataset)
+    report.tokens = int(sum(map(len, dataset["input_ids"])))
+    report.warn(max_length)
+    return dataset, report
+
+
+def build_classification_data(train: Dataset, validation: Dataset | None, test: Dataset | None, tokenizer, *,
+                              text_column: str = "text", text_pair_column: str | None = None,
+                              label_column: str = "label", label_names: list[str] | None = None,
+                              max_length: int = 512) -> ClassificationData:
+    """Labelled tables -> tokenized classification datasets with the label set (`id2label`/`label2id`).
+
+    The label set comes from `label_names` or the training labels; validation and test labels must be in it.
+    """
+    check_columns(train, {"--text_column": text_column, "--text_pair_column": text_pair_column,
+                          "--label_column": label_column}, "train")
+    names = label_names_from(train, label_column, label_names)
+    label2id = {name: index for index, name in enumerate(names)}
+    splits, reports = {}, {}
+    for split, table in (("train", train), ("validation", validation), ("test", test)):
+        if table is not None:
+            splits[split], reports[split] = prepare_classification_split(
+                table, tokenizer, split=split, text_column=text_column, text_pair_column=text_pair_column,
+                label_column=label_column, label2id=label2id, max_length=max_length,
+            )
+    return ClassificationData(train=splits["train"], validation=splits.get("validation"), test=splits.get("test"),
+                              id2label=dict(enumerate(names)), label2id=label2id, reports=reports)
+
+
+def instruction_format(columns: list[str]) -> str:
+    """"chat" for a `messages` column, "alpaca" for `instruction`/`output` (optional `input`); else an error."""
+    if "messages" in columns:
+        return "chat"
+    if {"instruction", "output"} <= set(columns):
+        return "alpaca"
+    raise ValueError(
+        f"instruction data needs a 'messages' column (chat format: a list of {{'role', 'content'}}) or "
+        f"'instruction' and 'output' columns (Alpaca format, 'input' optional); found: {', '.join(columns)}"
+    )
+
+
+def alpaca_to_messages(instruction: str | None, input_text: str | None, output: str | None,
+                       system_prompt: str | None = None) -> list[dict[str, str]]:
+    """One Alpaca record as a chat: [system], user = instruction (+ blank line + input), assistant = output."""
+    user = (instruction or "").strip()
+    if input_text and input_text.strip():
+        user = f"{user}\n\n{input_text.strip()}" if user else input_text.strip()
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": output or ""}]
+
+
+def _check_messages(messages: Any, split: str, row: int) -> None:
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
+                                                  for m in messages):
+        raise ValueError(f"{split} row {row}: 'messages' must be a list of {{'role': ..., 'content': ...}}")
+    for message in messages:
+        if message["role"] not in CHAT_ROLES:
+            raise ValueError(f"{split} row {row}: unsupported chat role {message['role']!r} "
+                             f"(use {', '.join(CHAT_ROLES)})")
+
+
+def conversations_from_table(dataset: Dataset, *, split: str, system_prompt: str | None = None) -> list[list[dict]]:
+    """The rows of an Alpaca-format or chat-format table as chats (lists of role/content messages)."""
+    if instruction_format(dataset.column_names) == "chat":
+        conversations = []
+        for row, messages in enumerate(dataset["messages"]):
+            _check_messages(messages, split, row)
+            messages = [{"role": m["role"], "content": m["content"] or ""} for m in messages]
+            if system_prompt and messages and messages[0]["role"] != "system":
+                messages = [{"role": "system", "content": system_prompt}, *messages]
+            conversations.append(messages)
+        return conversations
+    inputs = dataset["input"] if "input" in dataset.column_names else [None] * len(dataset)
+    return [alpaca_to_messages(instruction, input_text, output, system_prompt)
+            for instruction, input_text, output in zip(dataset["instruction"], inputs, dataset["output"])]
+
+
+def _usable_conversation(messages: list[dict]) -> str | None:
+    """Why a chat cannot train (None when it can): no user text, or no assistant reply."""
+    if not any(m["role"] == "user" and not _is_empty(m["content"]) for m in messages):
+        return "empty"
+    if not any(m["role"] == "assistant" and not _is_empty(m["content"]) for m in messages):
+        return "empty"
+    return None
+
+
+def tokenize_conversations(conversations: list[list[dict]], tokenizer, *, max_length: int,
+                           split: str) -> tuple[Dataset, FinetuneReport]:
+    """Chats -> `input_ids`, `attention_mask` and `labels`, where labels are the input ids on the assistant replies
+    (marked by the chat template's `{% generation %}` blocks, closing eos included) and IGNORE_INDEX elsewhere.
+
+    Longer chats are cut to `max_length` tokens (counted in the report); a chat with nothing of a reply left is
+    dropped (counted), and it is an error when no chat is left.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the tokenizer has no chat template; SFT renders every example with it")
+    report = FinetuneReport(split=split, rows=len(conversations))
+    usable = [c for c in conversations if _usable_conversation(c) is None]
+    report.dropped_empty = len(conversations) - len(usable)
+    columns: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
+    for start in range(0, len(usable), 256):
+        encoded = tokenizer.apply_chat_template(
+            usable[start:start + 256], tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+        )
+        for ids, mask in zip(encoded["input_ids"], encoded["assistant_masks"]):
+            if len(ids) > max_length:
+                report.truncated += 1
+                ids, mask = ids[:max_length], mask[:max_length]
+            if not any(mask):
+                report.dropped_no_reply += 1
+                continue
+            columns["input_ids"].append(list(ids))
+            columns["attention_mask"].append([1] * len(ids))
+            columns["labels"].append([t if m else IGNORE_INDEX for t, m in zip(ids, mask)])
+    report.examples = len(columns["input_ids"])
+    report.tokens = int(sum(map(len, columns["input_ids"])))
+    if not report.examples:
+        reason = (f"no reply is left within {max_length} tokens (raise --block_size)" if report.dropped_no_reply
+                  else "every row has an empty instruction or reply")
+        raise ValueError(f"no usable {split} example: {reason}")
+    report.warn(max_length)
+    return Dataset.from_dict(columns), report
+
+
+def pack_examples(dataset: Dataset, max_length: int) -> Dataset:
+    """Concatenate whole examples, in order, into sequences of at most `max_length` tokens (fewer, shorter
+    sequences, less padding). Labels are kept, so the loss still counts the replies only; as in pretraining, a
+    later example in a sequence attends to the earlier ones, each ending with eos."""
+    keys = ("input_ids", "attention_mask", "labels")
+    packed: dict[str, list] = {key: [] for key in keys}
+    current: dict[str, list] = {key: [] for key in keys}
+    for example in dataset:
+        if current["input_ids"] and len(current["input_ids"]) + len(example["input_ids"]) > max_length:
+            for key, sequences in packed.items():
+                sequences.append(current[key])
+            current = {key: [] for key in keys}
+        for key, tokens in current.items():
+            tokens.extend(example[key])
+    if current["input_ids"]:
+        for key, sequences in packed.items():
+            sequences.append(current[key])
+    return Dataset.from_dict(packed)
+
+
+@dataclass
+class SFTData:
+    train: Dataset
+    validation: Dataset | None
+    test: Dataset | None
+    reports: dict[str, FinetuneReport] = field(default_factory=dict)
+    # Held-out chats (validation, else test), for sample generations: prompt messages and the reference reply.
+    sample_chats: list[list[dict]] = field(default_factory=list)
+
+
+def build_sft_data(train: Dataset, validation: Dataset | None, test: Dataset | None, tokenizer, *,
+                   max_length: int, system_prompt: str | None = None, packing: bool = False) -> SFTData:
+    """Instruction tables (Alpaca or chat format) -> token ids with reply-only labels; training data optionally
+    packed. Evaluation data is never packed, so its loss is per example as in training without packing."""
+    splits, reports, chats = {}, {}, {}
+    for split, table in (("train", train), ("validation", validation), ("test", test)):
+        if table is None:
+            continue
+        chats[split] = conversations_from_table(table, split=split, system_prompt=system_prompt)
+        splits[split], reports[split] = tokenize_conversations(chats[split], tokenizer, max_length=max_length,
+                                                               split=split)
+    if packing:
+        splits["train"] = pack_examples(splits["train"], max_length)
+        logger.warning("packed %d training examples into %d sequences of at most %d tokens",
+                       reports["train"].examples, len(splits["train"]), max_length)
+    held_out = chats.get("validation") or chats.get("test") or []
+    return SFTData(train=splits["train"], validation=splits.get("validation"), test=splits.get("test"),
+                   reports=reports, sample_chats=[c for c in held_out if _usable_conversation(c) is None])
+
 __all__ = [
+    "IGNORE_INDEX",
+    "ClassificationData",
     "CleaningReport",
+    "FinetuneReport",
     "PackedBlockCollator",
     "PretrainingData",
+    "SFTData",
+    "alpaca_to_messages",
+    "build_classification_data",
     "build_pretraining_data",
+    "build_sft_data",
     "check_block_size",
+    "check_columns",
     "check_tokenizer_fits",
     "clean_documents",
+    "conversations_from_table",
     "hold_out_tail",
+    "instruction_format",
     "iter_training_texts",
+    "label_names_from",
     "load_documents",
     "load_table",
+    "load_tables",
     "minhash_signature",
     "near_duplicate_keep_indices",
+    "pack_examples",
+    "prepare_classification_split",
     "pretraining_cache_key",
     "tail_split_index",
+    "tokenize_conversations",
     "tokenizer_fingerprint",
 ]
