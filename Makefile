@@ -20,7 +20,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 demo: setup
-	bash scripts/demo.sh
+	bash scripts/demo.sh $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -55,6 +55,9 @@ class DataArguments:
         default=None, metadata={"help": "Split of --dataset_name to validate on (default: hold out a part)."}
     )
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    language: list[str] | None = field(
+        default=None, metadata={"help": "Languages of the text (ISO 639-1, e.g. en zh), for the model card."}
+    )
     validation_fraction: float = field(
         default=0.1,
         metadata={"help": "Fraction of the training documents held out for validation when no validation data "

@@ -30,6 +30,7 @@ from scratchlm.tokenization import train_tokenizer
 from .arguments import DataArguments, ModelArguments, ScratchLMTrainingArguments
 from .callbacks import LossCurveCallback, PerplexityCallback, add_language_model_metrics
 from .data import build_pretraining_data, check_block_size, check_tokenizer_fits, iter_training_texts
+from .publish import push_run_to_hub
 from .run import finish_run, last_complete_checkpoint, prepare_output_dir
 
 logger = logging.getLogger(__name__)
@@ -44,12 +45,12 @@ class SampleArguments:
     sample_max_new_tokens: int = field(default=100, metadata={"help": "Tokens generated per sample."})
 
 
-def load_or_train_tokenizer(model_args: ModelArguments, data_args: DataArguments, output_dir: Path):
+def load_or_train_tokenizer(model_args: ModelArguments, data_args: DataArguments, output_dir: Path, reuse: bool):
     source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     if source:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=model_args.trust_remote_code)
     saved = output_dir / "tokenizer"
-    if (saved / "tokenizer.json").is_file():  # trained by an earlier (interrupted) attempt of this run
+    if reuse and (saved / "tokenizer.json").is_file():  # trained by an earlier (interrupted) attempt of this run
         return AutoTokenizer.from_pretrained(saved)
     logger.warning("training a %d-token tokenizer on the training corpus", model_args.tokenizer_vocab_size)
     tokenizer = train_tokenizer(iter_training_texts(data_args), vocab_size=model_args.tokenizer_vocab_size)
@@ -94,7 +95,8 @@ def sample_generations(model, tokenizer, prompts: list[str], max_new_tokens: int
 
 
 def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args: ScratchLMTrainingArguments,
-             sample_args: SampleArguments | None = None) -> dict:
+             sample_args: SampleArguments | None = None, callbacks: list | None = None) -> dict:
+    """Run a whole pretraining; `callbacks` are added to the Trainer's (after the loss-curve and metrics ones)."""
     sample_args = sample_args or SampleArguments()
     if not (data_args.train_files or data_args.dataset_name):
         raise ValueError("no training data: give --train_files or --dataset_name")
@@ -107,7 +109,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
         if training_args.process_index == 0:
             prepare_output_dir(output_dir, settings, training_args.overwrite_output)
         set_seed(training_args.seed)
-        tokenizer = load_or_train_tokenizer(model_args, data_args, output_dir)
+        tokenizer = load_or_train_tokenizer(model_args, data_args, output_dir, reuse=not training_args.overwrite_output)
         model = load_or_init_model(model_args, tokenizer, training_args.seed)
         block_size = data_args.block_size or model.config.max_position_embeddings
         check_block_size(block_size, model.config)
@@ -119,6 +121,9 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
                    f"{data.train_tokens:,}" if data.train_tokens else "?", f"{data.validation_tokens:,}",
                    f"; resuming from {resume_from}" if resume_from else "")
 
+    # The Trainer's own push would upload the whole output directory (pickles included) at every save and replace
+    # the card: the run is pushed once at the end instead, with exactly what `scratchlm-publish` uploads.
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     predicted_tokens = data.validation_tokens - len(data.validation)  # each block predicts all but its first token
     trainer = Trainer(
         model=model,
@@ -127,7 +132,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
         eval_dataset=data.validation,
         data_collator=data.collator,
         processing_class=tokenizer,
-        callbacks=[LossCurveCallback(), PerplexityCallback(predicted_tokens, data.validation_bytes)],
+        callbacks=[LossCurveCallback(), PerplexityCallback(predicted_tokens, data.validation_bytes), *(callbacks or [])],
     )
     started = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=resume_from)
@@ -148,6 +153,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
         "base_model": model_args.model_name_or_path,
         "model_name": output_dir.name,
         "datasets": data_args.train_files or [data_args.dataset_name],
+        "language": data_args.language,
         "metrics": metrics,
         "eval_results": [
             {"task_type": "text-generation", "task_name": "Language modelling",
@@ -167,6 +173,8 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
         "data_from_cache": data.from_cache,
     }
     record = finish_run(trainer, tokenizer, record)
+    if push_to_hub and trainer.is_world_process_zero():
+        push_run_to_hub(trainer, record)
     if trainer.is_world_process_zero():
         for sample in samples:
             print(f"\n--- sample ---\n{sample['prompt']}{sample['completion']}")
