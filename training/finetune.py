@@ -116,7 +116,8 @@ class FinetuneArguments:
                                          "output_dir/merged (loads without peft)."}
     )
     evaluate_before_training: bool = field(
-        default=True, metadata={"help": "Measure the held-out metrics before training too (recorded as *_before)."}
+        default=True, metadata={"help": "Measure the validation and test metrics before training too (recorded as "
+                                        "eval_*_before, test_*_before)."}
     )
 
     def __post_init__(self):
@@ -415,12 +416,40 @@ def chat_samples(model, tokenizer, chats: list[list[dict]], sample_args: SampleA
 # The command
 
 
+def load_tokenizer(model_args: ModelArguments):
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.model_name_or_path,
+                                              trust_remote_code=model_args.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def prepare_data_and_model(model_args: ModelArguments, data_args: DataArguments, finetune_args: FinetuneArguments,
+                           tokenizer, base_config, seed: int):
+    """(data, model, collator) for the task: the data checked and tokenized first, so bad data fails fast."""
+    context = base_config.max_position_embeddings
+    max_length = min(data_args.block_size or context, context)
+    train, validation, test = load_splits(data_args, finetune_args, seed)
+    if finetune_args.task == "classification":
+        data = build_classification_data(
+            train, validation, test, tokenizer, text_column=data_args.text_column,
+            text_pair_column=finetune_args.text_pair_column, label_column=finetune_args.label_column,
+            label_names=finetune_args.class_names, max_length=max_length,
+        )
+        model = load_model(model_args, finetune_args, tokenizer, (data.id2label, data.label2id))
+        return data, model, DataCollatorWithPadding(tokenizer)
+    data = build_sft_data(train, validation, test, tokenizer, max_length=max_length,
+                          system_prompt=finetune_args.system_prompt, packing=finetune_args.packing)
+    model = load_model(model_args, finetune_args, tokenizer)
+    return data, model, DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
+
+
 def finetune(model_args: ModelArguments, data_args: DataArguments, finetune_args: FinetuneArguments,
              training_args: ScratchLMTrainingArguments, sample_args: SampleArguments | None = None) -> dict:
     sample_args = sample_args or SampleArguments()
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required: the pretrained ScratchLM directory to fine-tune")
-    check_base_model(model_args.model_name_or_path, model_args.trust_remote_code)
+    base_config = check_base_model(model_args.model_name_or_path, model_args.trust_remote_code)
     output_dir = Path(training_args.output_dir)
     push = training_args.push_to_hub
     training_args.push_to_hub = False  # published at the end by push_run_to_hub (the card and the right files)
@@ -437,28 +466,9 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, finetune_args
         if training_args.process_index == 0:
             prepare_output_dir(output_dir, settings, training_args.overwrite_output)
         set_seed(training_args.seed)
-        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.model_name_or_path,
-                                                  trust_remote_code=model_args.trust_remote_code)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        base_config = AutoConfig.from_pretrained(model_args.model_name_or_path,
-                                                 trust_remote_code=model_args.trust_remote_code)
-        max_length = min(data_args.block_size or base_config.max_position_embeddings,
-                         base_config.max_position_embeddings)
-        train, validation, test = load_splits(data_args, finetune_args, training_args.seed)
-        if classification:
-            data = build_classification_data(
-                train, validation, test, tokenizer, text_column=data_args.text_column,
-                text_pair_column=finetune_args.text_pair_column, label_column=finetune_args.label_column,
-                label_names=finetune_args.class_names, max_length=max_length,
-            )
-            model = load_model(model_args, finetune_args, tokenizer, (data.id2label, data.label2id))
-            collator = DataCollatorWithPadding(tokenizer)
-        else:
-            data = build_sft_data(train, validation, test, tokenizer, max_length=max_length,
-                                  system_prompt=finetune_args.system_prompt, packing=finetune_args.packing)
-            model = load_model(model_args, finetune_args, tokenizer)
-            collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
+        tokenizer = load_tokenizer(model_args)
+        data, model, collator = prepare_data_and_model(model_args, data_args, finetune_args, tokenizer, base_config,
+                                                       training_args.seed)
     if finetune_args.method == "lora" and training_args.activation_checkpointing:
         model.enable_input_require_grads()  # for reentrant checkpointing, when asked for explicitly
 
@@ -481,10 +491,12 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, finetune_args
     )
 
     metrics: dict[str, float] = {}
-    if finetune_args.evaluate_before_training and data.validation is not None and not resume_from:
-        before = trainer.evaluate(metric_key_prefix="eval")
-        metrics.update({f"{key}_before": value for key, value in before.items()
-                        if key.startswith("eval_") and not key.endswith(NOT_METRICS)})
+    if finetune_args.evaluate_before_training and not resume_from:
+        for prefix, dataset in (("eval", data.validation), ("test", data.test)):
+            if dataset is not None:
+                before = trainer.evaluate(dataset, metric_key_prefix=prefix)
+                metrics.update({f"{key}_before": value for key, value in before.items()
+                                if key.startswith(f"{prefix}_") and not key.endswith(NOT_METRICS)})
     started = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=resume_from)
     training_time = time.perf_counter() - started
