@@ -149,7 +149,7 @@ def main() -> None:
 
     # 2. SST-2, full vs LoRA.
     classification = ["--train_files", sst2["train"], "--validation_files", sst2["dev"], "--test_files", sst2["test"],
-                      "--class_names", "negative", "positive", "--block_size", "128",
+                      "--class_names", "negative", "positive", "--block_size", "128", "--language", "en",
                       "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128",
                       "--evaluate_before_training", "false"]
     results["sst2"] = {
@@ -162,7 +162,7 @@ def main() -> None:
     # 3. Chinese sentiment.
     results["waimai_10k"] = finetune("waimai-full", workdir, base, [
         "--train_files", waimai_files["train"], "--validation_files", waimai_files["dev"],
-        "--test_files", waimai_files["test"], "--block_size", "128", "--per_device_train_batch_size", "32",
+        "--test_files", waimai_files["test"], "--block_size", "128", "--language", "zh", "--per_device_train_batch_size", "32",
         "--per_device_eval_batch_size", "128", "--num_train_epochs", "1", "--learning_rate", "2e-4",
         "--evaluate_before_training", "false",
     ])

@@ -313,12 +313,16 @@ def test_sft_lora_with_gradient_checkpointing(base_dir, sft_files, workdir):
         torch.testing.assert_close(merged(**inputs).logits, adapted(**inputs).logits, atol=1e-4, rtol=1e-4)
 
 
-def test_sft_full_chat_format(base_dir, sft_files, workdir):
+def test_sft_full_chat_format_and_push(base_dir, sft_files, workdir, monkeypatch):
+    pushed = []
+    monkeypatch.setattr(ft, "push_run_to_hub", lambda trainer, record: pushed.append(record["model_name"]))
     output = workdir / "sft-full"
     ft.main(common(base_dir, output, "--task", "sft", "--train_files", sft_files["dev"], "--num_samples", "1",
-                   "--sample_max_new_tokens", "4", "--validation_fraction", "0.25"))
+                   "--sample_max_new_tokens", "4", "--validation_fraction", "0.25", "--push_to_hub",
+                   "--language", "en"))
     record = json.loads((output / "scratchlm_run.json").read_text())
     assert record["task"] == "text-generation" and record["data_report"]["validation"]["examples"] == 4
+    assert pushed == ["sft-full"] and record["language"] == ["en"]  # pushed once, at the end, by scratchlm-publish
     assert AutoModelForCausalLM.from_pretrained(output).config.model_type == "scratchlm"
 
 

@@ -70,6 +70,7 @@ from .arguments import DataArguments, ModelArguments, ScratchLMTrainingArguments
 from .callbacks import LossCurveCallback, PerplexityCallback, add_language_model_metrics
 from .data import IGNORE_INDEX, build_classification_data, build_sft_data, check_tokenizer_fits, load_tables
 from .pretrain import SampleArguments, sample_generations
+from .publish import push_run_to_hub
 from .run import finish_run, last_complete_checkpoint, prepare_output_dir
 
 logger = logging.getLogger(__name__)
@@ -523,7 +524,7 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, finetune_args
         "base_model": model_args.model_name_or_path,
         "model_name": output_dir.name,
         "datasets": data_sources(data_args, finetune_args),
-        "language": getattr(data_args, "language", None),  # --language, where DataArguments has it
+        "language": data_args.language,
         "metrics": metrics,
         "eval_results": eval_results(metrics, finetune_args, data_args),
         "samples": samples,
@@ -538,8 +539,8 @@ def finetune(model_args: ModelArguments, data_args: DataArguments, finetune_args
     record = finish_run(trainer, tokenizer, record)
     if finetune_args.merge and trainer.is_world_process_zero():
         record["merged_model"] = str(save_merged_model(trainer.model, tokenizer, output_dir, record))
-    if push:
-        push_run(trainer, record)
+    if push and trainer.is_world_process_zero():
+        push_run_to_hub(trainer, record)
     if trainer.is_world_process_zero():
         report_run(record, output_dir)
     return record
@@ -566,15 +567,6 @@ def eval_results(metrics: dict[str, float], finetune_args: FinetuneArguments, da
                                 "metric_type": metric_type, "metric_name": label,
                                 "metric_value": round(float(value), 4)})
     return results
-
-
-def push_run(trainer, record: dict[str, Any]) -> None:
-    try:
-        from .publish import push_run_to_hub
-    except ImportError:
-        logger.warning("--push_to_hub: this installation has no publishing support; run scratchlm-publish later")
-        return
-    push_run_to_hub(trainer, record)
 
 
 def report_run(record: dict[str, Any], output_dir: Path) -> None:
