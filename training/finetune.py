@@ -25,14 +25,18 @@ before and after training, and a few held-out prompts are answered at the end.
 LoRA (`--method lora`, with peft): rank, alpha and dropout are options; the target modules default to every linear
 layer of attention and MLP (`qkv_proj`, `o_proj`, `gate_up_proj`, `down_proj`); the classification head is trained
 in full and saved with the adapter. It works with `--activation_checkpointing` (gradient checkpointing, non-reentrant
-unless `--activation_checkpointing_kwargs` says otherwise). `output_dir` then holds the adapter (`adapter_config.json` with the base model's
-path, `adapter_model.safetensors`), which loads with `PeftModel.from_pretrained` or `AutoPeftModelForCausalLM`; for
+unless `--activation_checkpointing_kwargs` says otherwise). `output_dir` then holds the adapter (`adapter_config.json`
+with the base model's path, `adapter_model.safetensors`), which loads with `PeftModel.from_pretrained` or `AutoPeftModelForCausalLM`; for
 a classifier build the base first with `AutoModelForSequenceClassification.from_pretrained(base, num_labels=...)`.
 `--merge` also writes `output_dir/merged`: the adapter merged into a standalone model that loads with the Auto
 classes without peft. `--adapter_name_or_path` continues training an existing adapter of the same base.
 
+Data: `--train_files`/`--validation_files`/`--test_files` (csv, tsv, jsonl, json, parquet) or `--dataset_name` with
+its splits; without validation data `--validation_fraction` of the training rows is held out (a seeded random split).
+
 Checks before training: the base directory holds a ScratchLM model (not a LoRA adapter or another architecture),
-an adapter matches the base, columns exist, labels are in the label set, texts are not empty. The run resumes from
+an adapter fits the base and the task, the columns exist, every label is in the label set (an error naming the label
+and its row). Rows with an empty text are dropped with a count (an error when none is left). The run resumes from
 its last complete checkpoint, logs to TensorBoard and ends with `metrics.json`, `scratchlm_run.json` and a model card.
 """
 
