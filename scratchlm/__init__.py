@@ -7,12 +7,12 @@ for use in this process, and marks them for remote code, so that `save_pretraine
 
 from transformers import (
     AutoConfig,
-    AutoTokenizer,
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
+    AutoTokenizer,
 )
 
 from .modeling import (

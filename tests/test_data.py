@@ -9,6 +9,7 @@ import unicodedata
 import numpy as np
 import pandas as pd
 import pytest
+
 from scratchlm.modeling import ScratchLMConfig
 from scratchlm.tokenization import train_tokenizer
 from scratchlm.training.arguments import DataArguments

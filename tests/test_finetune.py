@@ -16,13 +16,13 @@ import pytest
 import torch
 from datasets import Dataset
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+import scratchlm  # noqa: F401 - registers ScratchLM with the Auto classes
 from scratchlm.modeling.cli import init_model
 from scratchlm.tokenization import train_tokenizer
 from scratchlm.training import finetune as ft
 from scratchlm.training.data import IGNORE_INDEX, build_classification_data, build_sft_data
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-
-import scratchlm  # noqa: F401 - registers ScratchLM with the Auto classes
 
 CONTEXT = 128
 TINY = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
@@ -400,10 +400,9 @@ def test_bad_options(base_dir, cls_files, workdir):
 
 
 def test_example_configs_parse():
+    from scratchlm.cli import parse_args
     from scratchlm.training.arguments import DataArguments, ModelArguments
     from scratchlm.training.pretrain import SampleArguments
-
-    from scratchlm.cli import parse_args
 
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("finetune-*.yaml"))
     assert configs

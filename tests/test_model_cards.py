@@ -7,6 +7,7 @@ import json
 
 import pytest
 from huggingface_hub import ModelCard
+
 from scratchlm.model_cards import (
     eval_results_from_record,
     render_model_card,

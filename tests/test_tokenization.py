@@ -7,10 +7,11 @@ import json
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from transformers import AutoTokenizer
+
 from scratchlm.tokenization import ScratchLMTokenizer, train_tokenizer
 from scratchlm.tokenization.cli import main as cli_main
 from scratchlm.tokenization.tokenization_scratchlm import CHAT_START_TOKEN
-from transformers import AutoTokenizer
 
 VOCAB_SIZE = 1200
 CHAT = [

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
+
 from scratchlm.tokenization import read_corpus, resolve_files
 
 

@@ -319,8 +319,20 @@ def _is_dataset_source(source: Any) -> bool:
     return not Path(source).expanduser().exists() and _looks_like_hub_id(os.fspath(source))
 
 
-def load_dataset_source(source: Any, *, dataset_config: str | None = None, split: str = "train"):
-    """A `datasets` data set from a `save_to_disk` directory, a Hub id (streamed) or a data set object."""
+def hub_offline() -> bool:
+    """Offline mode, read from the environment now (huggingface_hub reads it once, at import)."""
+    from huggingface_hub import is_offline_mode
+
+    flags = (os.environ.get(name, "").upper() for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return is_offline_mode() or any(flag in ("1", "ON", "YES", "TRUE") for flag in flags)
+
+
+def load_dataset_source(source: Any, *, dataset_config: str | None = None, split: str = "train",
+                        streaming: bool = True):
+    """A `datasets` data set from a `save_to_disk` directory, a Hub id or a data set object.
+
+    Hub data sets are streamed unless `streaming=False`; an unreachable Hub gives a ConnectionError naming the id.
+    """
     import datasets
 
     if isinstance(source, (datasets.DatasetDict, datasets.IterableDatasetDict)):
@@ -332,20 +344,21 @@ def load_dataset_source(source: Any, *, dataset_config: str | None = None, split
     if is_saved_dataset(source):
         return load_dataset_source(datasets.load_from_disk(os.fspath(source)), split=split)
 
-    from huggingface_hub import is_offline_mode
-
     name = os.fspath(source)
-    if is_offline_mode():
+    if Path(name).expanduser().exists():
+        raise ValueError(f"{name!r} is a path but neither a supported file nor a data set saved with save_to_disk")
+    if hub_offline():
         raise ConnectionError(
             f"cannot load data set {name!r} from the Hugging Face Hub: offline mode is on (HF_HUB_OFFLINE), "
             "and it is not a local file or save_to_disk directory"
         )
     try:
-        return datasets.load_dataset(name, dataset_config, split=split, streaming=True)
+        return datasets.load_dataset(name, dataset_config, split=split, streaming=streaming)
     except Exception as error:  # the Hub client raises many kinds of errors when the network is down
         raise ConnectionError(
-            f"could not load data set {name!r} from the Hugging Face Hub (is the network reachable, and is "
-            f"the id right? it is not a local file or save_to_disk directory): {type(error).__name__}: {error}"
+            f"could not load data set {name!r} (config {dataset_config!r}, split {split!r}) from the Hugging Face "
+            f"Hub (is the network reachable, and is the id right? it is not a local file or save_to_disk "
+            f"directory): {type(error).__name__}: {error}"
         ) from error
 
 

@@ -45,8 +45,15 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 import torch
-from datasets import Dataset, DatasetDict, Features, IterableDataset, Value
-from scratchlm.tokenization.corpus import check_utf8, is_saved_dataset, read_corpus, resolve_files
+from datasets import Dataset, Features, IterableDataset, Value
+
+from scratchlm.tokenization.corpus import (
+    check_utf8,
+    is_saved_dataset,
+    load_dataset_source,
+    read_corpus,
+    resolve_files,
+)
 
 from .arguments import DataArguments
 
@@ -206,36 +213,9 @@ def _eos_token_id(tokenizer) -> int:
 # ----------------------------------------------------------------------------------------- loading
 
 
-def _hub_offline() -> bool:
-    from huggingface_hub import is_offline_mode
-
-    flags = (os.environ.get(name, "").upper() for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    return is_offline_mode() or any(flag in ("1", "ON", "YES", "TRUE") for flag in flags)
-
-
 def _open_dataset_id(name: str, config: str | None, split: str, *, streaming: bool):
     """A `save_to_disk` directory or a Hub data set, with a clear error when the Hub cannot be reached."""
-    if is_saved_dataset(name):
-        loaded = datasets.load_from_disk(name)
-        if isinstance(loaded, DatasetDict):
-            if split not in loaded:
-                raise ValueError(f"split {split!r} not found in {name}; splits: {', '.join(loaded)}")
-            loaded = loaded[split]
-        return loaded
-    if Path(name).expanduser().exists():
-        raise ValueError(f"{name!r} is a path but not a data set saved with save_to_disk; use --train_files")
-    if _hub_offline():
-        raise ConnectionError(
-            f"cannot load data set {name!r}: offline mode is on (HF_HUB_OFFLINE) and it is not a local "
-            "save_to_disk directory; use local --train_files or go online"
-        )
-    try:
-        return datasets.load_dataset(name, config, split=split, streaming=streaming)
-    except Exception as error:  # the Hub client raises many kinds of errors when the network is down
-        raise ConnectionError(
-            f"could not load data set {name!r} (config {config!r}, split {split!r}) from the Hugging Face "
-            f"Hub; is the network reachable and the id right? {type(error).__name__}: {error}"
-        ) from error
+    return load_dataset_source(name, dataset_config=config, split=split, streaming=streaming)
 
 
 def _source_signature(data_args: DataArguments, split: str) -> dict[str, Any]:
