@@ -21,8 +21,9 @@ import platform
 import time
 from pathlib import Path
 
-from scratchlm.tokenization import train_tokenizer
 from tokenizers import ByteLevelBPETokenizer
+
+from scratchlm.tokenization import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SCRATCHLM_DATA", ROOT.parent / "shared" / "data"))

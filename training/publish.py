@@ -33,6 +33,7 @@ from typing import Any
 
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+
 from scratchlm.model_cards import (
     MODEL_CARD_FILE,
     record_has_results,
