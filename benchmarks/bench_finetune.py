@@ -6,7 +6,8 @@
    rt-polarity text (SST-2 is drawn from rt-polarity) is pretrained on.
 2. SST-2 (sentence level, binary; 6,920 / 872 / 1,821), one epoch of full fine-tuning and one of LoRA, side by
    side: test accuracy and F1, trainable parameters, peak memory (resident set of the run's process: model, data
-   and Python included) and wall time. Reference: a CNN trained from scratch with random word vectors, 82.7 % (Kim, 2014, "CNN-rand").
+   and Python included) and wall time. Reference: a CNN trained from scratch with random word vectors, 82.7 %
+   (Kim, 2014, "CNN-rand").
 3. Chinese sentiment: waimai_10k (11,987 delivery reviews), 80/10/10 split with a fixed seed; one epoch of full
    fine-tuning on the first 4,000 training reviews.
 4. SFT with LoRA (one epoch) on instruction-llms-from-scratch (935 train / 110 test / 55 validation, in file
@@ -64,7 +65,8 @@ def paragraphs(path: Path) -> list[str]:
 
 
 def pretraining_corpus(workdir: Path, waimai_train: list[dict]) -> str:
-    documents = paragraphs(DATA / "wikitext-2-partial" / "valid.txt") + paragraphs(DATA / "wikitext-2-partial" / "test.txt")
+    wikitext = DATA / "wikitext-2-partial"
+    documents = paragraphs(wikitext / "valid.txt") + paragraphs(wikitext / "test.txt")
     documents += paragraphs(DATA / "tinyshakespeare" / "input.txt")
     documents += [row["text"] for row in sst2_split("train")]
     documents += [row["text"] for row in waimai_train]
@@ -119,7 +121,8 @@ def main() -> None:
     results: dict = {"reference": {"kim_2014_cnn_rand": KIM_2014_CNN_RAND}}
 
     # Data, as files scratchlm-finetune reads (jsonl with text/label columns; Alpaca json).
-    sst2 = {split: write_jsonl(workdir / "sst2" / f"{split}.jsonl", sst2_split(split)) for split in ("train", "dev", "test")}
+    sst2 = {split: write_jsonl(workdir / "sst2" / f"{split}.jsonl", sst2_split(split))
+            for split in ("train", "dev", "test")}
     waimai = waimai_splits()
     waimai_files = {split: write_jsonl(workdir / "waimai" / f"{split}.jsonl", rows) for split, rows in waimai.items()}
     instructions = json.loads((DATA / "instruction-llms-from-scratch" / "instruction-data.json").read_text())
@@ -154,16 +157,18 @@ def main() -> None:
                       "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128",
                       "--evaluate_before_training", "false"]
     results["sst2"] = {
-        "full": finetune("sst2-full", workdir, base, [*classification, "--method", "full", "--num_train_epochs", "1",
-                                                     "--learning_rate", "2e-4"]),
-        "lora": finetune("sst2-lora", workdir, base, [*classification, "--method", "lora", "--num_train_epochs", "1",
-                                                     "--learning_rate", "2e-3", "--lora_r", "16", "--lora_alpha", "32"]),
+        "full": finetune("sst2-full", workdir, base, [
+            *classification, "--method", "full", "--num_train_epochs", "1", "--learning_rate", "2e-4"]),
+        "lora": finetune("sst2-lora", workdir, base, [
+            *classification, "--method", "lora", "--num_train_epochs", "1", "--learning_rate", "2e-3",
+            "--lora_r", "16", "--lora_alpha", "32"]),
     }
 
     # 3. Chinese sentiment.
     results["waimai_10k"] = finetune("waimai-full", workdir, base, [
         "--train_files", waimai_files["train"], "--validation_files", waimai_files["dev"],
-        "--test_files", waimai_files["test"], "--block_size", "128", "--language", "zh", "--per_device_train_batch_size", "32",
+        "--test_files", waimai_files["test"], "--block_size", "128", "--language", "zh",
+        "--per_device_train_batch_size", "32",
         "--per_device_eval_batch_size", "128", "--num_train_epochs", "1", "--learning_rate", "2e-4",
         "--evaluate_before_training", "false", "--max_train_documents", "4000",
     ])

@@ -88,7 +88,8 @@ def cls_files(workdir, data_dir) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def sft_files(workdir, instructions) -> dict[str, str]:
     (workdir / "sft_train.json").write_text(json.dumps(instructions[:64]))
-    chats = [{"messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["output"]}]}
+    chats = [{"messages": [{"role": "user", "content": r["instruction"]},
+                           {"role": "assistant", "content": r["output"]}]}
              for r in instructions[64:80]]
     return {"train": str(workdir / "sft_train.json"), "dev": write_jsonl(workdir / "sft_dev.jsonl", chats)}
 
@@ -230,7 +231,8 @@ def test_classification_merged_model_loads_without_peft(lora_classifier, tokeniz
         sys.modules["peft"] = None
         from transformers import AutoModelForSequenceClassification
         model = AutoModelForSequenceClassification.from_pretrained({str(merged)!r}, trust_remote_code=True).eval()
-        inputs = {{k: torch.tensor(v) for k, v in json.loads({json.dumps({k: v.tolist() for k, v in inputs.items()})!r}).items()}}
+        inputs = json.loads({json.dumps({k: v.tolist() for k, v in inputs.items()})!r})
+        inputs = {{k: torch.tensor(v) for k, v in inputs.items()}}
         with torch.no_grad():
             print(json.dumps(model(**inputs).logits.tolist()))
     """)
@@ -269,7 +271,8 @@ def test_sft_labels_cover_only_the_replies(tokenizer):
     assert tokenizer.decode(prompt) == ("<|im_start|>system\nBe brief.<|eos|>\n<|im_start|>user\nAdd the numbers.\n\n"
                                         "2 and 3<|eos|>\n<|im_start|>assistant\n\n")
     chat = Dataset.from_dict({"messages": [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"},
-                                            {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Ciao"}]]})
+                                            {"role": "user", "content": "Bye"},
+                                            {"role": "assistant", "content": "Ciao"}]]})
     example = build_sft_data(chat, None, None, tokenizer, max_length=CONTEXT).train[0]
     reply = [t if label != IGNORE_INDEX else None for t, label in zip(example["input_ids"], example["labels"])]
     spans = tokenizer.decode([t for t in reply if t is not None])
@@ -343,7 +346,8 @@ def test_label_outside_the_label_set(base_dir, cls_files, workdir, data_dir):
     rows = sst2_rows(data_dir, 5, start=300)
     rows[3]["label"] = "neutral"
     dev = write_jsonl(workdir / "dev-neutral.jsonl", rows)
-    with pytest.raises(ValueError, match=r"validation row 3: label 'neutral' is not in the label set \(negative, positive\)"):
+    message = r"validation row 3: label 'neutral' is not in the label set \(negative, positive\)"
+    with pytest.raises(ValueError, match=message):
         ft.main(common(base_dir, workdir / "bad4", "--train_files", cls_files["train"], "--validation_files", dev,
                        "--text_column", "sentence"))
     with pytest.raises(ValueError, match=r"train row 0: label 'positive' is not in the label set \(bad, good\)"):
@@ -379,7 +383,8 @@ def test_adapter_for_another_base(base_dir, cls_files, sft_files, workdir, token
                        tokenizer, seed=0)
     adapter = workdir / "other-adapter"
     get_peft_model(other, LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["qkv_proj"])).save_pretrained(adapter)
-    with pytest.raises(ValueError, match=r"trained on another base model .*qkv_proj has in_features=64, the adapter 32"):
+    message = r"trained on another base model .*qkv_proj has in_features=64, the adapter 32"
+    with pytest.raises(ValueError, match=message):
         ft.main(sft_args(base_dir, workdir / "bad8", sft_files, "--method", "lora", "--adapter_name_or_path",
                          str(adapter)))
     classifier_adapter, _ = lora_classifier
