@@ -73,17 +73,17 @@ def generate_tokens_per_second(model, batch_size: int) -> float:
 def peak_memory_gib(name: str) -> float:
     """Peak RSS of a fresh process that builds the model and runs 3 fp32 training steps."""
     code = (
-        "import resource, sys; sys.path.insert(0, %r); import bench_model as b; "
-        "b.train_tokens_per_second(b.build(%r), 3, False); "
+        f"import resource, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_model as b; "
+        f"b.train_tokens_per_second(b.build({name!r}), 3, False); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    ) % (str(Path(__file__).parent), name)
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return int(out.strip().splitlines()[-1]) / 2**20  # ru_maxrss is in KiB on Linux
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--train-steps", type=int, default=4)
     parser.add_argument("--output", default="benchmarks/results/model.json")
     args = parser.parse_args()
@@ -104,7 +104,13 @@ def main() -> None:
     medians = {name: {key: statistics.median(values) for key, values in f.items()} for name, f in figures.items()}
     for name in models:
         medians[name]["peak_memory_gib"] = peak_memory_gib(name)
-    ratios = {key: medians["scratchlm"][key] / medians["llama"][key] for key in medians["llama"]}
+    # Each round measures both models back to back, so the median of the per-round ratios cancels the slow drift
+    # of a shared machine better than a ratio of medians.
+    ratios = {
+        key: statistics.median(s / l for s, l in zip(figures["scratchlm"][key], figures["llama"][key]))
+        for key in figures["llama"]
+    }
+    ratios["peak_memory_gib"] = medians["scratchlm"]["peak_memory_gib"] / medians["llama"]["peak_memory_gib"]
 
     print(f"\n{'figure':<18}{'Llama':>12}{'ScratchLM':>12}{'ratio':>8}")
     for key, ratio in ratios.items():

@@ -71,12 +71,14 @@ class ScratchLMConfig(PreTrainedConfig):
 
     model_type = "scratchlm"
     keys_to_ignore_at_inference = ["cache", "past_key_values"]
-    # The fused projections are sliced after the matmul, so tensor parallelism replicates their outputs.
     base_model_tp_plan = {
-        "layers.*.self_attn.qkv_proj": "colwise_gather_output",
-        "layers.*.self_attn.o_proj": "rowwise_split_input",
-        "layers.*.mlp.gate_up_proj": "colwise_gather_output",
-        "layers.*.mlp.down_proj": "rowwise_split_input",
+        "layers.*.self_attn.q_proj": "colwise",
+        "layers.*.self_attn.k_proj": "colwise",
+        "layers.*.self_attn.v_proj": "colwise",
+        "layers.*.self_attn.o_proj": "rowwise",
+        "layers.*.mlp.gate_proj": "colwise",
+        "layers.*.mlp.up_proj": "colwise",
+        "layers.*.mlp.down_proj": "rowwise",
     }
     base_model_pp_plan = {
         "embed_tokens": (["input_ids"], ["inputs_embeds"]),

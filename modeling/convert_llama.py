@@ -1,8 +1,7 @@
 """Conversion between transformers' Llama architecture and ScratchLM.
 
-ScratchLM computes what Llama computes, with two fused projections: `self_attn.qkv_proj` holds Llama's
-`q_proj`, `k_proj` and `v_proj` stacked along the output dimension, and `mlp.gate_up_proj` holds `gate_proj`
-and `up_proj`. Every other tensor keeps its name. Not remote code: this file may import Llama.
+ScratchLM keeps Llama's parameter names (`model.layers.N.self_attn.q_proj.weight`, ...), so a conversion maps
+the configuration and checks every tensor; weights are copied unchanged. Not remote code: it may import Llama.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from .configuration_scratchlm import ScratchLMConfig
@@ -45,41 +43,11 @@ def scratchlm_config_to_llama(config: ScratchLMConfig) -> LlamaConfig:
     return LlamaConfig(**values)
 
 
-FUSED = {"self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-         "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj")}
-
-
-def _split_sizes(config, fused: str) -> list[int]:
-    if fused == "mlp.gate_up_proj":
-        return [config.intermediate_size] * 2
-    return [config.num_attention_heads * config.head_dim] + [config.num_key_value_heads * config.head_dim] * 2
-
-
-def llama_state_dict_to_scratchlm(state: dict, config) -> dict:
-    state = dict(state)
-    for key in [k for k in state if ".self_attn.q_proj." in k or ".mlp.gate_proj." in k]:
-        part = "self_attn.q_proj" if ".self_attn.q_proj." in key else "mlp.gate_proj"
-        fused = next(name for name, parts in FUSED.items() if parts[0] == part)
-        keys = [key.replace(part, piece) for piece in FUSED[fused]]
-        state[key.replace(part, fused)] = torch.cat([state.pop(k) for k in keys], dim=0)
-    return state
-
-
-def scratchlm_state_dict_to_llama(state: dict, config) -> dict:
-    state = dict(state)
-    for key in [k for k in state if ".self_attn.qkv_proj." in k or ".mlp.gate_up_proj." in k]:
-        fused = "self_attn.qkv_proj" if ".self_attn.qkv_proj." in key else "mlp.gate_up_proj"
-        pieces = state.pop(key).split(_split_sizes(config, fused), dim=0)
-        for piece_name, tensor in zip(FUSED[fused], pieces):
-            state[key.replace(fused, piece_name)] = tensor.clone()
-    return state
-
-
 def convert_model(source, target_class, target_config):
     """Build `target_class(target_config)` holding exactly the tensors of `source`."""
     target = target_class(target_config).to(next(source.parameters()).dtype)
-    to_target = scratchlm_state_dict_to_llama if target_config.model_type == "llama" else llama_state_dict_to_scratchlm
-    missing, unexpected = target.load_state_dict(to_target(source.state_dict(), target_config), strict=False)
+    source_state = source.state_dict()
+    missing, unexpected = target.load_state_dict(source_state, strict=False)
     # The LM head may be absent from the state dict of a tied model; it is tied again below.
     missing = [key for key in missing if not (key == "lm_head.weight" and target_config.tie_word_embeddings)]
     if missing or unexpected:

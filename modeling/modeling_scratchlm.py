@@ -85,10 +85,10 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-second, first), dim=-1)
 
 
-def apply_rotary_pos_emb(q, k, cos, sin):
-    """Rotate queries and keys of shape (batch, heads, seq, head_dim) by cos/sin of shape (batch, seq, head_dim)."""
+def apply_rotary_pos_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x of shape (batch, heads, seq, head_dim) by cos/sin of shape (batch, seq, head_dim)."""
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    return x * cos + rotate_half(x) * sin
 
 
 def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -130,12 +130,11 @@ class ScratchLMAttention(nn.Module):
         self.attention_dropout = config.attention_dropout
         self.is_causal = True
 
-        # One matmul for queries, keys and values: on CPUs a few wide matmuls run far faster than many narrow ones.
-        self.qkv_proj = nn.Linear(
-            config.hidden_size, (self.num_heads + 2 * self.num_key_value_heads) * self.head_dim,
-            bias=config.attention_bias,
-        )
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=config.attention_bias)
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
         if config.use_qk_norm:
             self.q_norm = ScratchLMRMSNorm(self.head_dim, eps=config.rms_norm_eps)
             self.k_norm = ScratchLMRMSNorm(self.head_dim, eps=config.rms_norm_eps)
@@ -149,14 +148,14 @@ class ScratchLMAttention(nn.Module):
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, seq_len, _ = hidden_states.shape
-        qkv = self.qkv_proj(hidden_states).view(batch, seq_len, -1, self.head_dim)
-        query, key, value = qkv.split([self.num_heads, self.num_key_value_heads, self.num_key_value_heads], dim=2)
+        query = self.q_proj(hidden_states).view(batch, seq_len, -1, self.head_dim)
+        key = self.k_proj(hidden_states).view(batch, seq_len, -1, self.head_dim)
+        value = self.v_proj(hidden_states).view(batch, seq_len, -1, self.head_dim).transpose(1, 2)
         if self.config.use_qk_norm:
             query, key = self.q_norm(query), self.k_norm(key)
-        query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
-
         cos, sin = position_embeddings
-        query, key = apply_rotary_pos_emb(query, key, cos, sin)
+        query = apply_rotary_pos_emb(query.transpose(1, 2), cos, sin)
+        key = apply_rotary_pos_emb(key.transpose(1, 2), cos, sin)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
 
@@ -177,16 +176,16 @@ class ScratchLMAttention(nn.Module):
 
 
 class ScratchLMMLP(nn.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x)), with the gate and up projections fused into one matmul."""
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
 
     def __init__(self, config: ScratchLMConfig):
         super().__init__()
-        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=config.mlp_bias)
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class ScratchLMDecoderLayer(GradientCheckpointingLayer):

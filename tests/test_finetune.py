@@ -204,7 +204,7 @@ def test_classification_lora_adapter_loads_with_peft(lora_classifier, base_dir, 
     output, capture = lora_classifier
     config = json.loads((output / "adapter_config.json").read_text())
     assert Path(config["base_model_name_or_path"]) == base_dir.resolve() and config["r"] == 4
-    assert set(config["target_modules"]) == {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
+    assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert "score" in config["modules_to_save"]
     assert "score" in " ".join(load_file(output / "adapter_model.safetensors"))  # the head is saved with it
     record = json.loads((output / "scratchlm_run.json").read_text())
@@ -382,8 +382,8 @@ def test_adapter_for_another_base(base_dir, cls_files, sft_files, workdir, token
     other = init_model("tiny", {**TINY, "hidden_size": 32, "num_attention_heads": 2, "num_key_value_heads": 1},
                        tokenizer, seed=0)
     adapter = workdir / "other-adapter"
-    get_peft_model(other, LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["qkv_proj"])).save_pretrained(adapter)
-    message = r"trained on another base model .*qkv_proj has in_features=64, the adapter 32"
+    get_peft_model(other, LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["q_proj"])).save_pretrained(adapter)
+    message = r"trained on another base model .*q_proj has in_features=64, the adapter 32"
     with pytest.raises(ValueError, match=message):
         ft.main(sft_args(base_dir, workdir / "bad8", sft_files, "--method", "lora", "--adapter_name_or_path",
                          str(adapter)))
@@ -400,8 +400,8 @@ def test_bad_options(base_dir, cls_files, workdir):
         ft.main(cls_args(base_dir, workdir / "bad11", cls_files, "--merge"))
     with pytest.raises(ValueError, match="--task must be one of"):
         ft.main(cls_args(base_dir, workdir / "bad12", cls_files, "--task", "qa"))
-    with pytest.raises(ValueError, match=r"--lora_target_modules q_proj not in the model.*qkv_proj"):
-        ft.main(cls_args(base_dir, workdir / "bad13", cls_files, "--method", "lora", "--lora_target_modules", "q_proj"))
+    with pytest.raises(ValueError, match=r"--lora_target_modules qkv_proj not in the model.*q_proj"):
+        ft.main(cls_args(base_dir, workdir / "bad13", cls_files, "--method", "lora", "--lora_target_modules", "qkv_proj"))
 
 
 def test_example_configs_parse():

@@ -76,7 +76,7 @@ LORA_RECORD = {
     "metrics": {"eval_loss": 2.5, "eval_perplexity": 12.18},
     "trainable_parameters": 8192,
     "adapter": {"base_model_name_or_path": "alice/shakespeare-tiny", "r": 8, "lora_alpha": 16,
-                "target_modules": ["qkv_proj", "o_proj"]},
+                "target_modules": ["q_proj", "v_proj"]},
 }
 LORA_RECORD.pop("id2label")
 
@@ -187,7 +187,7 @@ def test_lora_adapter_card(tmp_path):
     assert {"lora", "peft"} <= set(metadata["tags"])
     text = card.text
     assert 'AutoPeftModelForCausalLM.from_pretrained("alice/tiny-chat-lora", trust_remote_code=True)' in text
-    assert "| Rank r | 8 |" in text and "| Target modules | o_proj, qkv_proj |" in text
+    assert "| Rank r | 8 |" in text and "| Target modules | q_proj, v_proj |" in text
     assert "| Trainable parameters in this run | 8,192 |" in text
     assert "inherits the limitations and biases of its base model" in text
 

@@ -164,7 +164,7 @@ def adapter_dir(tmp_path_factory, tokenizer, lm_run):
 
     output_dir = tmp_path_factory.mktemp("adapter") / "shakespeare-lora"
     base = ScratchLMForCausalLM.from_pretrained(lm_run.dir)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj"], task_type="CAUSAL_LM")
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     model = get_peft_model(base, lora)
     for name, parameter in model.named_parameters():
         if "lora_B" in name:
@@ -175,7 +175,7 @@ def adapter_dir(tmp_path_factory, tokenizer, lm_run):
         "task": "text-generation", "kind": "finetuning", "method": "lora", "base_model": str(lm_run.dir),
         "model_name": output_dir.name, "datasets": ["alice/dialogues"], "metrics": {"eval_loss": 3.0},
         "adapter": {"base_model_name_or_path": str(lm_run.dir), "r": 4, "lora_alpha": 8,
-                    "target_modules": ["qkv_proj", "o_proj"]},
+                    "target_modules": ["q_proj", "v_proj"]},
     }  # fmt: skip
     (output_dir / RUN_RECORD_FILE).write_text(json.dumps(record))
     write_model_card(output_dir, record)  # as finish_run does: the base is a local path, so no base_model yet

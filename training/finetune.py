@@ -23,7 +23,7 @@ are cut (counted); those with nothing of the reply left are dropped (counted; an
 before and after training, and a few held-out prompts are answered at the end.
 
 LoRA (`--method lora`, with peft): rank, alpha and dropout are options; the target modules default to every linear
-layer of attention and MLP (`qkv_proj`, `o_proj`, `gate_up_proj`, `down_proj`); the classification head is trained
+layer of attention and MLP (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`); the classification head is trained
 in full and saved with the adapter. It works with `--activation_checkpointing` (gradient checkpointing, non-reentrant
 unless `--activation_checkpointing_kwargs` says otherwise). `output_dir` then holds the adapter (`adapter_config.json`
 with the base model's path, `adapter_model.safetensors`), which loads with `PeftModel.from_pretrained` or
@@ -82,7 +82,7 @@ logger = logging.getLogger(__name__)
 
 TASKS = ("classification", "sft")
 METHODS = ("full", "lora")
-DEFAULT_LORA_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 METRICS_DIR = Path(__file__).with_name("metrics")
 MERGED_DIR = "merged"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
