@@ -107,7 +107,7 @@ def main() -> None:
     # Each round measures both models back to back, so the median of the per-round ratios cancels the slow drift
     # of a shared machine better than a ratio of medians.
     ratios = {
-        key: statistics.median(s / l for s, l in zip(figures["scratchlm"][key], figures["llama"][key]))
+        key: statistics.median(ours / theirs for ours, theirs in zip(figures["scratchlm"][key], figures["llama"][key]))
         for key in figures["llama"]
     }
     ratios["peak_memory_gib"] = medians["scratchlm"]["peak_memory_gib"] / medians["llama"]["peak_memory_gib"]
