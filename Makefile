@@ -17,6 +17,7 @@ $(VENV)/.installed: setup.py
 	touch $@
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
 
 demo: setup

@@ -37,8 +37,9 @@ class ScratchLMRMSNorm(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         # Normalise in fp32 whatever the activation dtype, then scale in the activation dtype.
         input_dtype = hidden_states.dtype
-        normed = F.rms_norm(hidden_states.float(), (hidden_states.shape[-1],), eps=self.eps)
-        return self.weight * normed.to(input_dtype)
+        hidden_states = hidden_states.float()
+        hidden_states = hidden_states * torch.rsqrt(hidden_states.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * hidden_states.to(input_dtype)
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, eps={self.eps}"
