@@ -18,5 +18,5 @@ if [[ " $* " != *" --dataset_name "* ]]; then
 fi
 "$VENV/bin/scratchlm-pretrain" --config configs/pretrain-shakespeare.yaml "${SOURCE[@]}" "$@"
 echo
-echo "Load it:  python -c \"from transformers import pipeline; print(pipeline('text-generation', model='outputs/shakespeare', trust_remote_code=True)('ROMEO:', max_new_tokens=40)[0]['generated_text'])\""
+echo "Load it:  $VENV/bin/python -c \"from transformers import pipeline; print(pipeline('text-generation', model='outputs/shakespeare', trust_remote_code=True)('ROMEO:', max_new_tokens=40)[0]['generated_text'])\""
 echo "Loss curve: outputs/shakespeare/loss_curve.png   TensorBoard: tensorboard --logdir outputs/shakespeare/runs"
