@@ -388,3 +388,13 @@ def test_auto_classes_resolve_to_scratchlm_in_process():
     config = tiny_config()
     assert isinstance(AutoModel.from_config(config), ScratchLMModel)
     assert isinstance(AutoModelForSequenceClassification.from_config(config), ScratchLMForSequenceClassification)
+
+
+@pytest.mark.parametrize("head", [ScratchLMForSequenceClassification, ScratchLMForTokenClassification,
+                                  ScratchLMForQuestionAnswering])
+def test_task_heads_expose_and_resize_the_shared_embeddings(head):
+    model = tiny_model(head, num_labels=2)
+    assert model.get_input_embeddings() is model.model.embed_tokens
+    model.resize_token_embeddings(300)
+    assert model.model.embed_tokens.weight.shape == (300, TINY["hidden_size"]) and model.config.vocab_size == 300
+    assert model(torch.tensor([[299, 5]])).logits is not None
