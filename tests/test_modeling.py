@@ -397,4 +397,5 @@ def test_task_heads_expose_and_resize_the_shared_embeddings(head):
     assert model.get_input_embeddings() is model.model.embed_tokens
     model.resize_token_embeddings(300)
     assert model.model.embed_tokens.weight.shape == (300, TINY["hidden_size"]) and model.config.vocab_size == 300
-    assert model(torch.tensor([[299, 5]])).logits is not None
+    output = model(torch.tensor([[299, 5]]))
+    assert torch.isfinite(output[0]).all()
