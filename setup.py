@@ -1,8 +1,8 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 # The design card puts each stage in a top-level folder; they install as subpackages of `scratchlm`
 # (`scratchlm.modeling`, `scratchlm.tokenization`, `scratchlm.training`, `scratchlm.model_cards`).
-STAGES = ["modeling", "tokenization", "training", "model_cards"]
+STAGES = ["modeling", "tokenization", "training", "model_cards", "inference"]
 
 setup(
     name="scratchlm",
@@ -12,7 +12,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["scratchlm"] + [f"scratchlm.{stage}" for stage in STAGES],
+    packages=["scratchlm"]
+    + [f"scratchlm.{stage}" for stage in STAGES]
+    + [f"scratchlm.{stage}.{sub}" for stage in STAGES for sub in find_packages(stage)],
     package_dir={"scratchlm": "scratchlm", **{f"scratchlm.{stage}": stage for stage in STAGES}},
     package_data={"scratchlm.training": ["metrics/*/*.py"], "scratchlm.model_cards": ["*.md.j2", "*.jinja"]},
     install_requires=[

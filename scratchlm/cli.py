@@ -2,12 +2,16 @@
 
 `HfArgumentParser` over the command's dataclasses, with an optional YAML or JSON config file
 (`--config run.yaml`, or the file as the only argument) whose values become the defaults that
-command-line options then override.
+command-line options then override; and `command`, the wrapper that turns every console command's user
+errors into one clear line and exit status 2.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,3 +72,40 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
             known[key].default = value
     *parsed, _config = parser.parse_args_into_dataclasses(args=argv)
     return tuple(parsed)
+
+
+# Errors a user can fix (a bad flag, file, row or value): one line naming the problem, exit status 2.
+USER_ERRORS = (ValueError, OSError, KeyError, UnicodeError)
+_TRACEBACK_ENV = "SCRATCHLM_TRACEBACK"
+
+
+def setup_logging(verbosity: int = logging.INFO) -> None:
+    """Routine progress at INFO for our loggers, WARNING and up for everything else (libraries stay quiet)."""
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("scratchlm").setLevel(verbosity)
+
+
+def command(name: str):
+    """Decorator turning `function(argv)` into a console entry point `main(argv=None)`.
+
+    A user error (a `ValueError`, `OSError`, ... raised with a clear message) prints one line
+    `NAME: error: MESSAGE` on stderr and exits with status 2; set SCRATCHLM_TRACEBACK=1 to see the traceback.
+    Any other exception is a bug and keeps its traceback.
+    """
+
+    def decorate(function):
+        @functools.wraps(function)
+        def main(argv: Sequence[str] | None = None):
+            setup_logging()
+            try:
+                return function(argv)
+            except USER_ERRORS as error:
+                if os.environ.get(_TRACEBACK_ENV):
+                    raise
+                message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+                print(f"{name}: error: {message}", file=sys.stderr)
+                raise SystemExit(2) from None
+
+        return main
+
+    return decorate

@@ -55,7 +55,7 @@ from scratchlm.tokenization.corpus import (
     resolve_files,
 )
 
-from .arguments import DataArguments
+from ..arguments import DataArguments
 
 logger = logging.getLogger(__name__)
 
