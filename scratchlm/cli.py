@@ -38,16 +38,22 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+logger = logging.getLogger(__name__)
+
+
 def _split_config_argument(argv: list[str]) -> tuple[str | None, list[str]]:
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")) and not argv[0].startswith("-"):
-        return argv[0], []
-    rest, config = [], None
+    """(config file, other arguments): the file comes first and bare (`cmd run.yaml --flag x`) or as `--config`."""
+    config = None
+    if argv and argv[0].endswith(CONFIG_SUFFIXES) and not argv[0].startswith("-"):
+        config, argv = argv[0], argv[1:]
+    rest = []
     it = iter(argv)
     for arg in it:
         if arg == "--config":
             config = next(it, None)
             if config is None:
-                raise SystemExit("--config needs a file path")
+                raise ValueError("--config needs a file path")
         elif arg.startswith("--config="):
             config = arg.split("=", 1)[1]
         else:
@@ -55,14 +61,55 @@ def _split_config_argument(argv: list[str]) -> tuple[str | None, list[str]]:
     return config, rest
 
 
+def deprecated_flags(dataclass_types: Sequence[type]) -> dict[str, str]:
+    """Old option name -> new one, from each dataclass's `DEPRECATED_FLAGS = {"old": "new"}` class attribute."""
+    renames = {}
+    for dataclass_type in dataclass_types:
+        renames.update(getattr(dataclass_type, "DEPRECATED_FLAGS", {}))
+    return renames
+
+
+def _warn_deprecated(old: str, new: str) -> None:
+    logger.warning("--%s is deprecated and will be removed in the next release: use --%s", old, new)
+
+
+def _rename_deprecated_arguments(argv: list[str], renames: dict[str, str]) -> list[str]:
+    renamed = []
+    for arg in argv:
+        name, equals, value = arg.partition("=")
+        old = name[2:].replace("-", "_") if name.startswith("--") else None
+        if old in renames:
+            _warn_deprecated(old, renames[old])
+            arg = f"--{renames[old]}{equals}{value}"
+        renamed.append(arg)
+    return renamed
+
+
+def _rename_deprecated_keys(values: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
+    renamed = {}
+    for key, value in values.items():
+        if key in renames:
+            _warn_deprecated(key, renames[key])
+            key = renames[key]
+        renamed[key] = value
+    return renamed
+
+
 def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, description: str | None = None):
-    """Parse `argv` (default: sys.argv[1:]) into one instance of each dataclass, in order."""
+    """Parse `argv` (default: sys.argv[1:]) into one instance of each dataclass, in order.
+
+    A YAML/JSON config file (first and bare, or `--config FILE`) gives defaults that the other options override.
+    A dataclass may declare `DEPRECATED_FLAGS = {"old_name": "new_name"}`: the old spelling is still accepted, on
+    the command line and in config files, with a deprecation warning.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    renames = deprecated_flags(dataclass_types)
     parser = HfArgumentParser(tuple(dataclass_types), description=description)
     parser.add_argument("--config", help="YAML or JSON file of option values; command-line options override it")
     config_path, argv = _split_config_argument(argv)
+    argv = _rename_deprecated_arguments(argv, renames)
     if config_path is not None:
-        values = load_config_file(config_path)
+        values = _rename_deprecated_keys(load_config_file(config_path), renames)
         known = {action.dest: action for action in parser._actions}
         unknown = sorted(set(values) - set(known))
         if unknown:
