@@ -10,9 +10,11 @@ from .card import (
     validate_model_card,
     write_model_card,
 )
+from .run_record import RunRecord
 
 __all__ = [
     "MODEL_CARD_FILE",
+    "RunRecord",
     "TEMPLATE_PATH",
     "card_data_from_record",
     "eval_results_from_record",

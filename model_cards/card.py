@@ -6,33 +6,29 @@ and a part the record lacks (samples, cleaning report, loss curve, ...) is left 
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 
-MODEL_CARD_FILE = "README.md"
+from .run_record import (
+    ADAPTER_CONFIG_FILE,
+    CONFIG_FILE,
+    KNOWN_METRICS,
+    MODEL_CARD_FILE,
+    TASK_NAMES,
+    TASKS,
+    RunRecord,
+    eval_result,
+    finite_number,
+    is_hub_id,
+)
+
 TEMPLATE_PATH = Path(__file__).with_name("model_card.md.j2")
 DEFAULT_LICENSE = "apache-2.0"
 LIBRARY_NAME = "transformers"
-TASKS = ("text-generation", "text-classification")
-ADAPTER_CONFIG_FILE = "adapter_config.json"
-
-# Metric key in the record -> (metric type on the Hub, label on the card). Kept in the order the card shows them.
-KNOWN_METRICS = {
-    "eval_perplexity": ("perplexity", "Perplexity"),
-    "eval_bits_per_byte": ("bits_per_byte", "Bits per byte"),
-    "eval_loss": ("loss", "Loss (nats per token)"),
-    "eval_accuracy": ("accuracy", "Accuracy"),
-    "eval_f1": ("f1", "F1"),
-    "eval_macro_f1": ("f1", "Macro F1"),
-}
-TASK_NAMES = {"text-generation": "Language modelling", "text-classification": "Text classification"}
 
 ARCHITECTURE_LABELS = {
     "model_type": "Model type",
@@ -80,19 +76,6 @@ def _humanize(key: str) -> str:
     return key.replace("_", " ").capitalize()
 
 
-def is_hub_id(name: Any) -> bool:
-    """Whether `name` can be a Hub repository id (and is not a path on this machine)."""
-    if not isinstance(name, str) or not name or name.startswith((".", "/", "~")) or "\\" in name:
-        return False
-    if Path(name).exists():
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
-
-
 def _short_source(name: str) -> str:
     """A data source's name without this machine's directories (`.../tinyshakespeare/input.txt`)."""
     path = Path(name)
@@ -118,55 +101,39 @@ def _display_source(name: str) -> str:
 # What the record says
 
 
-def _task(record: Mapping[str, Any]) -> str:
-    task = record.get("task")
+def _task(record: RunRecord) -> str:
+    task = record.task
     if task not in TASKS:
         raise ValueError(f"run record has task {task!r}; a model card needs one of {', '.join(TASKS)}")
     return task
 
 
-def _is_adapter(record: Mapping[str, Any], output_dir: Path | None) -> bool:
+def _is_adapter(record: RunRecord, output_dir: Path | None) -> bool:
     """An adapter-only repository: the LoRA weights without a merged model next to them."""
-    if output_dir is not None and (output_dir / "config.json").is_file():
+    if output_dir is not None and (output_dir / CONFIG_FILE).is_file():
         return False
     if output_dir is not None and (output_dir / ADAPTER_CONFIG_FILE).is_file():
         return True
-    return output_dir is None and bool(record.get("adapter")) and record.get("merged") is not True
+    return output_dir is None and bool(record.adapter) and record.merged is not True
 
 
-def _base_model(record: Mapping[str, Any]) -> str | None:
-    adapter = record.get("adapter") or {}
-    return adapter.get("base_model_name_or_path") or record.get("base_model")
-
-
-def _is_finetune(record: Mapping[str, Any]) -> bool:
-    return record.get("kind") == "finetuning" or record.get("method") == "lora" or bool(record.get("adapter"))
-
-
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def eval_results_from_record(record: Mapping[str, Any]) -> list[EvalResult]:
+def eval_results_from_record(record: RunRecord | Mapping[str, Any]) -> list[EvalResult]:
     """The record's `eval_results`, or, when it has none, results derived from its `eval_*` metrics."""
-    entries = [dict(entry) for entry in record.get("eval_results") or []]
+    record = RunRecord.from_dict(record)
+    entries = [dict(entry) for entry in record.eval_results or []]
     if not entries:
-        task = record.get("task", "text-generation")
-        datasets = record.get("datasets") or ["validation data"]
-        for key, (metric_type, label) in KNOWN_METRICS.items():
-            value = (record.get("metrics") or {}).get(key)
-            if _finite_number(value):
-                entries.append({
-                    "task_type": task, "task_name": TASK_NAMES.get(task, task),
-                    "dataset_name": ", ".join(str(d) for d in datasets), "dataset_type": "text",
-                    "dataset_split": "validation", "metric_type": metric_type, "metric_name": label,
-                    "metric_value": round(float(value), 4),
-                })  # fmt: skip
+        task = record.task or "text-generation"
+        datasets = ", ".join(str(d) for d in record.datasets or ["validation data"])
+        for key in KNOWN_METRICS:
+            value = record.metrics.get(key)
+            if finite_number(value):
+                entries.append(eval_result(key, value, task_type=task, task_name=TASK_NAMES.get(task, task),
+                                           dataset_name=datasets))
     results = []
     for entry in entries:
-        if not _finite_number(entry.get("metric_value")):
+        if not finite_number(entry.get("metric_value")):
             continue
-        entry.setdefault("task_type", record.get("task", "text-generation"))
+        entry.setdefault("task_type", record.task or "text-generation")
         entry.setdefault("dataset_type", "text")
         entry["dataset_name"] = _short_sources(entry.get("dataset_name") or entry["dataset_type"])
         try:
@@ -177,25 +144,26 @@ def eval_results_from_record(record: Mapping[str, Any]) -> list[EvalResult]:
 
 
 def card_data_from_record(
-    record: Mapping[str, Any], *, adapter: bool = False, base_model: str | None = None
+    record: RunRecord | Mapping[str, Any], *, adapter: bool = False, base_model: str | None = None
 ) -> ModelCardData:
     """The card's YAML metadata: license, language, library, tags, pipeline tag, data sets, base model, results."""
+    record = RunRecord.from_dict(record)
     task = _task(record)
-    model_name = record.get("model_name") or "scratchlm-model"
-    base_model = base_model or (_base_model(record) if _is_finetune(record) else None)
-    tags = ["scratchlm", task, "custom_code", record.get("kind") or "pretraining"]
-    if record.get("method") == "lora" or adapter:
+    model_name = record.model_name or "scratchlm-model"
+    base_model = base_model or (record.adapter_base if record.is_finetune else None)
+    tags = ["scratchlm", task, "custom_code", record.kind or "pretraining"]
+    if record.method == "lora" or adapter:
         tags += ["lora", "peft"]
-    if record.get("kind") != "finetuning" and not adapter:
+    if record.kind != "finetuning" and not adapter:
         tags.append("from-scratch")
-    datasets = [name for name in record.get("datasets") or [] if is_hub_id(name) and "/" in name]
+    datasets = [name for name in record.datasets or [] if is_hub_id(name) and "/" in name]
     extra: dict[str, Any] = {}
     if base_model and is_hub_id(base_model):
         extra["base_model"] = base_model
         extra["base_model_relation"] = "adapter" if adapter else "finetune"
     return ModelCardData(
-        language=list(record["language"]) if record.get("language") else None,
-        license=record.get("license") or DEFAULT_LICENSE,
+        language=list(record.language) if record.language else None,
+        license=record.license or DEFAULT_LICENSE,
         library_name="peft" if adapter else LIBRARY_NAME,
         tags=list(dict.fromkeys(tags)),
         datasets=datasets or None,
@@ -210,20 +178,20 @@ def card_data_from_record(
 # The card's sections
 
 
-def _architecture_rows(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _architecture_rows(record: RunRecord) -> list[tuple[str, str]]:
     rows = []
-    for key, value in (record.get("architecture") or {}).items():
+    for key, value in (record.architecture or {}).items():
         rows.append((ARCHITECTURE_LABELS.get(key, _humanize(key)), _cell(value)))
-    if isinstance(record.get("num_parameters"), int):
-        rows.append(("Parameters", f"{record['num_parameters']:,} ({record['num_parameters']})"))
-    trainable = record.get("trainable_parameters")
-    if isinstance(trainable, int) and trainable != record.get("num_parameters"):
+    if isinstance(record.num_parameters, int):
+        rows.append(("Parameters", f"{record.num_parameters:,} ({record.num_parameters})"))
+    trainable = record.trainable_parameters
+    if isinstance(trainable, int) and trainable != record.num_parameters:
         rows.append(("Trainable parameters in this run", f"{trainable:,}"))
     return rows
 
 
-def _adapter_rows(record: Mapping[str, Any], base_model: str | None) -> list[tuple[str, str]]:
-    adapter = record.get("adapter")
+def _adapter_rows(record: RunRecord, base_model: str | None) -> list[tuple[str, str]]:
+    adapter = record.adapter
     if not adapter:
         return []
     rows = [("Base model", _code(base_model or adapter.get("base_model_name_or_path", "?")))]
@@ -234,13 +202,13 @@ def _adapter_rows(record: Mapping[str, Any], base_model: str | None) -> list[tup
     return rows
 
 
-def _labels(record: Mapping[str, Any]) -> list[tuple[str, str]]:
-    id2label = record.get("id2label") or {}
+def _labels(record: RunRecord) -> list[tuple[str, str]]:
+    id2label = record.id2label or {}
     return sorted(((int(index), _cell(label)) for index, label in id2label.items()), key=lambda pair: pair[0])
 
 
-def _cleaning_rows(record: Mapping[str, Any]) -> list[tuple[str, str]]:
-    report = record.get("cleaning_report")
+def _cleaning_rows(record: RunRecord) -> list[tuple[str, str]]:
+    report = record.cleaning_report
     if not isinstance(report, Mapping):
         return []
     rows = []
@@ -254,12 +222,12 @@ def _cleaning_rows(record: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _hyperparameter_rows(record: Mapping[str, Any]) -> list[tuple[str, str]]:
-    rows = [(key, _cell(value)) for key, value in (record.get("hyperparameters") or {}).items() if value is not None]
-    if record.get("global_step") is not None:
-        rows.append(("optimizer steps done", _cell(record["global_step"])))
-    if _finite_number(record.get("training_time_s")):
-        rows.append(("training time", f"{record['training_time_s'] / 60:.1f} min"))
+def _hyperparameter_rows(record: RunRecord) -> list[tuple[str, str]]:
+    rows = [(key, _cell(value)) for key, value in (record.hyperparameters or {}).items() if value is not None]
+    if record.global_step is not None:
+        rows.append(("optimizer steps done", _cell(record.global_step)))
+    if finite_number(record.training_time_s):
+        rows.append(("training time", f"{record.training_time_s / 60:.1f} min"))
     return rows
 
 
@@ -271,9 +239,9 @@ def _evaluation_rows(results: list[EvalResult]) -> list[tuple[str, str, str, str
     ]  # fmt: skip
 
 
-def _samples(record: Mapping[str, Any]) -> list[str]:
+def _samples(record: RunRecord) -> list[str]:
     blocks = []
-    for sample in record.get("samples") or []:
+    for sample in record.samples or []:
         if isinstance(sample, Mapping):
             prompt, completion = str(sample.get("prompt", "")), str(sample.get("completion", ""))
             blocks.append(f"Prompt: {_code(prompt)}\n\n" + _fenced(prompt + completion))
@@ -282,31 +250,31 @@ def _samples(record: Mapping[str, Any]) -> list[str]:
     return blocks
 
 
-def _summary(record: Mapping[str, Any], task: str, adapter: bool, base_model: str | None) -> str:
+def _summary(record: RunRecord, task: str, adapter: bool, base_model: str | None) -> str:
     what = "language model" if task == "text-generation" else "text classifier"
-    languages = " and ".join(LANGUAGE_NAMES.get(code, code) for code in record.get("language") or [])
+    languages = " and ".join(LANGUAGE_NAMES.get(code, code) for code in record.language or [])
     in_languages = f" for {languages}" if languages else ""
-    size = f" {record['num_parameters']:,}-parameter" if isinstance(record.get("num_parameters"), int) else ""
+    size = f" {record.num_parameters:,}-parameter" if isinstance(record.num_parameters, int) else ""
     if adapter:
         return (f"A LoRA adapter that turns `{base_model or 'its base model'}` into a {what}{in_languages}, "
                 "trained with ScratchLM and peft.")
-    if _is_finetune(record) and base_model:
-        how = "LoRA (merged into the weights)" if record.get("method") == "lora" else "full fine-tuning"
+    if record.is_finetune and base_model:
+        how = "LoRA (merged into the weights)" if record.method == "lora" else "full fine-tuning"
         return f"A{size} {what}{in_languages}, fine-tuned from `{base_model}` with {how} using ScratchLM."
     return (f"A{size} decoder-only {what}{in_languages}, trained from scratch with ScratchLM: a Llama-style "
             "transformer (RMSNorm, rotary position embeddings, grouped-query attention, SwiGLU).")
 
 
-def _procedure(record: Mapping[str, Any]) -> str:
-    kind = record.get("kind") or "pretraining"
-    method = record.get("method") or "full"
+def _procedure(record: RunRecord) -> str:
+    kind = record.kind or "pretraining"
+    method = record.method or "full"
     parts = [f"{kind.capitalize()} ({'LoRA' if method == 'lora' else method} training) with the 🤗 Trainer."]
-    if record.get("finished_at"):
-        parts.append(f"Finished at {record['finished_at']}.")
+    if record.finished_at:
+        parts.append(f"Finished at {record.finished_at}.")
     return " ".join(parts)
 
 
-def _usage(record: Mapping[str, Any], task: str, repo_id: str, adapter: bool, base_model: str | None) -> tuple[str, str]:
+def _usage(record: RunRecord, task: str, repo_id: str, adapter: bool, base_model: str | None) -> tuple[str, str]:
     if adapter:
         auto = "AutoPeftModelForCausalLM" if task == "text-generation" else "AutoPeftModelForSequenceClassification"
         code = (
@@ -354,15 +322,15 @@ def _usage(record: Mapping[str, Any], task: str, repo_id: str, adapter: bool, ba
     return code, "" if adapter else pipeline
 
 
-def _example_prompt(record: Mapping[str, Any]) -> str:
-    for sample in record.get("samples") or []:
+def _example_prompt(record: RunRecord) -> str:
+    for sample in record.samples or []:
         if isinstance(sample, Mapping) and sample.get("prompt"):
             return str(sample["prompt"])[:80]
-    return "一个好的故事" if (record.get("language") or ["en"])[0] == "zh" else "Once upon a time"
+    return "一个好的故事" if (record.language or ["en"])[0] == "zh" else "Once upon a time"
 
 
-def _limitations(record: Mapping[str, Any], task: str, adapter: bool) -> list[str]:
-    scale = record.get("num_parameters")
+def _limitations(record: RunRecord, task: str, adapter: bool) -> list[str]:
+    scale = record.num_parameters
     scale_text = f"{scale:,} parameters" if isinstance(scale, int) else "a small number of parameters"
     paragraphs = []
     if task == "text-generation":
@@ -375,10 +343,10 @@ def _limitations(record: Mapping[str, Any], task: str, adapter: bool) -> list[st
             f"**Limitations.** This is a small model ({scale_text}) trained on a small corpus. Its text is often "
             "fluent-looking but incoherent or factually wrong; it has no notion of truth, follows no instructions "
             "unless fine-tuned for them, and its context is limited to "
-            f"{(record.get('architecture') or {}).get('max_position_embeddings', 'a few hundred')} tokens."
+            f"{record.architecture.get('max_position_embeddings', 'a few hundred')} tokens."
         )
     else:
-        labels = ", ".join(str(v) for v in (record.get("id2label") or {}).values())
+        labels = ", ".join(str(v) for v in (record.id2label or {}).values())
         paragraphs.append(
             "**Intended use.** Learning and research on text classification"
             + (f" into: {labels}" if labels else "")
@@ -391,10 +359,10 @@ def _limitations(record: Mapping[str, Any], task: str, adapter: bool) -> list[st
         )
     paragraphs.append(
         "**Bias.** The model reproduces the patterns, gaps and biases of its training data"
-        + (f" ({', '.join(_short_source(str(d)) for d in record['datasets'])})" if record.get("datasets") else "")
+        + (f" ({', '.join(_short_source(str(d)) for d in record.datasets)})" if record.datasets else "")
         + ", which was not filtered for stereotypes or offensive content. Check its outputs before using them."
     )
-    if adapter or _is_finetune(record):
+    if adapter or record.is_finetune:
         paragraphs.append("It also inherits the limitations and biases of its base model.")
     return paragraphs
 
@@ -404,7 +372,7 @@ def _limitations(record: Mapping[str, Any], task: str, adapter: bool) -> list[st
 
 
 def render_model_card(
-    record: Mapping[str, Any],
+    record: RunRecord | Mapping[str, Any],
     output_dir: str | Path | None = None,
     *,
     repo_id: str | None = None,
@@ -419,18 +387,17 @@ def render_model_card(
         repo_id: the Hub repository the card is for, used in the loading examples (default: the model name).
         base_model: the Hub id of the base model, overriding the one in the record (a local path, say).
     """
-    if not isinstance(record, Mapping):
-        raise TypeError(f"a run record must be a mapping, got {type(record).__name__}")
+    record = RunRecord.from_dict(record)
     output_dir = Path(output_dir) if output_dir is not None else None
     task = _task(record)
     adapter = _is_adapter(record, output_dir)
-    base = base_model or _base_model(record)
+    base = base_model or record.adapter_base
     if base and not is_hub_id(base):
         base = f"{_short_source(base)} (a local model)"
     card_data = card_data_from_record(record, adapter=adapter, base_model=base_model)
-    model_name = record.get("model_name") or "scratchlm-model"
+    model_name = record.model_name or "scratchlm-model"
     results = eval_results_from_record(record)
-    loss_curve = record.get("loss_curve")
+    loss_curve = record.loss_curve
     if loss_curve and output_dir is not None and not (output_dir / loss_curve).is_file():
         loss_curve = None
     usage_code, pipeline_code = _usage(record, task, repo_id or model_name, adapter, base)
@@ -444,13 +411,13 @@ def render_model_card(
         labels=_labels(record) if task == "text-classification" else [],
         usage_code=usage_code,
         pipeline_code=pipeline_code,
-        dataset_rows=[_display_source(str(name)) for name in record.get("datasets") or []],
+        dataset_rows=[_display_source(str(name)) for name in record.datasets or []],
         cleaning_rows=_cleaning_rows(record),
         procedure=_procedure(record),
         hyperparameter_rows=_hyperparameter_rows(record),
         loss_curve=loss_curve,
         environment_rows=[(ENVIRONMENT_LABELS.get(k, _humanize(k)), _cell(v))
-                          for k, v in (record.get("environment") or {}).items()],
+                          for k, v in (record.environment or {}).items()],
         evaluation_rows=_evaluation_rows(results),
         samples=_samples(record),
         limitations=_limitations(record, task, adapter),
@@ -489,12 +456,12 @@ def validate_model_card(
     return card
 
 
-def record_has_results(record: Mapping[str, Any]) -> bool:
+def record_has_results(record: RunRecord | Mapping[str, Any]) -> bool:
     """Whether the record holds evaluation numbers, so that its card must have a model-index."""
     return bool(eval_results_from_record(record))
 
 
-def write_model_card(output_dir: str | Path, record: Mapping[str, Any], *, repo_id: str | None = None,
+def write_model_card(output_dir: str | Path, record: RunRecord | Mapping[str, Any], *, repo_id: str | None = None,
                      base_model: str | None = None) -> Path:
     """Render the card of a run, check it, and write it to `output_dir/README.md`; returns the path."""
     output_dir = Path(output_dir)
