@@ -1,122 +1,90 @@
-"""`scratchlm-init` (a randomly initialised model, the start of pretraining) and `scratchlm-convert`."""
+"""`scratchlm-init` (a randomly initialised model, the start of pretraining) and `scratchlm-convert`.
+
+    scratchlm-init --preset small --tokenizer_name_or_path tok/ --output_dir init/
+    scratchlm-convert --from_llama llama/ --output_dir scratch/
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, GenerationConfig, set_seed
+from transformers import AutoTokenizer
 
-from .configuration_scratchlm import PRESETS, ScratchLMConfig
-from .modeling_scratchlm import ScratchLMForCausalLM
+from scratchlm.cli import command, parse_args
+
+from .configuration_scratchlm import PRESETS
+from .initialization import init_model, parse_overrides
 
 
 @dataclass
 class InitArguments:
-    output: str = field(metadata={"help": "Directory to write the model (and its tokenizer) to."})
+    output_dir: str = field(metadata={"help": "Directory to write the model (and its tokenizer) to."})
     preset: str = field(default="small", metadata={"help": f"Model shape: one of {', '.join(PRESETS)}."})
     config_overrides: str | None = field(
         default=None,
         metadata={"help": "Comma-separated field=value pairs applied to the preset, e.g. 'num_hidden_layers=4,"
                           "max_position_embeddings=256'. Values are parsed as JSON where possible."},
     )
-    tokenizer: str | None = field(
+    tokenizer_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Tokenizer directory: sets vocab_size and the bos/eos/pad ids, and is saved alongside."},
     )
     seed: int = field(default=42, metadata={"help": "Random seed of the initialisation."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace a model already in --output."})
+    overwrite_output: bool = field(default=False, metadata={"help": "Replace a model already in --output_dir."})
 
-
-def parse_overrides(text: str | None) -> dict:
-    overrides = {}
-    for item in filter(None, (part.strip() for part in (text or "").split(","))):
-        if "=" not in item:
-            raise ValueError(f"config override {item!r} is not of the form field=value")
-        key, raw = (part.strip() for part in item.split("=", 1))
-        try:
-            overrides[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key] = raw
-    unknown = sorted(set(overrides) - set(ScratchLMConfig.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"unknown ScratchLMConfig field(s) in --config_overrides: {', '.join(unknown)}")
-    return overrides
-
-
-def special_token_ids(tokenizer) -> dict:
-    """The ids a model created for `tokenizer` must know: vocabulary size and bos/eos/pad."""
-    return {
-        "vocab_size": len(tokenizer),
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-
-
-def init_model(preset: str, overrides: dict | None = None, tokenizer=None, seed: int = 42) -> ScratchLMForCausalLM:
-    values = dict(overrides or {})
-    if tokenizer is not None:
-        values.update(special_token_ids(tokenizer))
-    config = ScratchLMConfig.from_preset(preset, **values)
-    set_seed(seed)
-    model = ScratchLMForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id if config.pad_token_id is not None else config.eos_token_id,
-        max_new_tokens=128,
-    )
-    return model
-
-
-def ensure_writable(output: Path, overwrite: bool) -> None:
-    if (output / "config.json").exists() and not overwrite:
-        raise FileExistsError(f"{output} already holds a model; pass --overwrite to replace it")
-
-
-def init_main(argv=None) -> None:
-    from scratchlm.cli import parse_args
-
-    (args,) = parse_args([InitArguments], argv, description="Write a randomly initialised ScratchLM model.")
-    output = Path(args.output)
-    ensure_writable(output, args.overwrite)
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer) if args.tokenizer else None
-    model = init_model(args.preset, parse_overrides(args.config_overrides), tokenizer, args.seed)
-    model.save_pretrained(output)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(output)
-    config = model.config
-    print(
-        f"ScratchLM '{args.preset}': {model.num_parameters():,} parameters, {config.num_hidden_layers} layers, "
-        f"hidden {config.hidden_size}, vocab {config.vocab_size}, context {config.max_position_embeddings} "
-        f"-> {output}"
-    )
+    DEPRECATED_FLAGS = {"output": "output_dir", "overwrite": "overwrite_output", "tokenizer": "tokenizer_name_or_path"}
 
 
 @dataclass
 class ConvertArguments:
-    output: str = field(metadata={"help": "Directory to write the converted model to."})
+    output_dir: str = field(metadata={"help": "Directory to write the converted model to."})
     from_llama: str | None = field(default=None, metadata={"help": "A Llama checkpoint directory to convert."})
     to_llama: str | None = field(default=None, metadata={"help": "A ScratchLM directory to convert to Llama."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace a model already in --output."})
+    overwrite_output: bool = field(default=False, metadata={"help": "Replace a model already in --output_dir."})
+
+    DEPRECATED_FLAGS = {"output": "output_dir", "overwrite": "overwrite_output"}
 
 
+def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """A directory that is new, or holds a model `overwrite` allows replacing; never an existing file."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"--output_dir {output_dir} is an existing file, not a directory: choose another path")
+    if (output_dir / "config.json").exists() and not overwrite:
+        raise FileExistsError(f"{output_dir} already holds a model; pass --overwrite_output to replace it")
+
+
+@command("scratchlm-init")
+def init_main(argv=None) -> None:
+    (args,) = parse_args([InitArguments], argv, description="Write a randomly initialised ScratchLM model.")
+    output_dir = Path(args.output_dir)
+    check_output_dir(output_dir, args.overwrite_output)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path) if args.tokenizer_name_or_path else None
+    model = init_model(args.preset, parse_overrides(args.config_overrides), tokenizer, args.seed)
+    model.save_pretrained(output_dir)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(output_dir)
+    config = model.config
+    print(
+        f"ScratchLM '{args.preset}': {model.num_parameters():,} parameters, {config.num_hidden_layers} layers, "
+        f"hidden {config.hidden_size}, vocab {config.vocab_size}, context {config.max_position_embeddings} "
+        f"-> {output_dir}"
+    )
+
+
+@command("scratchlm-convert")
 def convert_main(argv=None) -> None:
-    from scratchlm.cli import parse_args
-
     from .convert_llama import convert_llama_directory, convert_scratchlm_directory_to_llama
 
     (args,) = parse_args([ConvertArguments], argv, description="Convert between Llama and ScratchLM checkpoints.")
     if (args.from_llama is None) == (args.to_llama is None):
-        raise SystemExit("give exactly one of --from_llama DIR or --to_llama DIR")
-    output = Path(args.output)
-    ensure_writable(output, args.overwrite)
+        raise ValueError("give exactly one of --from_llama DIR or --to_llama DIR")
+    output_dir = Path(args.output_dir)
+    check_output_dir(output_dir, args.overwrite_output)
     with torch.no_grad():
         if args.from_llama:
-            model = convert_llama_directory(args.from_llama, output)
+            model = convert_llama_directory(args.from_llama, output_dir)
         else:
-            model = convert_scratchlm_directory_to_llama(args.to_llama, output)
-    print(f"converted {model.num_parameters():,} parameters -> {output} ({model.config.model_type})")
+            model = convert_scratchlm_directory_to_llama(args.to_llama, output_dir)
+    print(f"converted {model.num_parameters():,} parameters -> {output_dir} ({model.config.model_type})")

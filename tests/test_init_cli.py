@@ -21,7 +21,7 @@ def tokenizer_dir(tmp_path_factory, data_dir):
 
 def test_init_with_tokenizer_writes_its_ids_into_config_and_generation_config(tokenizer_dir, tmp_path):
     output = tmp_path / "init"
-    init_main(["--preset", "tiny", "--tokenizer", str(tokenizer_dir), "--output", str(output),
+    init_main(["--preset", "tiny", "--tokenizer_name_or_path", str(tokenizer_dir), "--output_dir", str(output),
                "--config-overrides", "num_hidden_layers=3,max_position_embeddings=256"])
     tokenizer = AutoTokenizer.from_pretrained(output)
     config = json.loads((output / "config.json").read_text())
@@ -35,15 +35,44 @@ def test_init_with_tokenizer_writes_its_ids_into_config_and_generation_config(to
     assert model.config.num_hidden_layers == 3 and model.config.max_position_embeddings == 256
 
 
-def test_init_refuses_to_overwrite_and_rejects_bad_overrides(tmp_path):
+def user_error(main, argv, capsys) -> str:
+    """The one line a console command prints for a user error (it exits with status 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_init_refuses_to_overwrite_and_rejects_bad_overrides(tmp_path, capsys):
     output = tmp_path / "init"
-    init_main(["--preset", "tiny", "--output", str(output)])
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        init_main(["--preset", "tiny", "--output", str(output)])
-    init_main(["--preset", "tiny", "--output", str(output), "--overwrite", "--seed", "3"])
-    with pytest.raises(ValueError, match="unknown ScratchLMConfig field.*hiden_size"):
-        init_main(["--preset", "tiny", "--output", str(tmp_path / "x"), "--config-overrides", "hiden_size=64"])
-    with pytest.raises(ValueError, match="not of the form field=value"):
-        init_main(["--preset", "tiny", "--output", str(tmp_path / "x"), "--config-overrides", "hidden_size"])
-    with pytest.raises(ValueError, match="hidden_size.*divisible"):
-        init_main(["--preset", "tiny", "--output", str(tmp_path / "x"), "--config-overrides", "hidden_size=130"])
+    init_main(["--preset", "tiny", "--output_dir", str(output)])
+    assert "--overwrite_output" in user_error(init_main, ["--preset", "tiny", "--output_dir", str(output)], capsys)
+    init_main(["--preset", "tiny", "--output_dir", str(output), "--overwrite_output", "--seed", "3"])
+    x = str(tmp_path / "x")
+    assert "hiden_size" in user_error(init_main, ["--output_dir", x, "--config_overrides", "hiden_size=64"], capsys)
+    assert "not of the form field=value" in user_error(
+        init_main, ["--output_dir", x, "--config_overrides", "hidden_size"], capsys)
+    assert "divisible" in user_error(
+        init_main, ["--preset", "tiny", "--output_dir", x, "--config_overrides", "hidden_size=130"], capsys)
+
+
+def test_old_flag_spellings_still_work(tmp_path, caplog):
+    init_main(["--preset", "tiny", "--output", str(tmp_path / "old")])
+    init_main(["--preset", "tiny", "--output", str(tmp_path / "old"), "--overwrite"])
+    assert (tmp_path / "old" / "config.json").is_file()
+    assert "--output is deprecated" in caplog.text and "--overwrite is deprecated" in caplog.text
+
+
+def test_init_and_convert_refuse_an_existing_file_as_output(tmp_path, capsys):
+    from scratchlm.modeling.cli import convert_main
+
+    target = tmp_path / "model.bin"
+    target.write_bytes(b"keep me")
+    message = user_error(init_main, ["--preset", "tiny", "--output_dir", str(target)], capsys)
+    assert "is an existing file" in message and str(target) in message
+    init_main(["--preset", "tiny", "--output_dir", str(tmp_path / "scratch")])
+    message = user_error(convert_main, ["--to_llama", str(tmp_path / "scratch"), "--output_dir", str(target)], capsys)
+    assert "is an existing file" in message
+    assert target.read_bytes() == b"keep me"

@@ -81,8 +81,8 @@ def test_convert_cli_round_trip(tmp_path):
     torch.manual_seed(0)
     llama = LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=True)).eval()
     llama.save_pretrained(tmp_path / "llama")
-    convert_main(["--from-llama", str(tmp_path / "llama"), "--output", str(tmp_path / "scratch")])
-    convert_main(["--to-llama", str(tmp_path / "scratch"), "--output", str(tmp_path / "back")])
+    convert_main(["--from_llama", str(tmp_path / "llama"), "--output_dir", str(tmp_path / "scratch")])
+    convert_main(["--to_llama", str(tmp_path / "scratch"), "--output_dir", str(tmp_path / "back")])
     assert json.loads((tmp_path / "scratch" / "config.json").read_text())["model_type"] == "scratchlm"
     ids = random_ids()
     with torch.no_grad():
@@ -92,7 +92,7 @@ def test_convert_cli_round_trip(tmp_path):
         assert (scratch(ids).logits - reference).abs().max().item() <= 1e-5
         assert torch.equal(LlamaForCausalLM.from_pretrained(tmp_path / "back")(ids).logits, reference)
     with pytest.raises(ValueError, match="'scratchlm' model, expected 'llama'"):
-        convert_main(["--from-llama", str(tmp_path / "scratch"), "--output", str(tmp_path / "again")])
+        convert_main.__wrapped__(["--from_llama", str(tmp_path / "scratch"), "--output_dir", str(tmp_path / "again")])
 
 
 # --- attention, cache, padding ------------------------------------------------------------------------------
