@@ -165,6 +165,23 @@ class ScratchLMConfig(PreTrainedConfig):
         return cls(**{**PRESETS[name], **overrides})
 
     @property
+    def max_sequence_length(self) -> int | None:
+        """Longest sequence (cached + new tokens) the forward accepts; None where the RoPE type has no limit.
+
+        Without RoPE scaling it is `max_position_embeddings`. Linear, YaRN, Llama-3 and LongRoPE scaling stretch
+        the trained context (`original_max_position_embeddings`, else `max_position_embeddings`) by `factor`;
+        dynamic NTK recomputes its frequencies for any length.
+        """
+        rope = self.rope_parameters or {}
+        rope_type = rope.get("rope_type", "default")
+        if rope_type == "dynamic":
+            return None
+        if rope_type == "default":
+            return self.max_position_embeddings
+        trained = rope.get("original_max_position_embeddings") or self.max_position_embeddings
+        return max(self.max_position_embeddings, int(trained * (rope.get("factor") or 1.0)))
+
+    @property
     def num_parameters(self) -> int:
         """Exact number of parameters of `ScratchLMForCausalLM` built from this config."""
         h, d, q, kv = self.hidden_size, self.head_dim, self.num_attention_heads, self.num_key_value_heads

@@ -24,6 +24,7 @@ from transformers.modeling_outputs import (
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_scratchlm import ScratchLMConfig
 
@@ -140,6 +141,7 @@ class ScratchLMAttention(nn.Module):
             self.q_norm = ScratchLMRMSNorm(self.head_dim, eps=config.rms_norm_eps)
             self.k_norm = ScratchLMRMSNorm(self.head_dim, eps=config.rms_norm_eps)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -158,7 +160,7 @@ class ScratchLMAttention(nn.Module):
         query = apply_rotary_pos_emb(query.transpose(1, 2), cos, sin)
         key = apply_rotary_pos_emb(key.transpose(1, 2), cos, sin)
         if cache is not None:
-            key, value = cache.update(key, value, self.layer_idx)
+            key, value = cache.update(key, value, self.layer_idx, kwargs=kwargs)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -198,6 +200,7 @@ class ScratchLMDecoderLayer(GradientCheckpointingLayer):
         self.mlp = ScratchLMMLP(config)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -265,6 +268,11 @@ class ScratchLMPreTrainedModel(PreTrainedModel):
 
 
 def _check_inputs(config: ScratchLMConfig, input_ids, seq_len: int, past_len: int):
+    """Clear errors for out-of-vocabulary ids and over-long input, where the input enters.
+
+    Both read tensor values (a device-to-host sync), so they run only outside `torch.compile`: a compiled forward
+    (full-graph capture, `generate` with a static cache and compilation) traces without them.
+    """
     if input_ids is not None and input_ids.numel() > 0:
         low, high = int(input_ids.min()), int(input_ids.max())
         if low < 0 or high >= config.vocab_size:
@@ -273,12 +281,15 @@ def _check_inputs(config: ScratchLMConfig, input_ids, seq_len: int, past_len: in
                 f"input_ids contains token id {bad}, outside the vocabulary [0, {config.vocab_size}): "
                 "was the input tokenized with a tokenizer that does not belong to this model?"
             )
-    total = past_len + seq_len
-    if total > config.max_position_embeddings and config.rope_parameters.get("rope_type") != "dynamic":
+    total = int(past_len) + seq_len
+    limit = config.max_sequence_length
+    if limit is not None and total > limit:
+        scaled = config.rope_parameters.get("rope_type", "default") != "default"
         raise ValueError(
-            f"sequence of {total} tokens ({past_len} cached + {seq_len} new) is longer than the model's context "
-            f"of {config.max_position_embeddings} (max_position_embeddings): truncate the input or use a model "
-            "with a longer context"
+            f"sequence of {total} tokens ({int(past_len)} cached + {seq_len} new) is longer than the model's context "
+            f"of {limit} ("
+            + ("max_position_embeddings scaled by the RoPE factor" if scaled else "max_position_embeddings")
+            + "): truncate the input, or use a model with a longer context or RoPE scaling"
         )
 
 
@@ -296,6 +307,8 @@ class ScratchLMModel(ScratchLMPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -306,13 +319,10 @@ class ScratchLMModel(ScratchLMPreTrainedModel):
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        past_key_values: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        # transformers 5.24 renamed `past_key_values` to `cache`; both names are accepted.
-        cache = cache if cache is not None else past_key_values
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if self.gradient_checkpointing and self.training:
             use_cache = False
@@ -325,17 +335,23 @@ class ScratchLMModel(ScratchLMPreTrainedModel):
 
         seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         past_len = cache.get_seq_length() if cache is not None else 0
-        _check_inputs(self.config, input_ids, seq_len, past_len)
+        compiling = torch.compiler.is_compiling()
+        if not compiling:
+            _check_inputs(self.config, input_ids, seq_len, past_len)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
 
-        has_padding = attention_mask is not None and attention_mask.dim() == 2 and not bool(attention_mask.all())
+        # Eagerly, an all-ones mask is dropped (the causal pattern alone, without a mask tensor); a compiled graph
+        # cannot branch on tensor values, so it always takes the general path, which is correct for any mask.
+        has_padding = attention_mask is not None and attention_mask.dim() == 2 and (
+            compiling or not bool(attention_mask.all())
+        )
         if position_ids is None:
             if has_padding:
                 # Left padding: real tokens count their positions from the first non-pad token.
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_len:]
             else:
-                position_ids = torch.arange(past_len, past_len + seq_len, device=inputs_embeds.device).unsqueeze(0)
+                position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_len).unsqueeze(0)
 
         if attention_mask is not None and attention_mask.dim() == 2 and not has_padding:
             attention_mask = None  # all ones: the causal pattern alone, which SDPA runs without a mask tensor
@@ -390,6 +406,7 @@ class ScratchLMForCausalLM(ScratchLMPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
@@ -401,7 +418,6 @@ class ScratchLMForCausalLM(ScratchLMPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        past_key_values: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -413,9 +429,10 @@ class ScratchLMForCausalLM(ScratchLMPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache if cache is not None else past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -462,6 +479,7 @@ class ScratchLMForSequenceClassification(ScratchLMPreTrainedModel):
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
@@ -472,16 +490,16 @@ class ScratchLMForSequenceClassification(ScratchLMPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
-        past_key_values: Cache | None = None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache if cache is not None else past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -529,6 +547,7 @@ class ScratchLMForTokenClassification(ScratchLMPreTrainedModel):
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             use_cache=False,
+            return_dict=True,
             **kwargs,
         )
         logits = self.score(self.dropout(outputs.last_hidden_state))
@@ -566,6 +585,7 @@ class ScratchLMForQuestionAnswering(ScratchLMPreTrainedModel):
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             use_cache=False,
+            return_dict=True,
             **kwargs,
         )
         start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).split(1, dim=-1)
