@@ -1,0 +1,54 @@
+"""Export a ScratchLM model to run outside transformers: `scratchlm-export`.
+
+    scratchlm-export MODEL_DIR --format gguf [--outtype f16|q8_0] --output model.gguf
+    scratchlm-export MODEL_DIR --format gguf --output_dir exports/          (writes exports/NAME-f16.gguf)
+
+GGUF files run in llama.cpp and Ollama; see the README section "Run it anywhere: GGUF and Ollama".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scratchlm.cli import command, parse_args
+
+from .gguf_export import OUTTYPES, export_gguf
+from .model_dir import check_model_dir, move_bare_model_dir
+
+FORMATS = ("gguf",)
+
+
+@dataclass
+class ExportArguments:
+    model_dir: str = field(metadata={"help": "The ScratchLM model directory (weights and tokenizer)."})
+    format: str = field(default="gguf", metadata={"help": f"Output format: one of {', '.join(FORMATS)}."})
+    outtype: str = field(default="f16", metadata={"help": f"Weight type: one of {', '.join(OUTTYPES)}."})
+    output: str | None = field(default=None, metadata={"help": "The file to write."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "A directory to write MODEL_NAME-OUTTYPE.gguf into (instead of --output)."}
+    )
+    overwrite_output: bool = field(default=False, metadata={"help": "Replace an existing output file."})
+
+
+def output_path(args: ExportArguments, model_dir: Path) -> Path:
+    if (args.output is None) == (args.output_dir is None):
+        raise ValueError("give exactly one of --output FILE or --output_dir DIR")
+    path = Path(args.output) if args.output else Path(args.output_dir) / f"{model_dir.resolve().name}-{args.outtype}.gguf"
+    if path.is_dir():
+        raise IsADirectoryError(f"--output {path} is a directory: give a file name or use --output_dir")
+    if path.exists() and not args.overwrite_output:
+        raise FileExistsError(f"{path} exists; pass --overwrite_output to replace it")
+    return path
+
+
+@command("scratchlm-export")
+def main(argv=None) -> None:
+    (args,) = parse_args([ExportArguments], move_bare_model_dir(argv), description=__doc__.split("\n\n")[0])
+    if args.format not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
+    if args.outtype not in OUTTYPES:
+        raise ValueError(f"--outtype must be one of {', '.join(OUTTYPES)}, got {args.outtype!r}")
+    model_dir = check_model_dir(args.model_dir)
+    path = export_gguf(model_dir, output_path(args, model_dir), args.outtype)
+    print(f"wrote {path} ({args.outtype}, {path.stat().st_size / 1e6:.1f} MB)")

@@ -1,0 +1,112 @@
+"""`scratchlm-export --format gguf`: the file reads back with `gguf.GGUFReader` holding the weights (permuted for
+llama.cpp's rotary layout), the hyper-parameters and the tokenizer. Running it in llama.cpp needs a llama.cpp build,
+too slow for the suite: benchmarks/bench_gguf.py does that (tokenization and greedy text against transformers)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+gguf = pytest.importorskip("gguf", reason="scratchlm-export needs the gguf package (pip install gguf)")
+
+from scratchlm.inference.export import main as export_main  # noqa: E402
+from scratchlm.inference.gguf_export import permute_for_llama_cpp  # noqa: E402
+from scratchlm.modeling import ScratchLMForCausalLM  # noqa: E402
+
+
+def _fields(reader):
+    return lambda name: reader.fields[name].contents()
+
+
+def test_f16_export_holds_weights_hyperparameters_and_tokenizer(tiny_causal_lm_dir, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    output = tmp_path / "tiny.gguf"
+    export_main([str(tiny_causal_lm_dir), "--format", "gguf", "--outtype", "f16", "--output", str(output)])
+    assert "wrote" in capsys.readouterr().out
+    reader = gguf.GGUFReader(output)
+    value = _fields(reader)
+    model = ScratchLMForCausalLM.from_pretrained(tiny_causal_lm_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm_dir)
+    config = model.config
+
+    assert value("general.architecture") == "llama"
+    assert value("llama.block_count") == config.num_hidden_layers
+    assert value("llama.embedding_length") == config.hidden_size
+    assert value("llama.attention.head_count") == config.num_attention_heads
+    assert value("llama.attention.head_count_kv") == config.num_key_value_heads
+    assert value("llama.rope.dimension_count") == config.head_dim
+    assert value("tokenizer.ggml.model") == "gpt2"
+    assert value("tokenizer.ggml.pre") == "qwen2"
+    assert value("tokenizer.ggml.eos_token_id") == tokenizer.eos_token_id
+    assert value("tokenizer.ggml.add_bos_token") is False
+    assert value("tokenizer.chat_template") == tokenizer.chat_template
+    tokens = value("tokenizer.ggml.tokens")
+    assert len(tokens) == config.vocab_size
+    assert tokens[tokenizer.eos_token_id] == tokenizer.eos_token
+    assert [tokens[i] for i in tokenizer.encode("hello world")] == tokenizer.convert_ids_to_tokens(
+        tokenizer.encode("hello world")
+    )
+    merges = json.loads((tiny_causal_lm_dir / "tokenizer.json").read_text())["model"]["merges"]
+    assert len(value("tokenizer.ggml.merges")) == len(merges)
+
+    tensors = {tensor.name: tensor for tensor in reader.tensors}
+    assert "output.weight" not in tensors  # tied: llama.cpp reuses token_embd
+    state = model.state_dict()
+    embedding = tensors["token_embd.weight"]
+    assert embedding.tensor_type == gguf.GGMLQuantizationType.F16
+    np.testing.assert_array_equal(embedding.data, state["model.embed_tokens.weight"].half().numpy())
+    query = permute_for_llama_cpp(state["model.layers.1.self_attn.q_proj.weight"], config.num_attention_heads)
+    np.testing.assert_array_equal(tensors["blk.1.attn_q.weight"].data, query.half().numpy())
+    key = permute_for_llama_cpp(state["model.layers.0.self_attn.k_proj.weight"], config.num_key_value_heads)
+    np.testing.assert_array_equal(tensors["blk.0.attn_k.weight"].data, key.half().numpy())
+    norm = tensors["output_norm.weight"]
+    assert norm.tensor_type == gguf.GGMLQuantizationType.F32
+    np.testing.assert_array_equal(norm.data, state["model.norm.weight"].numpy())
+    assert len(tensors) == 1 + 1 + 9 * config.num_hidden_layers
+
+
+def test_permutation_interleaves_rotary_pairs():
+    # One head of width 4: transformers pairs rows (0, 2) and (1, 3); llama.cpp wants pairs adjacent.
+    weight = torch.arange(4.0).reshape(4, 1)
+    assert permute_for_llama_cpp(weight, 1).flatten().tolist() == [0.0, 2.0, 1.0, 3.0]
+
+
+def test_q8_0_export_is_smaller_and_quantized(tiny_causal_lm_dir, tmp_path):
+    export_main([str(tiny_causal_lm_dir), "--outtype", "q8_0", "--output_dir", str(tmp_path)])
+    output = tmp_path / f"{tiny_causal_lm_dir.name}-q8_0.gguf"
+    tensors = {tensor.name: tensor for tensor in gguf.GGUFReader(output).tensors}
+    assert tensors["blk.0.ffn_up.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
+    assert tensors["blk.0.attn_norm.weight"].tensor_type == gguf.GGMLQuantizationType.F32
+
+
+def test_unknown_pretokenizer_fails_with_reason(tiny_causal_lm_dir, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_causal_lm_dir, model_dir)
+    state = json.loads((model_dir / "tokenizer.json").read_text())
+    split = state["pre_tokenizer"]["pretokenizers"][0]
+    split["pattern"]["Regex"] = split["pattern"]["Regex"].replace(r"\p{N}|", r"\p{N}{1,5}|")
+    (model_dir / "tokenizer.json").write_text(json.dumps(state))
+    output = tmp_path / "never.gguf"
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([str(model_dir), "--output", str(output)])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "scratchlm-export: error:" in message and "llama.cpp has no pre-tokenizer" in message
+    assert not output.exists()
+
+
+def test_bad_arguments_fail_before_work(tiny_causal_lm_dir, tmp_path, capsys):
+    for argv, expected in (
+        ([str(tiny_causal_lm_dir), "--outtype", "q4", "--output", str(tmp_path / "x.gguf")], "--outtype"),
+        ([str(tiny_causal_lm_dir), "--format", "onnx", "--output", str(tmp_path / "x.gguf")], "--format"),
+        ([str(tiny_causal_lm_dir)], "--output"),
+        ([str(tmp_path / "missing"), "--output", str(tmp_path / "x.gguf")], "config.json"),
+    ):
+        with pytest.raises(SystemExit):
+            export_main(argv)
+        assert expected in capsys.readouterr().err
