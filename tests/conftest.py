@@ -47,3 +47,34 @@ def run_without_package(tmp_path):
         return result
 
     return run
+
+
+# Mixed English/Chinese text for the tiny tokenizer of the inference tests (chat, serve, export).
+_TINY_TEXT = [
+    "The quick brown fox jumps over the lazy dog. It was the best of times, it was the worst of times.",
+    "春风又绿江南岸，明月何时照我还。床前明月光，疑是地上霜。",
+    "Numbers like 2019 and 3.14 split into digits; emoji 😀🚀 stay bytes. Hello, how are you today?",
+    "I'm fine, thanks! We've been told they'll come, and you'd like some tea.",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm_dir(tmp_path_factory) -> Path:
+    """A randomly initialised (fixed seed) tiny ScratchLM causal LM saved with a freshly trained tokenizer."""
+    import torch
+    from transformers import GenerationConfig
+
+    from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
+    from scratchlm.tokenization import train_tokenizer
+
+    directory = tmp_path_factory.mktemp("tiny_causal_lm")
+    tokenizer = train_tokenizer(_TINY_TEXT * 20, vocab_size=400, min_frequency=2, show_progress=False)
+    torch.manual_seed(0)
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
+    config = ScratchLMConfig.from_preset("tiny", vocab_size=len(tokenizer), **ids)
+    model = ScratchLMForCausalLM(config)
+    model.generation_config = GenerationConfig(**ids)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
