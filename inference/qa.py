@@ -1,0 +1,124 @@
+"""Answering a question from a context with a fine-tuned extractive QA model — the same windows and span decoding as
+evaluation (`scratchlm.training.data.qa`), so an answer here is the answer the reported EM/F1 scored.
+
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+    from scratchlm.inference.qa import answer_question
+    model = AutoModelForQuestionAnswering.from_pretrained("qa/", trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained("qa/", trust_remote_code=True)
+    answer_question(model, tokenizer, "Who won?", "The Broncos won the game.")
+    # {'answer': 'The Broncos', 'start': 0, 'end': 11, 'score': 7.3, 'no_answer_score': -2.1}
+
+    scratchlm-qa --model qa/ --question "Who won?" --context "The Broncos won the game."   # or --context_file
+
+(transformers 5 has no `question-answering` pipeline any more; this is its replacement for ScratchLM models.)
+The window settings default to those the model was fine-tuned with, when its run record (`scratchlm_run.json`,
+key `qa`) holds them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+from scratchlm.cli import command, parse_args
+from scratchlm.training.data.qa import FEATURES, build_features, postprocess_predictions
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WINDOW = {"max_length": 384, "stride": 128, "max_question_tokens": 64, "n_best": 20, "max_answer_length": 30}
+RUN_RECORD = "scratchlm_run.json"
+
+
+def recorded_settings(model) -> dict:
+    """The window and decoding settings in the run record next to the model's weights, if there is one."""
+    path = Path(str(getattr(model.config, "_name_or_path", "") or "")) / RUN_RECORD
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8")).get("qa", {})
+
+
+def window_settings(model, **given) -> dict:
+    """Window and decoding settings: those `given` (not None), else the model's run record, else `DEFAULT_WINDOW`;
+    `max_length` capped at the model's context length."""
+    settings = {**DEFAULT_WINDOW, **recorded_settings(model), **{k: v for k, v in given.items() if v is not None}}
+    settings["max_length"] = min(settings["max_length"], model.config.max_position_embeddings)
+    return settings
+
+
+@torch.no_grad()
+def window_logits(model, tokenizer, features: Dataset, batch_size: int = 16) -> tuple[list, list]:
+    """Start and end logits of every window in `features` (from `build_features`)."""
+    starts, ends = [], []
+    model.eval()
+    for first in range(0, len(features), batch_size):
+        batch = tokenizer.pad({"input_ids": features["input_ids"][first:first + batch_size]}, return_tensors="pt")
+        output = model(input_ids=batch["input_ids"].to(model.device),
+                       attention_mask=batch["attention_mask"].to(model.device))
+        starts.extend(output.start_logits.float().cpu().numpy())
+        ends.extend(output.end_logits.float().cpu().numpy())
+    return starts, ends
+
+
+def predict_answers(model, tokenizer, examples: Dataset, *, allow_no_answer: bool = False, batch_size: int = 16,
+                    **settings) -> dict[str, dict]:
+    """Question id -> {"text", "answer_start", "score", "no_answer_score"} for SQuAD-layout `examples`
+    (`scratchlm.training.data.qa.load_squad`); `settings` as in `window_settings`."""
+    settings = window_settings(model, **settings)
+    features = build_features(examples, tokenizer, max_length=settings["max_length"], stride=settings["stride"],
+                              max_question_tokens=settings["max_question_tokens"])
+    starts, ends = window_logits(model, tokenizer, features, batch_size)
+    return postprocess_predictions(examples, features, starts, ends, n_best=settings["n_best"],
+                                   max_answer_length=settings["max_answer_length"], version_2=allow_no_answer)
+
+
+def answer_question(model, tokenizer, question: str, context: str, *, max_length: int | None = None,
+                    stride: int | None = None, max_question_tokens: int | None = None, n_best: int | None = None,
+                    max_answer_length: int | None = None, allow_no_answer: bool = False,
+                    batch_size: int = 16) -> dict:
+    """The answer span of `question` in `context`: {"answer", "start", "end", "score", "no_answer_score"}.
+
+    `start`/`end` are character offsets in `context` (-1, and an empty answer, when `allow_no_answer` and the
+    model's no-answer score wins). Unset settings come from the model's run record, else `DEFAULT_WINDOW`."""
+    example = Dataset.from_list([{"id": "0", "title": "", "context": context, "question": question,
+                                  "answers": {"text": [], "answer_start": []}, "is_impossible": False}],
+                                features=FEATURES)
+    prediction = predict_answers(model, tokenizer, example, allow_no_answer=allow_no_answer, batch_size=batch_size,
+                                 max_length=max_length, stride=stride, max_question_tokens=max_question_tokens,
+                                 n_best=n_best, max_answer_length=max_answer_length)["0"]
+    start = prediction["answer_start"]
+    return {"answer": prediction["text"], "start": start, "end": start + len(prediction["text"]) if start >= 0 else -1,
+            "score": prediction["score"], "no_answer_score": prediction["no_answer_score"]}
+
+
+@dataclass
+class QAArguments:
+    model: str = field(metadata={"help": "Directory (or Hub id) of a fine-tuned extractive QA model."})
+    question: str = field(metadata={"help": "The question."})
+    context: str | None = field(default=None, metadata={"help": "The text holding the answer."})
+    context_file: str | None = field(default=None, metadata={"help": "A UTF-8 file holding the context instead."})
+    allow_no_answer: bool = field(default=False, metadata={"help": "Answer nothing when the model's no-answer "
+                                                                    "score wins (SQuAD 2.0-style models)."})
+    trust_remote_code: bool = field(default=True, metadata={"help": "Load the model's own code."})
+
+
+@command("scratchlm-qa")
+def main(argv=None) -> None:
+    (args,) = parse_args([QAArguments], argv, description="Answer a question from a context with a QA model.")
+    if (args.context is None) == (args.context_file is None):
+        raise ValueError("give the context as exactly one of --context and --context_file")
+    context = args.context if args.context is not None else Path(args.context_file).read_text(encoding="utf-8")
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    model = AutoModelForQuestionAnswering.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+    result = answer_question(model, tokenizer, args.question, context, allow_no_answer=args.allow_no_answer)
+    print(json.dumps(result, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

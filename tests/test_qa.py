@@ -1,0 +1,255 @@
+"""Extractive question answering: SQuAD reading and checks, windows and span mapping, n-best decoding, the shipped
+`squad` metric, a few Trainer steps, `answer_question`, and loading the result without the package.
+
+Records written here plus a slice of ../shared/data/squad-v1.1/dev-v1.1.json; a 600-token tokenizer and a one-layer
+model stand in for real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import evaluate
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+import scratchlm  # noqa: F401 - registers ScratchLM with the Auto classes
+from scratchlm.inference.qa import answer_question, predict_answers
+from scratchlm.inference.qa import main as qa_main
+from scratchlm.modeling import ScratchLMConfig, ScratchLMForQuestionAnswering
+from scratchlm.tokenization import train_tokenizer
+from scratchlm.training.data.qa import (
+    NO_ANSWER_INDEX,
+    QAReport,
+    best_spans,
+    build_features,
+    check_answers,
+    is_version_2,
+    load_squad,
+    metric_inputs,
+    postprocess_predictions,
+    span_text,
+    split_by_article,
+)
+
+METRIC_DIR = Path(scratchlm.__file__).resolve().parents[1] / "training" / "metrics" / "squad"
+CONTEXT = "The Denver Broncos defeated the Carolina Panthers 24-10 to win Super Bowl 50 in Santa Clara."
+PUBLISHED = {"version": "2.0", "data": [
+    {"title": "Super_Bowl", "paragraphs": [{"context": CONTEXT, "qas": [
+        {"id": "q1", "question": "Who won Super Bowl 50?",
+         "answers": [{"text": "Denver Broncos", "answer_start": 4}, {"text": "The Denver Broncos", "answer_start": 0}]},
+        {"id": "q2", "question": "Who lost?", "answers": [{"text": "Carolina Panthers", "answer_start": 5}]},
+        {"id": "q3", "question": "Who sang the anthem?", "answers": [], "is_impossible": True},
+    ]}]},
+    {"title": "Santa_Clara", "paragraphs": [{"context": "Santa Clara is a city in California.", "qas": [
+        {"id": "q4", "question": "Where is Santa Clara?", "answers": [{"text": "California", "answer_start": 25}]},
+    ]}]},
+]}  # fmt: skip
+TINY = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "max_position_embeddings": 256}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def squad(data_dir) -> Dataset:
+    return load_squad(data_dir / "squad-v1.1" / "dev-v1.1.json")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(squad):
+    return train_tokenizer(list(dict.fromkeys(squad.select(range(600))["context"])), vocab_size=600,
+                           show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("qa") / "tiny-v2.json"
+    path.write_text(json.dumps(PUBLISHED), encoding="utf-8")
+    return path
+
+
+def test_published_and_flat_files_read_alike(published, tmp_path):
+    dataset = load_squad(published)
+    assert dataset["id"] == ["q1", "q2", "q3", "q4"] and dataset["title"][0] == "Super_Bowl"
+    assert dataset[0]["answers"] == {"text": ["Denver Broncos", "The Denver Broncos"], "answer_start": [4, 0]}
+    assert dataset["is_impossible"] == [False, False, True, False] and is_version_2(dataset)
+    rows = tmp_path / "rows.jsonl"  # the flat layout, answers as a dict of two lists (the `datasets` squad layout)
+    rows.write_text("".join(json.dumps({key: row[key] for key in ("id", "title", "context", "question", "answers")})
+                            + "\n" for row in dataset), encoding="utf-8")
+    assert load_squad(rows)["answers"] == dataset["answers"]
+
+
+def test_missing_field_is_named(tmp_path):
+    broken = json.loads(json.dumps(PUBLISHED))
+    del broken["data"][1]["paragraphs"][0]["qas"][0]["question"]
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"broken\.json data\[1\]\.paragraphs\[0\]\.qas\[0\] has no 'question'"):
+        load_squad(path)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"id": "a", "question": "Q?", "answers": {"text": ["x"], "answer_start": [0]}}) + "\n")
+    with pytest.raises(ValueError, match=r"rows\.jsonl row 0 has no 'context'"):
+        load_squad(rows)
+
+
+def test_answers_off_their_start_are_skipped_and_counted(published):
+    checked, report = check_answers(load_squad(published), "train")
+    # q2's "Carolina Panthers" is not at 5: skipped; q2 has no answer left, so it is dropped; q3 is unanswerable.
+    assert checked["id"] == ["q1", "q3", "q4"]
+    assert (report.bad_answers, report.dropped_questions, report.questions, report.unanswerable) == (1, 1, 3, 1)
+    assert "'Carolina Panthers' at 5" in report.bad_answer_example and "q2" in report.bad_answer_example
+
+
+def test_split_by_article_shares_no_context(squad):
+    train, test = split_by_article(squad, test_fraction=0.2)
+    titles = list(dict.fromkeys(squad["title"]))
+    assert len(train) + len(test) == len(squad) == 10570
+    assert set(test["title"]) == set(titles[-10:]) and not set(train["context"]) & set(test["context"])
+
+
+def test_span_mapping_round_trip_and_windows_keep_answers(squad, tokenizer):
+    examples = squad.select(range(300))
+    single, windowed = QAReport(), QAReport()
+    long_enough = build_features(examples, tokenizer, max_length=1024, stride=128, report=single)
+    assert single.windows == len(examples) and single.answers_in_no_window == 0
+    features = build_features(examples, tokenizer, max_length=160, stride=48, report=windowed)
+    assert windowed.windows > len(examples)  # contexts are cut into several windows
+    by_id = {row["id"]: row for row in examples}
+    exact = 0
+    for dataset in (long_enough, features):
+        answered = set()
+        for feature in dataset:
+            start, end = feature["start_positions"], feature["end_positions"]
+            if start == NO_ANSWER_INDEX:
+                assert end == NO_ANSWER_INDEX
+                continue
+            example = by_id[feature["example_id"]]
+            offsets = feature["offset_mapping"]
+            text, _ = span_text(example["context"], offsets[start][0], offsets[end][1])
+            answer = example["answers"]["text"][0]
+            assert answer in text and len(text) - len(answer) < 20, (answer, text)
+            exact += text == answer
+            answered.add(example["id"])
+        # every answer short enough for a window is found in one (the stride makes windows overlap)
+        assert len(examples) - len(answered) == (single if dataset is long_enough else windowed).answers_in_no_window
+    assert windowed.answers_in_no_window <= 2
+    assert exact / (len(long_enough) + windowed.windows) > 0.4  # most mapped spans decode to the answer exactly
+
+
+def test_nbest_decoding_picks_best_valid_span():
+    offsets = [None, None, [0, 3], [3, 8], [8, 12], [12, 20]]
+    start = np.array([9.0, 0.0, 1.0, 0.0, 5.0, 0.0])  # index 0 (no answer) is not a span
+    end = np.array([9.0, 0.0, 4.0, 3.0, -1.0, 2.0])
+    # best pair overall is start 4 with end 2 (invalid: end before start); then 4->5 (7.0); 2->2 is 5.0.
+    spans = best_spans(start, end, offsets, n_best=5, max_answer_length=30)
+    assert spans[0] == (7.0, 8, 20) and (5.0, 0, 3) in spans
+    assert all(s[1] < s[2] for s in spans)
+    assert best_spans(start, end, offsets, n_best=5, max_answer_length=1)[0] == (5.0, 0, 3)  # one token at most
+
+
+def test_postprocess_uses_every_window_and_no_answer_for_v2():
+    examples = Dataset.from_list([{"id": "a", "context": "abcdefghij"}])
+    features = Dataset.from_list([
+        {"example_id": "a", "offset_mapping": [None, [0, 2], [2, 5]]},
+        {"example_id": "a", "offset_mapping": [None, [5, 8], [8, 10]]},
+    ])
+    start = [np.array([0.0, 1.0, 0.0]), np.array([6.0, 3.0, 0.0])]
+    end = [np.array([0.0, 0.0, 1.0]), np.array([6.0, 0.0, 2.0])]
+    v1 = postprocess_predictions(examples, features, start, end)["a"]
+    assert (v1["text"], v1["answer_start"], v1["score"]) == ("fghij", 5, 5.0)  # from the second window
+    v2 = postprocess_predictions(examples, features, start, end, version_2=True)["a"]
+    assert v2["no_answer_score"] == 0.0 and v2["text"] == "fghij"  # min no-answer score over windows, 0 < 5
+    end[0][0] = start[0][0] = 4.0
+    end[1][0] = 10.0
+    assert postprocess_predictions(examples, features, start, end, version_2=True)["a"]["text"] == ""
+
+
+def test_squad_metric_equals_hand_computed_scores(published):
+    metric = evaluate.load(str(METRIC_DIR))
+    examples = load_squad(published).select([0, 3])
+    predictions = {"q1": {"text": "the Denver Broncos!"}, "q4": {"text": "in California state"}}
+    scores = metric.compute(**metric_inputs(predictions, examples))
+    # q1: normalised "denver broncos" equals a reference: EM 1, F1 1. q4: "in california state" vs "california":
+    # overlap 1, precision 1/3, recall 1, F1 = 0.5. Means: EM 50, F1 75.
+    assert scores == pytest.approx({"exact_match": 50.0, "f1": 75.0})
+    v2 = metric.compute(predictions=[{"id": "q3", "prediction_text": ""}, {"id": "q4", "prediction_text": "Ohio"}],
+                        references=[{"id": "q3", "answers": {"text": [], "answer_start": []}},
+                                    {"id": "q4", "answers": {"text": ["California"], "answer_start": [25]}}])
+    assert (v2["exact_match"], v2["no_answer_exact_match"], v2["has_answer_f1"], v2["no_answer_total"]) == \
+        (50.0, 100.0, 0.0, 1)
+
+
+@pytest.fixture(scope="module")
+def trained(squad, tokenizer, tmp_path_factory):
+    """A tiny QA model after a few Trainer steps on windows of real SQuAD questions, saved with its tokenizer."""
+    config = ScratchLMConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **TINY)
+    torch.manual_seed(0)
+    model = ScratchLMForQuestionAnswering(config)
+    features = build_features(squad.select(range(64)), tokenizer, max_length=192, stride=64)
+    output_dir = tmp_path_factory.mktemp("qa-model")
+    args = TrainingArguments(output_dir=str(output_dir), max_steps=6, per_device_train_batch_size=8,
+                             learning_rate=3e-3, report_to=[], save_strategy="no", logging_steps=1,
+                             use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer),
+                      train_dataset=features.remove_columns(["example_id", "offset_mapping"]))
+    result = trainer.train()
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return model, trainer.state.log_history, result, output_dir
+
+
+def test_trainer_steps_and_answers_are_spans_of_the_context(trained, tokenizer, squad):
+    model, history, result, _ = trained
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert len(losses) == 6 and all(math.isfinite(loss) for loss in losses)
+    long_context = " ".join(squad["context"][:3])  # several windows at max_length 128
+    answer = answer_question(model, tokenizer, "Who won Super Bowl 50?", long_context, max_length=128, stride=32)
+    assert answer["answer"] and answer["answer"] in long_context
+    assert long_context[answer["start"]:answer["end"]] == answer["answer"]
+    predictions = predict_answers(model, tokenizer, squad.select(range(8)), max_length=128, stride=32)
+    assert all(p["text"] in squad[i]["context"] for i, p in enumerate(predictions.values()))
+
+
+def test_qa_command_answers_and_names_bad_flags(trained, tmp_path, capsys):
+    output_dir = trained[3]
+    context = tmp_path / "context.txt"
+    context.write_text(CONTEXT, encoding="utf-8")
+    qa_main(["--model", str(output_dir), "--question", "Who won?", "--context_file", str(context)])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["answer"] in CONTEXT and CONTEXT[printed["start"]:printed["end"]] == printed["answer"]
+    with pytest.raises(SystemExit) as exit_info:
+        qa_main(["--model", str(output_dir), "--question", "Who won?"])
+    assert exit_info.value.code == 2
+    assert "exactly one of --context and --context_file" in capsys.readouterr().err
+
+
+def test_loads_without_the_package(trained, tokenizer, run_without_package):
+    model, _, _, output_dir = trained
+    text = "<|bos|>Who won?<|eos|>The Broncos won."
+    result = run_without_package(f"""
+        import torch
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+        model = AutoModelForQuestionAnswering.from_pretrained({str(output_dir)!r}, trust_remote_code=True)
+        tokenizer = AutoTokenizer.from_pretrained({str(output_dir)!r}, trust_remote_code=True)
+        with torch.no_grad():
+            output = model(**tokenizer({text!r}, return_tensors="pt"))
+        print(type(model).__name__, output.start_logits[0, -1].item())
+    """)
+    name, value = result.stdout.split()
+    assert name == "ScratchLMForQuestionAnswering"
+    with torch.no_grad():
+        expected = model(**tokenizer(text, return_tensors="pt")).start_logits[0, -1].item()
+    assert float(value) == pytest.approx(expected, abs=1e-5)
