@@ -41,6 +41,7 @@ setup(
             "scratchlm-pretrain=scratchlm.training.pretrain:main",
             "scratchlm-finetune=scratchlm.training.finetune:main",
             "scratchlm-publish=scratchlm.training.publish:main",
+            "scratchlm-qa=scratchlm.inference.qa:main",
         ]
     },
 )
