@@ -31,6 +31,8 @@ setup(
         "matplotlib>=3.8",
         "pyyaml>=6",
         "scikit-learn>=1.4",
+        "sacrebleu>=2.4,<3",
+        "rouge_score>=0.1.2",
     ],
     extras_require={"dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"]},
     entry_points={
@@ -41,6 +43,7 @@ setup(
             "scratchlm-pretrain=scratchlm.training.pretrain:main",
             "scratchlm-finetune=scratchlm.training.finetune:main",
             "scratchlm-publish=scratchlm.training.publish:main",
+            "scratchlm-generate=scratchlm.inference.generate:main",
             "scratchlm-qa=scratchlm.inference.qa:main",
         ]
     },

@@ -1,0 +1,289 @@
+"""Sequence-to-sequence data: parallel text or source/target tables -> token ids for an encoder-decoder.
+
+Sources of pairs (`load_pairs`):
+- two aligned text files, one sentence a line (`.gz` read as gzip): `source_file=train.en.gz, target_file=train.de.gz`.
+  Files of different lengths are an error naming both files and both counts.
+- a table (csv/tsv/jsonl/json/parquet files, a `save_to_disk` directory or a `datasets` id, through `load_table`)
+  with a source and a target column. A column may hold a list: a list *source* is joined with spaces (SciTLDR's
+  abstract is a list of sentences); a list *target* is a set of references (SciTLDR's dev/test hold several
+  TL;DRs).
+
+Tokenizing (`prepare_seq2seq_split`): every row keeps all its non-empty references for scoring (`references`);
+the loss is on one reference per example. With `train_on="each"` (the default for training) a row with several
+references becomes one example per reference, as SciTLDR's authors train; `train_on="first"` keeps the first
+reference only (the default for evaluation, so an evaluation example is one row). Rows with an empty source or no
+non-empty reference are dropped and counted (an error when nothing is left); sources longer than
+`max_source_length` and targets longer than `max_target_length` tokens are truncated and counted. Both sides end
+with the tokenizer's eos (the tokenizer's own special tokens, such as BART's bos, are kept), so generation learns to
+stop.
+
+Batches are padded by transformers' `DataCollatorForSeq2Seq(tokenizer, model=model)` (labels padded with -100,
+`decoder_input_ids` from the model's `prepare_decoder_input_ids_from_labels`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+from . import check_columns, load_tables
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "source"
+TARGET = "target"
+TRAIN_ON_CHOICES = ("each", "first")
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """The lines of a UTF-8 text file (gzip when it ends in .gz), without their line ends.
+
+    Only "\\n" (and a "\\r" before it) ends a line: `str.splitlines` would also split on U+2028 and friends,
+    which would shift one side of a parallel corpus against the other.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"parallel text file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+            text = handle.read()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text: {error}") from None
+    if not text:
+        return []
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def read_parallel_files(source_file: str | os.PathLike, target_file: str | os.PathLike) -> Dataset:
+    """Two aligned text files -> a table with `source` and `target` columns (one row per line pair)."""
+    sources, targets = read_lines(source_file), read_lines(target_file)
+    if len(sources) != len(targets):
+        raise ValueError(
+            f"parallel files differ in length: {source_file} has {len(sources):,} lines, {target_file} has "
+            f"{len(targets):,}; each line of one must be the translation of the same line of the other"
+        )
+    return Dataset.from_dict({SOURCE: sources, TARGET: targets})
+
+
+def load_pairs(*, source_file: str | None = None, target_file: str | None = None,
+               table: str | Sequence[str] | None = None, source_column: str = SOURCE, target_column: str = TARGET,
+               split: str = "train", dataset_config: str | None = None) -> Dataset:
+    """Source/target pairs from two aligned text files or from a table (see the module docstring).
+
+    The result has the columns `source` (a string, list sources joined) and `target` (a list of references).
+    """
+    if (source_file is None) != (target_file is None):
+        raise ValueError("parallel text needs both a source file and a target file")
+    if (source_file is None) == (table is None):
+        raise ValueError("give either parallel text files (source and target) or a table, not both or neither")
+    if source_file is not None:
+        dataset = read_parallel_files(source_file, target_file)
+    else:
+        dataset = load_tables(table, split=split, dataset_config=dataset_config)
+        check_columns(dataset, {"--source_column": source_column, "--target_column": target_column}, split)
+    sources = [_join_source(value) for value in dataset[source_column]]
+    targets = [_references(value) for value in dataset[target_column]]
+    return Dataset.from_dict({SOURCE: sources, TARGET: targets})
+
+
+def _join_source(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(part).strip() for part in value if part is not None and str(part).strip())
+    return str(value).strip()
+
+
+def _references(value: Any) -> list[str]:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [str(text).strip() for text in values if text is not None and str(text).strip()]
+
+
+# -------------------------------------------------------------------------------------------- tokenizing
+
+
+@dataclass
+class Seq2SeqReport:
+    """What preprocessing did to one split: rows read, dropped as empty, truncated, and what is left."""
+
+    split: str
+    rows: int = 0
+    dropped_empty: int = 0
+    truncated_sources: int = 0
+    truncated_targets: int = 0
+    examples: int = 0
+    source_tokens: int = 0
+    target_tokens: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def log(self, max_source_length: int, max_target_length: int) -> None:
+        if self.dropped_empty:
+            logger.warning("%s: dropped %d of %d rows with an empty source or target", self.split,
+                           self.dropped_empty, self.rows)
+        if self.truncated_sources:
+            logger.warning("%s: truncated %d sources to %d tokens", self.split, self.truncated_sources,
+                           max_source_length)
+        if self.truncated_targets:
+            logger.warning("%s: truncated %d targets to %d tokens", self.split, self.truncated_targets,
+                           max_target_length)
+        logger.info("%s: %d rows -> %d examples (%d source, %d target tokens)", self.split, self.rows,
+                    self.examples, self.source_tokens, self.target_tokens)
+
+
+def encode_with_eos(texts: Sequence[str], tokenizer, max_length: int) -> tuple[list[list[int]], int]:
+    """Token ids of each text with the tokenizer's special tokens, ending in eos, cut to `max_length` (eos kept
+    last); also how many were cut."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError(f"the tokenizer ({type(tokenizer).__name__}) has no eos token, which ends every "
+                         "source and target; set tokenizer.eos_token")
+    if max_length < 2:
+        raise ValueError(f"the maximum source/target length must be at least 2 tokens, got {max_length}")
+    encoded, truncated = [], 0
+    for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]:
+        if not ids or ids[-1] != eos:
+            ids = [*ids, eos]
+        if len(ids) > max_length:
+            truncated += 1
+            ids = [*ids[:max_length - 1], eos]
+        encoded.append(ids)
+    return encoded, truncated
+
+
+def prepare_seq2seq_split(pairs: Dataset, tokenizer, *, split: str, max_source_length: int,
+                          max_target_length: int, train_on: str = "first",
+                          source_prefix: str = "") -> tuple[Dataset, list[list[str]], Seq2SeqReport]:
+    """Pairs (`load_pairs`) -> (tokenized examples, the references of every kept row, report).
+
+    The examples have `input_ids`, `attention_mask` and `labels`; with `train_on="each"` a row with n references
+    gives n examples, so the references list (one entry per kept row) is then shorter than the examples.
+    `source_prefix` is put before every source (T5-style task prefixes such as "translate English to German: ").
+    """
+    if train_on not in TRAIN_ON_CHOICES:
+        raise ValueError(f"train_on must be one of {', '.join(TRAIN_ON_CHOICES)}, got {train_on!r}")
+    report = Seq2SeqReport(split=split, rows=len(pairs))
+    kept = [(source, refs) for source, refs in zip(pairs[SOURCE], pairs[TARGET]) if source and refs]
+    report.dropped_empty = report.rows - len(kept)
+    if not kept:
+        raise ValueError(f"no usable {split} example: every one of the {report.rows:,} rows has an empty source "
+                         "or target")
+    sources = [source_prefix + source for source, _ in kept]
+    references = [refs for _, refs in kept]
+    per_row = [refs if train_on == "each" else refs[:1] for refs in references]
+    source_ids, report.truncated_sources = encode_with_eos(sources, tokenizer, max_source_length)
+    target_ids, report.truncated_targets = encode_with_eos(list(itertools.chain.from_iterable(per_row)),
+                                                           tokenizer, max_target_length)
+    counts = [len(refs) for refs in per_row]
+    inputs = list(itertools.chain.from_iterable(itertools.repeat(ids, n) for ids, n in zip(source_ids, counts)))
+    dataset = Dataset.from_dict({
+        "input_ids": inputs,
+        "attention_mask": [[1] * len(ids) for ids in inputs],
+        "labels": target_ids,
+    })
+    report.examples = len(dataset)
+    report.source_tokens = sum(map(len, inputs))
+    report.target_tokens = sum(map(len, target_ids))
+    report.log(max_source_length, max_target_length)
+    return dataset, references, report
+
+
+@dataclass
+class Seq2SeqSplit:
+    """One tokenized split with what scoring and prediction files need: the source texts and all references of
+    every kept row (for evaluation splits, one row = one example)."""
+
+    examples: Dataset
+    sources: list[str]
+    references: list[list[str]]
+    report: Seq2SeqReport
+
+
+@dataclass
+class Seq2SeqData:
+    train: Seq2SeqSplit
+    validation: Seq2SeqSplit | None = None
+    test: Seq2SeqSplit | None = None
+    reports: dict[str, Seq2SeqReport] = field(default_factory=dict)
+
+
+def build_seq2seq_split(pairs: Dataset, tokenizer, *, split: str, max_source_length: int, max_target_length: int,
+                        train_on: str = "first", source_prefix: str = "") -> Seq2SeqSplit:
+    examples, references, report = prepare_seq2seq_split(
+        pairs, tokenizer, split=split, max_source_length=max_source_length, max_target_length=max_target_length,
+        train_on=train_on, source_prefix=source_prefix)
+    sources = [source for source, refs in zip(pairs[SOURCE], pairs[TARGET]) if source and refs]
+    return Seq2SeqSplit(examples=examples, sources=sources, references=references, report=report)
+
+
+def build_seq2seq_data(train: Dataset, validation: Dataset | None, test: Dataset | None, tokenizer, *,
+                       max_source_length: int = 512, max_target_length: int = 128, train_on: str = "each",
+                       source_prefix: str = "") -> Seq2SeqData:
+    """Pairs of each split -> `Seq2SeqData`; training uses `train_on` ("each" reference or the "first"),
+    evaluation splits always the first reference for the loss and all of them for scoring."""
+    splits = {}
+    for split, pairs in (("train", train), ("validation", validation), ("test", test)):
+        if pairs is not None:
+            splits[split] = build_seq2seq_split(
+                pairs, tokenizer, split=split, max_source_length=max_source_length,
+                max_target_length=max_target_length, train_on=train_on if split == "train" else "first",
+                source_prefix=source_prefix)
+    return Seq2SeqData(train=splits["train"], validation=splits.get("validation"), test=splits.get("test"),
+                       reports={split: data.report for split, data in splits.items()})
+
+
+# ------------------------------------------------------------------------------------------- tokenizer
+
+
+def pair_texts(pairs: Iterable[Dataset]) -> Iterable[str]:
+    """Every source and every reference of the given pair tables, for training a joint tokenizer."""
+    for table in pairs:
+        yield from table[SOURCE]
+        for refs in table[TARGET]:
+            yield from refs
+
+
+def train_joint_tokenizer(pairs: Dataset | Sequence[Dataset], *, vocab_size: int = 8192, min_frequency: int = 2,
+                          num_sentinels: int = 0, show_progress: bool = False):
+    """One byte-level BPE tokenizer trained on both sides of the pairs (English + German, abstract + TL;DR), so
+    source, target and LM head share one vocabulary. `num_sentinels` > 0 also reserves T5's span-corruption
+    sentinels `<extra_id_0>`... as special tokens (see `scratchlm.training.data.denoising`)."""
+    from scratchlm.tokenization import train_tokenizer
+
+    from .denoising import sentinel_tokens
+
+    tables = [pairs] if isinstance(pairs, Dataset) else list(pairs)
+    return train_tokenizer(list(pair_texts(tables)), vocab_size=vocab_size, min_frequency=min_frequency,
+                           special_tokens=sentinel_tokens(num_sentinels), show_progress=show_progress)
+
+
+__all__ = [
+    "Seq2SeqData",
+    "Seq2SeqReport",
+    "Seq2SeqSplit",
+    "build_seq2seq_data",
+    "build_seq2seq_split",
+    "encode_with_eos",
+    "load_pairs",
+    "pair_texts",
+    "prepare_seq2seq_split",
+    "read_lines",
+    "read_parallel_files",
+    "train_joint_tokenizer",
+]

@@ -1,0 +1,36 @@
+"""Scores of generated text against references, through the `evaluate` modules shipped in `training/metrics/`
+(loaded by path, so nothing needs the Hub): sacreBLEU (BLEU, chrF) for translation, ROUGE-1/2/L for summaries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+import evaluate
+
+METRICS_DIR = Path(__file__).with_name("metrics")
+TEXT_METRICS = ("sacrebleu", "rouge")
+SCORES = {"sacrebleu": ("bleu", "chrf"), "rouge": ("rouge1", "rouge2", "rougeL")}
+
+
+@cache
+def load_text_metric(name: str):
+    path = METRICS_DIR / name
+    if name not in TEXT_METRICS or not (path / f"{name}.py").is_file():
+        raise ValueError(f"unknown text metric {name!r}; choose from {', '.join(TEXT_METRICS)}")
+    return evaluate.load(str(path))
+
+
+def score_generations(predictions: Sequence[str], references: Sequence[Sequence[str]],
+                      metrics: Sequence[str] = TEXT_METRICS) -> dict[str, float]:
+    """{"bleu", "chrf"} and/or {"rouge1", "rouge2", "rougeL"} of detokenized predictions, each with all the
+    references of its example. BLEU and chrF are 0-100 (sacreBLEU's scale), ROUGE 0-1."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} reference sets")
+    references = [[refs] if isinstance(refs, str) else list(refs) for refs in references]
+    scores: dict[str, float] = {}
+    for name in metrics:
+        result = load_text_metric(name).compute(predictions=list(predictions), references=references)
+        scores.update({key: result[key] for key in SCORES[name]})
+    return scores
