@@ -31,6 +31,7 @@ setup(
         "matplotlib>=3.8",
         "pyyaml>=6",
         "scikit-learn>=1.4",
+        "datasketch>=2,<3",
         "sacrebleu>=2.4,<3",
         "rouge_score>=0.1.2",
     ],

@@ -6,7 +6,6 @@ import itertools
 import json
 import unicodedata
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -24,7 +23,7 @@ from scratchlm.training.data import (
     iter_training_texts,
     load_documents,
     load_table,
-    minhash_signature,
+    minhash,
 )
 
 SHAKESPEARE_HEAD_CHARS = 60_000
@@ -107,7 +106,7 @@ def test_cleaning_switches_turn_steps_off(tmp_path):
         tmp_path, train_files=[str(write_jsonl(tmp_path / "dirty.jsonl", DIRTY))], normalize_unicode=False,
         remove_control_characters=False, normalize_whitespace=False, min_document_chars=0, max_symbol_fraction=1.0,
         deduplicate=False,
-    )  # fmt: skip
+    )
     cleaned, report = clean_documents(load_documents(args), args)
     assert texts_of(cleaned) == DIRTY
     assert sum(report.changed.values()) == sum(report.dropped.values()) == 0
@@ -124,8 +123,7 @@ def test_near_deduplication_drops_a_near_copy_and_keeps_distinct_documents(tmp_p
         "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse, "
         "and nothing particular to interest me on shore, I thought I would sail about a little."
     )
-    estimated = np.mean(minhash_signature(base) == minhash_signature(near_copy))
-    assert estimated > 0.85 > np.mean(minhash_signature(base) == minhash_signature(other))
+    assert minhash(base).jaccard(minhash(near_copy)) > 0.85 > minhash(base).jaccard(minhash(other))
 
     path = write_jsonl(tmp_path / "near.jsonl", [base, other, near_copy])
     args = data_args(tmp_path, train_files=[str(path)], near_deduplicate=True)
@@ -135,7 +133,7 @@ def test_near_deduplication_drops_a_near_copy_and_keeps_distinct_documents(tmp_p
 
     with pytest.raises(ValueError, match="streaming"):
         build_pretraining_data(data_args(tmp_path, train_files=[str(path)], near_deduplicate=True, streaming=True),
-                               None, 8)  # fmt: skip
+                               None, 8)
 
 
 def test_text_documents_are_paragraphs_with_their_line_breaks(tmp_path):
@@ -182,7 +180,7 @@ def test_blocks_pack_every_document_followed_by_eos(tmp_path, tokenizer, shakesp
 
     cleaned, _ = clean_documents(load_documents(args), args)
     expected = [i for text in texts_of(cleaned) for i in tokenizer.encode(text, add_special_tokens=False)
-                + [tokenizer.eos_token_id]]  # fmt: skip
+                + [tokenizer.eos_token_id]]
     train_tokens = [i for ids in data.train["input_ids"] for i in ids]
     validation_tokens = [i for ids in data.validation["input_ids"] for i in ids]
     assert data.train_tokens == len(train_tokens) and data.validation_tokens == len(validation_tokens)
@@ -286,7 +284,7 @@ def test_bad_input_is_refused_with_a_clear_error(tmp_path, tokenizer, monkeypatc
     with pytest.raises(ValueError, match="give --train_files or --dataset_name"):
         build_pretraining_data(data_args(tmp_path), tokenizer, 32)
     tokenizer_without_eos = train_tokenizer(["some text to train on"], vocab_size=300, eos_token=None,
-                                            show_progress=False)  # fmt: skip
+                                            show_progress=False)
     with pytest.raises(ValueError, match="no eos token"):
         build_pretraining_data(data_args(tmp_path, train_files=[str(short)]), tokenizer_without_eos, 8)
 

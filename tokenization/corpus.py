@@ -19,6 +19,9 @@ Documents per format:
 - `.csv`: the `text_column` column. `.parquet`: the `text_column` column, read in record batches.
 - `.gz` after any of these: the same, gzip-compressed.
 
+`text_column` is one name for every source, or one per source (`TextColumns`): `FILE:COLUMN` entries
+(`poems.json:paragraphs reviews.csv:review`), or as many names as sources, matched in order.
+
 Empty documents are skipped.
 """
 
@@ -31,7 +34,8 @@ import gzip
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +49,7 @@ _BATCH_SIZE = 1000
 Source = str | os.PathLike
 
 
-def _format_suffix(path: Path) -> str:
+def format_suffix(path: Path) -> str:
     """`.txt` for `a.txt` and `a.txt.gz`, the format that decides how the file is parsed."""
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
@@ -53,18 +57,18 @@ def _format_suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def _is_supported(path: Path) -> bool:
-    return _format_suffix(path) in SUPPORTED_SUFFIXES
+def _is_supported(path: Path, suffixes: Sequence[str] = SUPPORTED_SUFFIXES) -> bool:
+    return format_suffix(path) in suffixes
 
 
-def _check_file(path: Path, source: Source) -> None:
-    if not _is_supported(path):
+def _check_file(path: Path, source: Source, suffixes: Sequence[str] = SUPPORTED_SUFFIXES, what: str = "corpus") -> None:
+    if not _is_supported(path, suffixes):
         raise ValueError(
             f"unsupported file type {path.name!r} (from {str(source)!r}); supported: "
-            f"{', '.join(SUPPORTED_SUFFIXES)} (optionally gzip-compressed, .gz)"
+            f"{', '.join(suffixes)} (optionally gzip-compressed, .gz)"
         )
     if path.stat().st_size == 0:
-        raise ValueError(f"corpus file is empty: {path}")
+        raise ValueError(f"{what} file is empty: {path}")
 
 
 def _as_list(sources: Source | Iterable[Source]) -> list[Source]:
@@ -82,27 +86,27 @@ def is_saved_dataset(path: Source) -> bool:
     return path.is_dir() and any((path / name).is_file() for name in ("dataset_info.json", "dataset_dict.json"))
 
 
-def resolve_files(sources: Source | Iterable[Source]) -> list[Path]:
-    """Expand files, globs and directories into the list of corpus files they name, in a stable order.
+def resolve_files(sources: Source | Iterable[Source], suffixes: Sequence[str] = SUPPORTED_SUFFIXES,
+                  what: str = "corpus") -> list[Path]:
+    """Expand files, globs and directories into the list of files they name, in a stable order.
 
-    Raises `FileNotFoundError` naming a source that matches nothing, and `ValueError` for an empty file or
-    an unsupported file type.
+    Directories are searched recursively for files with one of `suffixes` (optionally `.gz`). Raises
+    `FileNotFoundError` naming a source that matches nothing, and `ValueError` for an empty file or an
+    unsupported file type; `what` names the kind of file in those messages ("corpus", "table").
     """
     files: list[Path] = []
     for source in _as_list(sources):
         text = os.fspath(source)
         path = Path(text).expanduser()
         if path.is_file():
-            _check_file(path, source)
+            _check_file(path, source, suffixes, what)
             files.append(path)
         elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _is_supported(p))
+            found = sorted(p for p in path.rglob("*") if p.is_file() and _is_supported(p, suffixes))
             if not found:
-                raise FileNotFoundError(
-                    f"no corpus files ({', '.join(SUPPORTED_SUFFIXES)}) found in directory {text!r}"
-                )
+                raise FileNotFoundError(f"no {what} files ({', '.join(suffixes)}) found in directory {text!r}")
             for file in found:
-                _check_file(file, source)
+                _check_file(file, source, suffixes, what)
             files.extend(found)
         elif _GLOB_CHARS & set(text):
             matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
@@ -110,10 +114,10 @@ def resolve_files(sources: Source | Iterable[Source]) -> list[Path]:
             if not matches:
                 raise FileNotFoundError(f"no files match the pattern {text!r}")
             for file in matches:
-                _check_file(file, source)
+                _check_file(file, source, suffixes, what)
             files.extend(matches)
         else:
-            raise FileNotFoundError(f"corpus file not found: {text!r}")
+            raise FileNotFoundError(f"{what} file not found: {text!r}")
     # A file named twice (e.g. by two overlapping globs) is read once.
     return list(dict.fromkeys(files))
 
@@ -122,22 +126,24 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
 
 
-def _utf8_error(path: Path, offset: int, error: UnicodeDecodeError) -> ValueError:
+# What a strict reader advises on invalid UTF-8; a command without an --errors option passes its own advice.
+REPLACE_ADVICE = "fix the file or read it with --errors replace to substitute U+FFFD"
+
+
+def _utf8_error(path: Path, offset: int, error: UnicodeDecodeError, advice: str = REPLACE_ADVICE) -> ValueError:
     bad = error.object[error.start : error.end]
-    return ValueError(
-        f"{path}: invalid UTF-8 at byte offset {offset} (bytes {bad!r}: {error.reason}); fix the file or "
-        "read it with errors='replace' (--errors replace) to substitute U+FFFD"
-    )
+    return ValueError(f"{path}: invalid UTF-8 at byte offset {offset} (bytes {bad!r}: {error.reason}); {advice}")
 
 
-def check_utf8(files: Iterable[Path], chunk_size: int = 1 << 20) -> None:
+def check_utf8(files: Iterable[Path], chunk_size: int = 1 << 20, advice: str = REPLACE_ADVICE) -> None:
     """Raise a `ValueError` naming the file and byte offset of the first invalid UTF-8 in `files`.
 
     A fast pass (hundreds of MB/s) run before long jobs, so a bad byte near the end of a corpus is found
     before hours of training are spent, not after. Parquet files hold typed strings and are skipped.
+    `advice` ends the message (what the user can do about it).
     """
     for path in files:
-        if _format_suffix(path) == ".parquet":
+        if format_suffix(path) == ".parquet":
             continue
         decoder = codecs.getincrementaldecoder("utf-8")("strict")
         offset = 0
@@ -148,12 +154,12 @@ def check_utf8(files: Iterable[Path], chunk_size: int = 1 << 20) -> None:
                 except UnicodeDecodeError as error:
                     # The decoder may hold back up to 3 bytes of an unfinished character from the last chunk.
                     pending = len(error.object) - len(chunk)
-                    raise _utf8_error(path, offset - pending + error.start, error) from None
+                    raise _utf8_error(path, offset - pending + error.start, error, advice) from None
                 offset += len(chunk)
             try:
                 decoder.decode(b"", final=True)
             except UnicodeDecodeError as error:
-                raise _utf8_error(path, offset - len(error.object) + error.start, error) from None
+                raise _utf8_error(path, offset - len(error.object) + error.start, error, advice) from None
 
 
 def _decoded_lines(path: Path, errors: str) -> Iterator[str]:
@@ -290,7 +296,7 @@ def _read_parquet(path: Path, text_column: str) -> Iterator[str]:
 def read_file(path: Source, *, text_column: str = "text", errors: str = "strict", sample_by: str = "paragraph"):
     """The documents of one corpus file (see the module docstring for what a document is per format)."""
     path = Path(path)
-    suffix = _format_suffix(path)
+    suffix = format_suffix(path)
     if suffix == ".txt":
         return _read_txt(path, errors, sample_by)
     if suffix == ".jsonl":
@@ -376,10 +382,81 @@ def _read_dataset(dataset, text_column: str, name: str) -> Iterator[str]:
                 yield text
 
 
+@dataclass(frozen=True)
+class TextColumns:
+    """The text column of each source: one name for all, `FILE:COLUMN` entries, or one name per source in order.
+
+    `FILE` in `FILE:COLUMN` is a source as given (a path, glob, directory or data set id), or a file it names
+    (by path or by file name). A list of plain names as long as the sources pairs them in order; a single
+    plain name next to `FILE:COLUMN` entries is the column of every other source.
+    """
+
+    default: str = "text"
+    by_source: dict[str, str] = field(default_factory=dict)
+    in_order: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str | Sequence[str] | TextColumns | None, sources: Sequence[Any]) -> TextColumns:
+        """Read a `--text_column` value for `sources`; a clear error for a spec that fits them in no way."""
+        if isinstance(spec, TextColumns):
+            return spec
+        names = [spec] if isinstance(spec, str) else list(spec or ["text"])
+        given = [os.fspath(source) for source in sources if isinstance(source, (str, os.PathLike))]
+        by_source, plain = {}, []
+        for name in names:
+            where, _, column = name.rpartition(":")
+            if where and column and _names_a_source(where, given):
+                by_source[where] = column
+            elif where and (Path(where).expanduser().exists() or _is_supported(Path(where))):
+                raise ValueError(
+                    f"--text_column {name}: {where!r} is none of the sources ({', '.join(given) or 'none'})"
+                )
+            else:
+                plain.append(name)
+        if len(plain) <= 1:
+            return cls(default=plain[0] if plain else "text", by_source=by_source)
+        if not by_source and len(plain) == len(sources):
+            return cls(in_order=tuple(plain))
+        raise ValueError(
+            f"--text_column got {len(plain)} names ({', '.join(plain)}) for {len(sources)} source(s): give one name "
+            "for every source, one name per source in order, or FILE:COLUMN per source"
+        )
+
+    def column(self, index: int, source: Any, file: Path | None = None) -> str:
+        """The column of the `index`-th source (and of `file`, one of the files it names)."""
+        if self.in_order:
+            return self.in_order[index]
+        if isinstance(source, (str, os.PathLike)):
+            for where, column in self.by_source.items():
+                if where == os.fspath(source) or (file is not None and _same_file(where, file)):
+                    return column
+        return self.default
+
+
+def _names_a_source(where: str, sources: list[str]) -> bool:
+    return where in sources or any(_same_file(where, file) for file in _files_of(sources))
+
+
+def _files_of(sources: list[str]) -> list[Path]:
+    files = []
+    for source in sources:
+        if not _is_dataset_source(source):
+            try:
+                files.extend(resolve_files(source))
+            except (OSError, ValueError):  # reported where the sources are read
+                pass
+    return files
+
+
+def _same_file(where: str, file: Path) -> bool:
+    path = Path(where).expanduser()
+    return where == file.name or (path.exists() and path.resolve() == file.resolve())
+
+
 def read_corpus(
     sources: Any,
     *,
-    text_column: str = "text",
+    text_column: str | Sequence[str] | TextColumns = "text",
     errors: str = "strict",
     dataset_config: str | None = None,
     split: str = "train",
@@ -389,7 +466,8 @@ def read_corpus(
     """An iterator over the documents of `sources`, one string at a time (see the module docstring).
 
     `sources` is one source or a list of them: files, globs, directories, `save_to_disk` directories,
-    `datasets` objects, or Hub data set ids. `errors="strict"` raises on invalid UTF-8 naming the file and
+    `datasets` objects, or Hub data set ids. `text_column` is one name, or one per source (`TextColumns`).
+    `errors="strict"` raises on invalid UTF-8 naming the file and
     byte offset; `errors="replace"` substitutes U+FFFD. Missing or empty files raise here, before any
     reading; the iterator raises `ValueError` at its end when no text was read at all. `precheck_utf8=True`
     (with `errors="strict"`) checks the encoding of every file before returning, so a long job fails at
@@ -403,22 +481,23 @@ def read_corpus(
     if not sources:
         raise ValueError("no corpus sources given")
 
+    columns = TextColumns.parse(text_column, sources)
     # Resolve every file source before reading any, so a typo in the last one fails at once.
-    plan: list[tuple[str, Any]] = []
-    for source in sources:
+    plan: list[tuple[str, Any, str]] = []
+    for index, source in enumerate(sources):
         if _is_dataset_source(source):
-            plan.append(("dataset", source))
+            plan.append(("dataset", source, columns.column(index, source)))
         else:
-            plan.extend(("file", path) for path in resolve_files(source))
+            plan.extend(("file", path, columns.column(index, source, path)) for path in resolve_files(source))
 
     if precheck_utf8 and errors == "strict":
-        check_utf8(source for kind, source in plan if kind == "file")
-    return _read_plan(plan, text_column, errors, dataset_config, split, sample_by, sources)
+        check_utf8(source for kind, source, _ in plan if kind == "file")
+    return _read_plan(plan, errors, dataset_config, split, sample_by, sources)
 
 
-def _read_plan(plan, text_column, errors, dataset_config, split, sample_by, sources) -> Iterator[str]:
+def _read_plan(plan, errors, dataset_config, split, sample_by, sources) -> Iterator[str]:
     count = 0
-    for kind, source in plan:
+    for kind, source, text_column in plan:
         if kind == "file":
             documents = read_file(source, text_column=text_column, errors=errors, sample_by=sample_by)
         else:

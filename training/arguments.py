@@ -1,8 +1,10 @@
-"""The argument layer shared by `scratchlm-pretrain` and `scratchlm-finetune`.
+"""The argument groups of `scratchlm-pretrain` and `scratchlm-finetune`.
 
-Every command parses `ModelArguments`, `DataArguments` (plus its own task arguments, if any) and
-`ScratchLMTrainingArguments` with `scratchlm.cli.parse_args`, from a YAML/JSON file and command-line overrides.
-`ScratchLMTrainingArguments` is the one place that sets the project's Trainer defaults.
+Each command parses `ModelArguments`, its own data group (`PretrainingDataArguments` or `FinetuneDataArguments`,
+both built on `DataSourceArguments`), its task arguments if any, and `ScratchLMTrainingArguments` with
+`scratchlm.cli.parse_args`, from a YAML/JSON file and command-line overrides. A data group declares the flags
+it renamed in `DEPRECATED_FLAGS` (old name -> new name). `ScratchLMTrainingArguments` is the one place that sets
+the project's Trainer defaults.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainingArguments
+
+from scratchlm.tokenization.corpus import ERRORS_CHOICES, SAMPLE_BY_CHOICES
 
 
 @dataclass
@@ -38,13 +42,15 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class DataSourceArguments:
+    """Where the data comes from: the options every training command reads."""
+
     train_files: list[str] | None = field(
         default=None,
-        metadata={"help": "Training text: files, globs or directories (.txt, .jsonl/.json, .csv, .parquet)."},
+        metadata={"help": "Training data: files, globs or directories (.txt, .jsonl/.json, .csv, .parquet)."},
     )
     validation_files: list[str] | None = field(
-        default=None, metadata={"help": "Validation text; without it a part of the training text is held out."}
+        default=None, metadata={"help": "Validation data; without it a part of the training data is held out."}
     )
     dataset_name: str | None = field(
         default=None, metadata={"help": "A `datasets` Hub id or a local `save_to_disk` directory."}
@@ -54,17 +60,50 @@ class DataArguments:
     validation_split: str | None = field(
         default=None, metadata={"help": "Split of --dataset_name to validate on (default: hold out a part)."}
     )
-    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
     language: list[str] | None = field(
         default=None, metadata={"help": "Languages of the text (ISO 639-1, e.g. en zh), for the model card."}
     )
+    max_train_documents: int | None = field(
+        default=None, metadata={"help": "Use at most this many training documents (rows)."}
+    )
+
+    def __post_init__(self):
+        if self.max_train_documents is not None and self.max_train_documents < 1:
+            raise ValueError(f"--max_train_documents must be positive, got {self.max_train_documents}")
+
+
+def _check_positive(flag: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"--{flag} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class PretrainingDataArguments(DataSourceArguments):
+    """The data options of `scratchlm-pretrain`: reading, cleaning, holding out and packing a corpus."""
+
+    text_column: list[str] = field(
+        default_factory=lambda: ["text"],
+        metadata={"help": "Field/column holding the text (not for .txt): one name for every source, or one per "
+                          "source as FILE:COLUMN (e.g. poems.json:paragraphs reviews.csv:review), or a list "
+                          "matched to --train_files in order."},
+    )
+    sample_by: str = field(
+        default="paragraph",
+        metadata={"help": "What a document of a .txt file is: a paragraph (up to a blank line), a line, or the "
+                          "whole file (document).", "choices": list(SAMPLE_BY_CHOICES)},
+    )
+    errors: str = field(
+        default="strict",
+        metadata={"help": "Invalid UTF-8: stop with an error naming the file and byte, or replace it with U+FFFD.",
+                  "choices": list(ERRORS_CHOICES)},
+    )
     validation_fraction: float = field(
         default=0.1,
-        metadata={"help": "Fraction of the training documents held out for validation when no validation data "
-                          "is given: the last documents, in order (nanoGPT's split of a single text file)."},
+        metadata={"help": "Fraction of the training bytes held out for validation when no validation data is "
+                          "given: the last documents, in order (nanoGPT's split of a single text file)."},
     )
     block_size: int | None = field(
-        default=None, metadata={"help": "Tokens per training example (default: the model's context length)."}
+        default=None, metadata={"help": "Tokens per packed training block (default: the model's context length)."}
     )
     streaming: bool = field(
         default=False, metadata={"help": "Stream the corpus instead of loading it (larger than memory)."}
@@ -93,11 +132,54 @@ class DataArguments:
         default=50,
         metadata={"help": "Documents shorter than this are never dropped as duplicates (speaker names, headings)."},
     )
-    max_train_documents: int | None = field(default=None, metadata={"help": "Use at most this many documents."})
     shuffle_buffer_size: int = field(
         default=10_000,
         metadata={"help": "Streaming only: shuffle training blocks in a buffer of this many (<= 1: no shuffle)."},
     )
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_positive("block_size", self.block_size)
+        if isinstance(self.text_column, str):  # a single name from a config file
+            self.text_column = [self.text_column]
+        if self.sample_by not in SAMPLE_BY_CHOICES:
+            raise ValueError(f"--sample_by must be one of {', '.join(SAMPLE_BY_CHOICES)}, got {self.sample_by!r}")
+        if self.errors not in ERRORS_CHOICES:
+            raise ValueError(f"--errors must be one of {', '.join(ERRORS_CHOICES)}, got {self.errors!r}")
+        if not 0 < self.near_duplicate_threshold <= 1:
+            raise ValueError(f"--near_duplicate_threshold must be in (0, 1], got {self.near_duplicate_threshold}")
+
+
+# The name every command used before the data options were split per command.
+DataArguments = PretrainingDataArguments
+
+
+@dataclass
+class FinetuneDataArguments(DataSourceArguments):
+    """The data options of `scratchlm-finetune`: tables of examples, their text column and length limit."""
+
+    # Old spellings, accepted for one release with a deprecation message (see scratchlm.cli.parse_args).
+    DEPRECATED_FLAGS = {"block_size": "max_length", "validation_fraction": "validation_split_fraction"}
+
+    text_column: str = field(default="text", metadata={"help": "Column holding the (first) text."})
+    validation_split_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Fraction of the training rows held out for validation when no validation data is "
+                          "given: random rows (seeded with --seed); 0 holds out nothing."},
+    )
+    max_length: int | None = field(
+        default=None,
+        metadata={"help": "Tokens per example at most; longer ones are cut (counted). Default: the model's "
+                          "context length; more than it is an error."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_positive("max_length", self.max_length)
+        if not 0 <= self.validation_split_fraction < 1:
+            raise ValueError(
+                f"--validation_split_fraction must be in [0, 1), got {self.validation_split_fraction}"
+            )
 
 
 def has_accelerator() -> bool:
@@ -161,6 +243,13 @@ class ScratchLMTrainingArguments(TrainingArguments):
     def __post_init__(self):
         if self.output_dir is None:
             raise ValueError("--output_dir is required")
+        _check_positive("gradient_accumulation_steps", self.gradient_accumulation_steps)
+        if self.max_steps == 0:
+            raise ValueError("--max_steps 0 trains nothing; give a positive --max_steps (or -1 to train for "
+                             "--num_train_epochs)")
+        if self.max_steps < 0 and not self.num_train_epochs > 0:
+            raise ValueError(f"--num_train_epochs must be positive when --max_steps is not given, got "
+                             f"{self.num_train_epochs}")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise ValueError(f"--precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
         if not (self.bf16 or self.fp16):

@@ -1,0 +1,81 @@
+"""Duplicate detection: exact (a hash of the cleaned text) and near-duplicates (MinHash + LSH from `datasketch`).
+
+Near-duplicates are judged on the set of character 5-grams of the lowercased text with whitespace runs made one
+space, which works for spaced and unspaced scripts alike. A document is dropped when an earlier kept one has an
+estimated Jaccard similarity of at least the threshold with it; LSH (bands and rows chosen by `datasketch` for the
+threshold) only proposes the candidates, the estimate decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+from datasets import Dataset, Features, Value
+from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+from ..arguments import PretrainingDataArguments
+from .documents import TEXT, num_proc
+
+MINHASH_PERMUTATIONS = 128
+MINHASH_SHINGLE_CHARS = 5
+MINHASH_SEED = 1234
+_MINHASH_SCHEME = "affine32"  # datasketch's default scheme; needed to rebuild a MinHash from stored values
+_ANY_WHITESPACE_RUN = re.compile(r"\s+")
+
+
+def exact_digest(text: str) -> str:
+    """A 128-bit hash of the text, for exact deduplication."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def shingles(text: str, width: int = MINHASH_SHINGLE_CHARS) -> set[bytes]:
+    """The distinct character `width`-grams of the lowercased, whitespace-collapsed text (UTF-8 encoded)."""
+    normalized = _ANY_WHITESPACE_RUN.sub(" ", text.lower()).strip()
+    width = max(1, min(width, len(normalized)))
+    return {normalized[start : start + width].encode("utf-8") for start in range(len(normalized) - width + 1)}
+
+
+def minhash(text: str, num_perm: int = MINHASH_PERMUTATIONS) -> MinHash:
+    """The MinHash of the character 5-grams of `text`."""
+    sketch = MinHash(num_perm=num_perm, seed=MINHASH_SEED)
+    sketch.update_batch(shingles(text))
+    return sketch
+
+
+def _signature_batch(batch: dict[str, list], num_perm: int) -> dict[str, list]:
+    return {
+        "signature": [minhash(text, num_perm).hashvalues for text in batch[TEXT]],
+        "length": [len(text) for text in batch[TEXT]],
+    }
+
+
+def near_duplicate_keep_indices(
+    dataset: Dataset, threshold: float, data_args: PretrainingDataArguments | None = None, *, min_chars: int = 0
+) -> list[int]:
+    """Indices of the documents of a "text" data set to keep: each document is dropped when an earlier kept one
+    has an estimated Jaccard similarity (of character 5-grams) of at least `threshold` with it. Documents
+    shorter than `min_chars` are always kept and compared with nothing."""
+    signatures = dataset.map(
+        _signature_batch, batched=True, num_proc=num_proc(data_args, len(dataset)), remove_columns=dataset.column_names,
+        fn_kwargs={"num_perm": MINHASH_PERMUTATIONS},
+        features=Features({"signature": [Value("uint64")], "length": Value("int64")}),
+        desc="MinHash signatures",
+    )
+    columns = signatures.with_format("numpy")
+    matrix, lengths = np.asarray(columns["signature"], dtype=np.uint64), np.asarray(columns["length"])
+    index = MinHashLSH(threshold=threshold, num_perm=MINHASH_PERMUTATIONS)
+    kept_sketches: dict[int, LeanMinHash] = {}
+    keep: list[int] = []
+    for row, values in enumerate(matrix):
+        if lengths[row] < min_chars:
+            keep.append(row)
+            continue
+        sketch = LeanMinHash(seed=MINHASH_SEED, hashvalues=values, scheme=_MINHASH_SCHEME)
+        if any(sketch.jaccard(kept_sketches[other]) >= threshold for other in index.query(sketch)):
+            continue
+        keep.append(row)
+        kept_sketches[row] = sketch
+        index.insert(row, sketch)
+    return keep

@@ -1,0 +1,466 @@
+"""Pretraining data: cleaned documents -> train/validation -> token blocks, cached.
+
+`prepare_documents` reads and cleans the corpus once per run; its documents feed both the tokenizer trainer (when
+`scratchlm-pretrain` trains its own tokenizer) and `build_pretraining_data`, which packs them.
+
+Validation text is `validation_files`/`validation_split` or, without them, the *last* documents of the
+training corpus holding `validation_fraction` of its UTF-8 bytes, as closely as document boundaries allow
+(nanoGPT's split of tinyshakespeare: the first 90% of the bytes train, the last 10% validate).
+
+Packing: every document's tokens are followed by `eos`, the stream is cut into blocks of `block_size`
+tokens. Training drops the last partial block; validation keeps it (shorter), so every validation token
+is evaluated and `validation_bytes` is exactly the UTF-8 size of the validation documents, for bits per
+byte = summed validation nats / (validation_bytes * ln 2).
+
+Processed data is saved under `data_cache_dir` (default `~/.cache/scratchlm/data`) in a folder named by a
+hash of everything that decides its content (`pretraining_cache_key`); a later run with the same settings
+loads it instead of preprocessing. A run killed while writing leaves a `.tmp-*` folder, removed by the next
+run once its writer is gone. Streaming mode reads the corpus on the fly and caches no blocks: the training
+documents are read once to measure the held-out tail (and, when the run trains its tokenizer, that same pass
+feeds the tokenizer, which then also sees the held-out tail), once to store the validation documents, and then
+by training itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from datasets import Dataset, Features, IterableDataset, Value
+
+from ..arguments import PretrainingDataArguments
+from .checks import check_block_size, eos_token_id
+from .cleaning import CleaningReport, check_not_empty, clean_documents, cleaning_settings
+from .documents import (
+    DOCUMENT_FEATURES,
+    PIPELINE_VERSION,
+    TEXT,
+    cache_root,
+    content_hash,
+    has_validation_source,
+    intermediate_dir,
+    load_documents,
+    num_proc,
+    source_signature,
+    unwrap_generation_error,
+)
+
+logger = logging.getLogger(__name__)
+
+BLOCK_FEATURES = Features({"input_ids": datasets.List(Value("int32"))})
+# `_save_atomically`'s temporary folders: .tmp-<cache key>-<pid>-<random>
+_TEMPORARY_CACHE = re.compile(r"^\.tmp-[0-9a-f]+-(\d+)-[0-9a-f]{8}$")
+
+
+def check_data_args(data_args: PretrainingDataArguments) -> None:
+    """Raise a `ValueError` for data options that cannot work together."""
+    if not data_args.train_files and not data_args.dataset_name:
+        raise ValueError("no training data: give --train_files or --dataset_name")
+    if data_args.train_files and data_args.dataset_name:
+        raise ValueError("give either --train_files or --dataset_name, not both")
+    if not has_validation_source(data_args) and not 0 < data_args.validation_fraction < 1:
+        raise ValueError(
+            f"validation_fraction must be between 0 and 1 (exclusive) when no validation data is given, "
+            f"got {data_args.validation_fraction}"
+        )
+    if data_args.streaming and data_args.near_deduplicate:
+        raise ValueError(
+            "near-deduplication compares every document with all the others and needs the whole corpus: "
+            "it does not work with --streaming; turn off one of --near_deduplicate and --streaming"
+        )
+
+
+def _count_bytes_batch(batch: dict[str, list]) -> dict[str, list]:
+    return {"num_bytes": [len(text.encode("utf-8")) for text in batch[TEXT]]}
+
+
+def tail_split_index(document_bytes: np.ndarray, fraction: float, sample_by: str | None = None) -> int:
+    """The first held-out document: the tail from it holds `fraction` of the bytes as closely as possible,
+    with at least one document on each side."""
+    if len(document_bytes) < 2:
+        finer = {"document": "paragraph", "paragraph": "line"}.get(sample_by or "")
+        raise ValueError(
+            f"cannot hold out validation documents from {len(document_bytes)} training document(s); give "
+            "--validation_files"
+            + (f", or read .txt files as more, smaller documents with --sample_by {finer}" if finer else "")
+        )
+    tail_bytes = np.cumsum(document_bytes[::-1])[::-1]  # tail_bytes[k] = bytes of documents k, k+1, ...
+    target = fraction * tail_bytes[0]
+    return int(np.argmin(np.abs(tail_bytes[1:] - target))) + 1
+
+
+def hold_out_tail(documents: Dataset | IterableDataset, fraction: float, data_args: PretrainingDataArguments,
+                  document_bytes: np.ndarray | None = None):
+    """Split cleaned documents into (train, validation): the last documents holding `fraction` of the
+    bytes validate. A stream is read once to count its bytes (unless `document_bytes` has them already);
+    validation is then a `Dataset`."""
+    if isinstance(documents, Dataset):
+        sizes = documents.map(_count_bytes_batch, batched=True, remove_columns=[TEXT], desc="Counting bytes")
+        split = tail_split_index(np.asarray(sizes.with_format("numpy")["num_bytes"]), fraction, data_args.sample_by)
+        return documents.select(range(split)), documents.select(range(split, len(documents)))
+    if document_bytes is None:
+        logger.info("Streaming: reading the training corpus once to find the last %.0f%% of its bytes",
+                    100 * fraction)
+        document_bytes = np.fromiter((len(example[TEXT].encode("utf-8")) for example in documents), dtype=np.int64)
+    split = tail_split_index(document_bytes, fraction, data_args.sample_by)
+    fingerprint = content_hash(["stream-validation", PIPELINE_VERSION, source_signature(data_args, "train"),
+                                cleaning_settings(data_args), fraction])
+    validation = unwrap_generation_error(
+        Dataset.from_generator, _generate_rows, features=DOCUMENT_FEATURES,
+        gen_kwargs={"rows": documents.skip(split)}, cache_dir=intermediate_dir(data_args),
+        fingerprint=f"stream-validation-{fingerprint}",
+    )
+    return documents.take(split), validation
+
+
+def _generate_rows(rows) -> Iterator[dict]:
+    yield from rows
+
+
+class PreparedDocuments:
+    """The cleaned training and validation documents of one run, read from their sources once.
+
+    `training_texts()` feeds a tokenizer trainer; `train`/`validation` feed the packer. For a stream held out
+    by bytes, the split is found by the first full pass, which is `training_texts()` when a tokenizer is trained
+    (that pass then sees the held-out tail too) and otherwise a pass of its own.
+    """
+
+    def __init__(self, data_args: PretrainingDataArguments):
+        check_data_args(data_args)
+        self.data_args = data_args
+        train, self.report = clean_documents(load_documents(data_args, "train"), data_args, name="train")
+        check_not_empty(train, self.report)
+        logger.info("%s", self.report)
+        self.validation_report: CleaningReport | None = None
+        self._stream: IterableDataset | None = None
+        self._train: Dataset | IterableDataset | None = None
+        self._validation: Dataset | None = None
+        if has_validation_source(data_args):
+            validation_args = replace(data_args, streaming=False)
+            self._validation, self.validation_report = clean_documents(
+                load_documents(validation_args, "validation"), validation_args, name="validation"
+            )
+            check_not_empty(self._validation, self.validation_report)
+            logger.info("%s", self.validation_report)
+            self._train = train
+        elif isinstance(train, Dataset):
+            self._train, self._validation = hold_out_tail(train, data_args.validation_fraction, data_args)
+        else:
+            self._stream = train
+
+    def _split_stream(self, document_bytes: np.ndarray | None = None) -> None:
+        self._train, self._validation = hold_out_tail(
+            self._stream, self.data_args.validation_fraction, self.data_args, document_bytes
+        )
+
+    @property
+    def train(self) -> Dataset | IterableDataset:
+        if self._train is None:
+            self._split_stream()
+        return self._train
+
+    @property
+    def validation(self) -> Dataset:
+        if self._validation is None:
+            self._split_stream()
+        return self._validation
+
+    def training_texts(self) -> Iterator[str]:
+        """The training documents, one string at a time, for training a tokenizer on the text the model sees."""
+        if self._train is not None:
+            for batch in self._train.iter(batch_size=1000):
+                yield from batch[TEXT]
+            return
+        sizes = []
+        for batch in self._stream.iter(batch_size=1000):
+            sizes.extend(len(text.encode("utf-8")) for text in batch[TEXT])
+            yield from batch[TEXT]
+        self._split_stream(np.asarray(sizes, dtype=np.int64))
+
+
+def prepare_documents(data_args: PretrainingDataArguments) -> PreparedDocuments:
+    """Read and clean the corpus of a run once (see `PreparedDocuments`)."""
+    return PreparedDocuments(data_args)
+
+
+def iter_training_texts(data_args: PretrainingDataArguments) -> Iterator[str]:
+    """The cleaned training documents (without the held-out validation part), one string at a time."""
+    yield from prepare_documents(data_args).training_texts()
+
+
+def _tokenize_batch(batch: dict[str, list], tokenizer, eos_token_id: int) -> dict[str, list]:
+    encoded = tokenizer(batch[TEXT], add_special_tokens=False, return_attention_mask=False, verbose=False)
+    return {"input_ids": [ids + [eos_token_id] for ids in encoded["input_ids"]]}
+
+
+def _generate_blocks(documents, block_size: int, keep_tail: bool) -> Iterator[dict]:
+    """Concatenate the documents' tokens and cut them into blocks of `block_size` (across batches, so
+    only the very end of the stream can be a partial block)."""
+    buffer: list[int] = []
+    for batch in documents.iter(batch_size=1000):
+        for ids in batch["input_ids"]:
+            buffer.extend(ids)
+        full = len(buffer) // block_size * block_size
+        for start in range(0, full, block_size):
+            yield {"input_ids": buffer[start : start + block_size]}
+        del buffer[:full]
+    if keep_tail and buffer:
+        yield {"input_ids": buffer}
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of everything that decides how the tokenizer encodes: its full `tokenizer.json` when it has
+    one (vocabulary, merges, pre-tokenizer, added tokens), else its vocabulary; and the eos id."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    content = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return content_hash([type(tokenizer).__name__, content, tokenizer.eos_token_id])
+
+
+def _tokenize_and_pack(documents, tokenizer, block_size: int, *, keep_tail: bool, data_args: PretrainingDataArguments):
+    eos = eos_token_id(tokenizer)
+    kwargs = {"tokenizer": tokenizer, "eos_token_id": eos}
+    if isinstance(documents, IterableDataset):
+        tokenized = documents.map(_tokenize_batch, batched=True, remove_columns=[TEXT], fn_kwargs=kwargs)
+        return IterableDataset.from_generator(
+            _generate_blocks, features=BLOCK_FEATURES,
+            gen_kwargs={"documents": tokenized, "block_size": block_size, "keep_tail": keep_tail},
+        )
+    tokenized = documents.map(
+        _tokenize_batch, batched=True, num_proc=num_proc(data_args, len(documents)), remove_columns=[TEXT],
+        fn_kwargs=kwargs, new_fingerprint=content_hash([documents._fingerprint, tokenizer_fingerprint(tokenizer)]),
+        desc="Tokenizing",
+    )
+    total_tokens = pc.sum(pc.list_value_length(tokenized.data.column("input_ids"))).as_py() or 0
+    if not keep_tail and total_tokens < block_size:
+        raise _too_short_for_a_block(total_tokens, block_size)
+    return unwrap_generation_error(
+        Dataset.from_generator, _generate_blocks, features=BLOCK_FEATURES,
+        gen_kwargs={"documents": tokenized, "block_size": block_size, "keep_tail": keep_tail},
+        cache_dir=intermediate_dir(data_args),
+        fingerprint=f"blocks-{content_hash([tokenized._fingerprint, block_size, keep_tail])}",
+    )
+
+
+def _too_short_for_a_block(total_tokens: int | None, block_size: int) -> ValueError:
+    tokens = "" if total_tokens is None else f" ({total_tokens} tokens)"
+    return ValueError(
+        f"the training text{tokens} is shorter than one block of block_size={block_size} tokens; use a "
+        "smaller --block_size or more text"
+    )
+
+
+def _document_bytes(documents: Dataset) -> int:
+    return sum(len(text.encode("utf-8")) for batch in documents.iter(batch_size=1000) for text in batch[TEXT])
+
+
+def _count_tokens(blocks: Dataset) -> int:
+    return sum(len(ids) for batch in blocks.iter(batch_size=1000) for ids in batch["input_ids"])
+
+
+
+
+@dataclass
+class PackedBlockCollator:
+    """Batches packed blocks for causal LM training: `labels` = `input_ids` (the model shifts them).
+
+    Blocks are all `block_size` long except possibly the last validation block; a shorter one is padded
+    with `pad_token_id`, label -100 and attention 0. Unlike `DataCollatorForLanguageModeling`, padding is
+    found by position, not by token id, so an eos token is never masked out of the labels (it would be
+    with a tokenizer whose pad token is its eos token).
+    """
+
+    pad_token_id: int = 0
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        lengths = [len(feature["input_ids"]) for feature in features]
+        longest = max(lengths)
+        input_ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), longest), -100, dtype=torch.long)
+        for row, feature in enumerate(features):
+            ids = torch.as_tensor(feature["input_ids"], dtype=torch.long)
+            input_ids[row, : len(ids)] = ids
+            labels[row, : len(ids)] = ids
+        batch = {"input_ids": input_ids, "labels": labels}
+        if min(lengths) < longest:
+            positions = torch.arange(longest)[None, :]
+            batch["attention_mask"] = (positions < torch.tensor(lengths)[:, None]).long()
+        return batch
+
+
+
+
+@dataclass
+class PretrainingData:
+    """What `build_pretraining_data` returns. `train_tokens` is None for a stream (unknown length)."""
+
+    train: Dataset | IterableDataset
+    validation: Dataset
+    validation_bytes: int
+    validation_tokens: int
+    train_tokens: int | None
+    report: CleaningReport
+    from_cache: bool
+    collator: PackedBlockCollator
+    validation_report: CleaningReport | None = None
+    cache_dir: Path | None = None
+
+
+def pretraining_cache_key(data_args: PretrainingDataArguments, tokenizer, block_size: int) -> str:
+    """The name of the cache folder: a hash of the sources (paths, sizes, mtimes or data set id, config and
+    splits), text column, document limit, cleaning settings, validation settings, tokenizer and block size."""
+    has_validation = has_validation_source(data_args)
+    settings = {
+        "version": PIPELINE_VERSION,
+        "train": source_signature(data_args, "train"),
+        "validation": source_signature(data_args, "validation") if has_validation else None,
+        "validation_fraction": None if has_validation else data_args.validation_fraction,
+        "cleaning": cleaning_settings(data_args),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "block_size": block_size,
+    }
+    return content_hash(settings)
+
+
+def build_pretraining_data(
+    data_args: PretrainingDataArguments, tokenizer, block_size: int, *, seed: int = 42,
+    documents: PreparedDocuments | None = None,
+) -> PretrainingData:
+    """Load, clean, split, tokenize and pack the pretraining corpus into blocks of `block_size` tokens.
+
+    `documents` are the run's cleaned documents when `prepare_documents` has read them already (to train the
+    tokenizer); else they are read here, unless the blocks are in the cache. Everything that can be wrong with
+    the input (missing files, bad UTF-8, offline Hub id, no eos token, a corpus empty after cleaning or too small
+    for one block) raises before training starts. The result is cached (see `pretraining_cache_key`); `seed`
+    orders the shuffle buffer of a stream.
+    """
+    check_block_size(block_size, model_config=None)
+    check_data_args(data_args)
+    eos = eos_token_id(tokenizer)
+    collator = PackedBlockCollator(pad_token_id=eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id)
+    if data_args.streaming:
+        return _build_streaming(data_args, tokenizer, block_size, seed, collator, documents)
+
+    remove_stale_temporary_caches(cache_root(data_args))
+    cache_dir = cache_root(data_args) / pretraining_cache_key(data_args, tokenizer, block_size)
+    if (cache_dir / "meta.json").is_file():
+        logger.info("Pretraining data loaded from cache %s", cache_dir)
+        return _load_cached(cache_dir, collator)
+
+    documents = documents or prepare_documents(data_args)
+    train_documents, validation_documents = documents.train, documents.validation
+    report, validation_report = documents.report, documents.validation_report
+    train = _tokenize_and_pack(train_documents, tokenizer, block_size, keep_tail=False, data_args=data_args)
+    validation = _tokenize_and_pack(validation_documents, tokenizer, block_size, keep_tail=True, data_args=data_args)
+    meta = {
+        "validation_bytes": _document_bytes(validation_documents),
+        "validation_tokens": _count_tokens(validation),
+        "train_tokens": len(train) * block_size,
+        "train_documents": len(train_documents),
+        "validation_documents": len(validation_documents),
+        "block_size": block_size,
+        "report": report.to_dict(),
+        "validation_report": validation_report.to_dict() if validation_report else None,
+    }
+    _save_atomically(cache_dir, train, validation, meta)
+    logger.info(
+        "Pretraining data processed and cached in %s: %d training blocks (%d tokens), %d validation tokens "
+        "covering %d bytes", cache_dir, len(train), meta["train_tokens"], meta["validation_tokens"],
+        meta["validation_bytes"],
+    )
+    return _load_cached(cache_dir, collator, from_cache=False)
+
+
+def _writer_is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_stale_temporary_caches(root: Path) -> list[Path]:
+    """Remove the temporary folders of cache writes whose process is gone (killed mid-write); returns them."""
+    removed = []
+    for path in root.glob(".tmp-*") if root.is_dir() else ():
+        match = _TEMPORARY_CACHE.match(path.name)
+        if match and path.is_dir() and _writer_is_gone(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        logger.info("Removed %d temporary cache folder(s) left by killed runs in %s", len(removed), root)
+    return removed
+
+
+def _save_atomically(cache_dir: Path, train: Dataset, validation: Dataset, meta: dict) -> None:
+    # Written to a temporary folder renamed at the end: a killed run leaves no half-written cache.
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    temporary = cache_dir.parent / f".tmp-{cache_dir.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        train.save_to_disk(str(temporary / "train"))
+        validation.save_to_disk(str(temporary / "validation"))
+        CleaningReport.from_dict(meta["report"]).save(temporary / "cleaning_report.json")
+        if meta["validation_report"]:
+            CleaningReport.from_dict(meta["validation_report"]).save(temporary / "cleaning_report_validation.json")
+        (temporary / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        try:
+            os.rename(temporary, cache_dir)
+        except OSError:
+            if not (cache_dir / "meta.json").is_file():  # not just another run finishing first
+                raise
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _load_cached(cache_dir: Path, collator: PackedBlockCollator, from_cache: bool = True) -> PretrainingData:
+    meta = json.loads((cache_dir / "meta.json").read_text(encoding="utf-8"))
+    validation_report = meta["validation_report"]
+    return PretrainingData(
+        train=datasets.load_from_disk(str(cache_dir / "train")),
+        validation=datasets.load_from_disk(str(cache_dir / "validation")),
+        validation_bytes=meta["validation_bytes"],
+        validation_tokens=meta["validation_tokens"],
+        train_tokens=meta["train_tokens"],
+        report=CleaningReport.from_dict(meta["report"]),
+        from_cache=from_cache,
+        collator=collator,
+        validation_report=CleaningReport.from_dict(validation_report) if validation_report else None,
+        cache_dir=cache_dir,
+    )
+
+
+def _build_streaming(data_args, tokenizer, block_size, seed, collator, documents) -> PretrainingData:
+    logger.info("Streaming the training corpus: cleaned and tokenized on the fly, not cached")
+    documents = documents or prepare_documents(data_args)
+    train_documents, validation_documents = documents.train, documents.validation
+    report, validation_report = documents.report, documents.validation_report
+    train = _tokenize_and_pack(train_documents, tokenizer, block_size, keep_tail=False, data_args=data_args)
+    if next(iter(train), None) is None:
+        raise _too_short_for_a_block(None, block_size)
+    if data_args.shuffle_buffer_size > 1:
+        train = train.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
+    validation = _tokenize_and_pack(validation_documents, tokenizer, block_size, keep_tail=True, data_args=data_args)
+    return PretrainingData(
+        train=train,
+        validation=validation,
+        validation_bytes=_document_bytes(validation_documents),
+        validation_tokens=_count_tokens(validation),
+        train_tokens=None,
+        report=report,
+        from_cache=False,
+        collator=collator,
+        validation_report=validation_report,
+    )
