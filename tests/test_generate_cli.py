@@ -1,0 +1,132 @@
+"""`scratchlm-generate`: one output line per input line, batched, for encoder-decoder and decoder-only models."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration
+
+from scratchlm.inference.generate import main
+from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
+from scratchlm.training.data.seq2seq import encode_with_eos, train_joint_tokenizer
+
+LINES = ["A dog runs on the beach.", "Two men play football in a park.", "", "The cat sleeps on a red sofa.",
+         "A woman reads a book under a tree, and children are swimming in the lake behind her."]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    pairs = Dataset.from_dict({"source": LINES * 4, "target": [["Ein Hund rennt am Strand. Kinder schwimmen."]] * 20})
+    return train_joint_tokenizer(pairs, vocab_size=350, min_frequency=1)
+
+
+@pytest.fixture(scope="module")
+def seq2seq_dir(tmp_path_factory, tokenizer):
+    torch.manual_seed(0)
+    config = BartConfig(
+        vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.eos_token_id, forced_eos_token_id=None, forced_bos_token_id=None,
+    )
+    model = BartForConditionalGeneration(config)
+    # Never end early, so every line has a non-trivial output and the batching is exercised
+    model.final_logits_bias[0, tokenizer.eos_token_id] = -1e4
+    path = tmp_path_factory.mktemp("bart")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def causal_dir(tmp_path_factory, tokenizer):
+    torch.manual_seed(0)
+    config = ScratchLMConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
+    path = tmp_path_factory.mktemp("causal")
+    ScratchLMForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_input(tmp_path, lines=LINES):
+    path = tmp_path / "input.txt"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def test_seq2seq_batched_beam_output_equals_one_line_at_a_time(seq2seq_dir, tokenizer, tmp_path):
+    output = tmp_path / "out.txt"
+    main(["--model_name_or_path", str(seq2seq_dir), "--input_file", str(write_input(tmp_path)), "--output_file",
+          str(output), "--batch_size", "2", "--num_beams", "3", "--max_new_tokens", "6"])
+    written = output.read_text(encoding="utf-8").split("\n")
+    assert written[-1] == "" and len(written) - 1 == len(LINES)
+    model = AutoModelForSeq2SeqLM.from_pretrained(seq2seq_dir).eval()
+    for line, out in zip(LINES, written):
+        if not line:
+            assert out == ""
+            continue
+        ids, _ = encode_with_eos([line], tokenizer, 10_000)
+        generated = model.generate(torch.tensor(ids), num_beams=3, max_new_tokens=6)
+        expected = " ".join(tokenizer.decode(generated[0], skip_special_tokens=True).splitlines()).strip()
+        assert out == expected and out
+
+
+def test_newlines_inside_an_output_are_replaced(seq2seq_dir, tokenizer, tmp_path):
+    model = BartForConditionalGeneration.from_pretrained(seq2seq_dir)
+    newline = tokenizer("\n")["input_ids"]
+    assert len(newline) == 1
+    model.final_logits_bias[0, newline[0]] = 1e3  # the model now writes line breaks and nothing else
+    model.final_logits_bias[0, tokenizer("dog")["input_ids"][0]] = 1e3 - 1e-3  # or this, where no_repeat bans \n\n
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    output = tmp_path / "out.txt"
+    main(["--model_name_or_path", str(tmp_path / "model"), "--input_file", str(write_input(tmp_path)),
+          "--output_file", str(output), "--max_new_tokens", "4", "--no_repeat_ngram_size", "2"])
+    written = output.read_text(encoding="utf-8").splitlines()
+    assert len(written) == len(LINES)
+    ids, _ = encode_with_eos([LINES[0]], tokenizer, 10_000)
+    raw = tokenizer.decode(model.generate(torch.tensor(ids), max_new_tokens=4, no_repeat_ngram_size=2)[0],
+                           skip_special_tokens=True)
+    assert "\n" in raw and raw.strip() and written[0] == " ".join(raw.split("\n")).strip()
+    assert [bool(out) for out in written] == [bool(line) for line in LINES]
+
+
+def test_decoder_only_model_continues_each_line_from_stdin(causal_dir, tokenizer, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(line + "\n" for line in LINES)))
+    main(["--model_name_or_path", str(causal_dir), "--batch_size", "4", "--max_new_tokens", "5"])
+    written = capsys.readouterr().out.split("\n")[:-1]
+    assert len(written) == len(LINES)
+    model = AutoModelForCausalLM.from_pretrained(causal_dir).eval()
+    for line, out in zip(LINES, written):
+        if line:
+            prompt = torch.tensor([tokenizer(line)["input_ids"]])
+            generated = model.generate(prompt, max_new_tokens=5, do_sample=False)[0, prompt.shape[1]:]
+            assert out == " ".join(tokenizer.decode(generated, skip_special_tokens=True).splitlines()).strip()
+
+
+def test_sampling_is_seeded(causal_dir, tmp_path):
+    outputs = []
+    for name in ("a", "b"):
+        main(["--model_name_or_path", str(causal_dir), "--input_file", str(write_input(tmp_path, LINES[:2])),
+              "--output_file", str(tmp_path / name), "--do_sample", "--top_p", "0.9", "--temperature", "1.5",
+              "--max_new_tokens", "8", "--seed", "3"])
+        outputs.append((tmp_path / name).read_text(encoding="utf-8"))
+    assert outputs[0] == outputs[1] and len(outputs[0].splitlines()) == 2
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--input_file", "missing.txt"], "--input_file not found: missing.txt"),
+    (["--num_beams", "0"], "--num_beams must be at least 1"),
+])
+def test_bad_options_are_one_line_errors(seq2seq_dir, flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_name_or_path", str(seq2seq_dir), *flags])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"scratchlm-generate: error: {message}") and "\n" not in error
