@@ -1,0 +1,267 @@
+"""Extractive QA on SQuAD v1.1: a sliding-window lexical-overlap baseline and a fine-tuned ScratchLM, one run.
+
+Data: ../shared/data/squad-v1.1/dev-v1.1.json (the only SQuAD file here), split by article with
+`scratchlm.training.data.qa.split_by_article`: the first 38 articles (8,582 questions) are the train part, the last
+10 (1,988 questions) the test part; no context is in both. Everything is scored on the test part with the shipped
+`squad` metric (exact match and F1 in percent).
+
+Baseline (sliding-window lexical overlap, after the SQuAD paper's baseline, which follows MCTest's): context and
+question are split into words (`\\w+` runs, lower-cased); the question's words minus stop words are its content
+words, each weighted by its inverse count in the context, log(1 + 1/count). A candidate answer is any run of 1 to
+`max_words` context words that holds no question word and neither starts nor ends with a stop word; its score is the
+summed weight of the distinct question words found within w words on either side of it, summed over the widths
+w = 1, 2, 4, ... up to `window` (so nearer matches count more). The best candidate wins (ties: the shorter, then the
+earlier). `max_words` and `window` are tuned on the train part. (The paper's
+candidates are parse-tree constituents; there is no parser here, so every short word run is a candidate.)
+
+ScratchLM: a base pretrained by `scratchlm-pretrain` within the run on the train part's contexts plus
+WikiText-2 valid+test (no test-part text), or the directory given with --base; then fine-tuned with the Trainer on
+the train part's windows (`build_features`) and answered on the test part with `predict_answers` (the same windows
+and n-best span decoding as `answer_question`).
+
+    python benchmarks/bench_qa.py                                    # baseline + pretrain + fine-tune
+    python benchmarks/bench_qa.py --skip_model                       # the baseline only
+    python benchmarks/bench_qa.py --base lm/ --epochs 2              # fine-tune an existing base
+    python benchmarks/bench_qa.py --pretrain_steps 50 --train_questions 400 --epochs 1   # a smoke run
+
+Results go to benchmarks/results/qa.json. Reference (SQuAD paper, Rajpurkar et al. 2016, full dev set): sliding
+window 13.2 EM / 20.2 F1; logistic regression 40.0 EM / 51.0 F1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results" / "qa.json"
+SQUAD_PAPER_DEV = {"sliding_window": {"exact_match": 13.2, "f1": 20.2},
+                   "logistic_regression": {"exact_match": 40.0, "f1": 51.0}}
+MODEL = "hidden_size=256,intermediate_size=688,num_hidden_layers=4,num_attention_heads=4,num_key_value_heads=4," \
+        "max_position_embeddings=512"
+WORD = re.compile(r"\w+")
+WINDOW_WIDTHS = [1, 2, 4, 8, 16, 32]
+STOP_WORDS = frozenset("""a an the of in on at to for from by with and or but is are was were be been being what which
+who whom whose when where why how did do does doing done has have had having that this these those it its as into
+than then there their they them he she his her him i you we our your not no can could would should will shall may
+might must about after before over under between during through also such other some any most more many much one
+s""".split())
+
+
+# --------------------------------------------------------------------------------------------------------- baseline
+
+
+def overlap_features(question: str, context: str) -> dict:
+    """What the baseline needs of one question, computed once for every setting tried."""
+    words = [(m.group().lower(), m.start(), m.end()) for m in WORD.finditer(context)]
+    question_words = {w.lower() for w in WORD.findall(question)} - STOP_WORDS
+    counts = Counter(w for w, _, _ in words)
+    lowered = np.array([w for w, _, _ in words] or [""])
+    return {
+        "spans": [(start, end) for _, start, end in words],
+        # per question word found in the context: its weight and the running count of its occurrences
+        "weights": [math.log(1 + 1 / counts[q]) for q in question_words if q in counts],
+        "cumulative": [np.concatenate([[0], np.cumsum(lowered == q)]) for q in question_words if q in counts],
+        "question_cumulative": np.concatenate([[0], np.cumsum([w in question_words for w, _, _ in words])]),
+        "is_stop": np.array([w in STOP_WORDS for w, _, _ in words], dtype=bool),
+    }
+
+
+def sliding_window_answer(context: str, features: dict, max_words: int, window: int) -> str:
+    """The baseline's answer (see the module docstring)."""
+    n = len(features["spans"])
+    best = (-1.0, 0, 0)
+    for length in range(1, min(max_words, n) + 1):
+        starts = np.arange(0, n - length + 1)
+        ends = starts + length  # exclusive
+        question_cumulative, is_stop = features["question_cumulative"], features["is_stop"]
+        valid = (question_cumulative[ends] == question_cumulative[starts]) & ~is_stop[starts] & ~is_stop[ends - 1]
+        scores = np.zeros(len(starts))
+        for width in WINDOW_WIDTHS[:WINDOW_WIDTHS.index(window) + 1]:
+            low, high = np.maximum(starts - width, 0), np.minimum(ends + width, n)
+            for weight, cumulative in zip(features["weights"], features["cumulative"]):
+                scores += weight * ((cumulative[high] - cumulative[low]) > 0)
+        scores[~valid] = -1.0
+        index = int(np.argmax(scores))  # the earliest among equals; shorter runs are tried first
+        if scores[index] > best[0]:
+            best = (float(scores[index]), int(starts[index]), int(ends[index]))
+    if best[0] < 0:
+        return ""
+    return context[features["spans"][best[1]][0]:features["spans"][best[2] - 1][1]]
+
+
+def baseline_predictions(examples, prepared: dict, max_words: int, window: int) -> dict[str, dict]:
+    return {row["id"]: {"text": sliding_window_answer(row["context"], prepared[row["id"]], max_words, window)}
+            for row in examples}
+
+
+def run_baseline(train, test, metric, tune_questions: int) -> dict:
+    from scratchlm.training.data.qa import metric_inputs
+
+    started = time.perf_counter()
+    tuning = train.shuffle(seed=0).select(range(min(tune_questions, len(train))))
+    prepared = {row["id"]: overlap_features(row["question"], row["context"]) for data in (tuning, test) for row in data}
+    grid = {}
+    for max_words, window in product((1, 2, 3, 4, 6, 8), WINDOW_WIDTHS[2:]):
+        scores = metric.compute(**metric_inputs(baseline_predictions(tuning, prepared, max_words, window), tuning))
+        grid[f"max_words={max_words},window={window}"] = scores
+    best = max(grid, key=lambda key: grid[key]["f1"])
+    max_words, window = (int(part.split("=")[1]) for part in best.split(","))
+    predictions = baseline_predictions(test, prepared, max_words, window)
+    scores = metric.compute(**metric_inputs(predictions, test))
+    return {"test": scores, "max_words": max_words, "window": window, "tuning_questions": len(tuning),
+            "tuning_grid_f1": {key: round(value["f1"], 2) for key, value in grid.items()},
+            "wall_s": round(time.perf_counter() - started, 1),
+            "examples": [{"question": row["question"], "prediction": predictions[row["id"]]["text"],
+                          "answers": row["answers"]["text"]} for row in test.select(range(3))]}
+
+
+# --------------------------------------------------------------------------------------------------------- ScratchLM
+
+
+def pretrain_base(train, workdir: Path, steps: int, vocab_size: int) -> tuple[Path, dict]:
+    """A base pretrained by `scratchlm-pretrain` on the train part's contexts and WikiText-2 valid+test."""
+    corpus = workdir / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    (corpus / "squad-train-contexts.txt").write_text("\n\n".join(dict.fromkeys(train["context"])) + "\n",
+                                                     encoding="utf-8")
+    files = [str(corpus / "squad-train-contexts.txt")]
+    files += [str(DATA / "wikitext-2-partial" / name) for name in ("valid.txt", "test.txt")]
+    output = workdir / "base"
+    command = [sys.executable, "-m", "scratchlm.training.pretrain", "--train_files", *files, "--preset", "small",
+               "--config_overrides", MODEL, "--tokenizer_vocab_size", str(vocab_size), "--block_size", "256",
+               "--max_steps", str(steps), "--per_device_train_batch_size", "16", "--eval_steps", str(max(steps, 1)),
+               "--save_steps", str(max(steps, 1)), "--output_dir", str(output), "--report_to", "none",
+               "--num_samples", "0"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    minutes = (time.perf_counter() - started) / 60
+    record = json.loads((output / "scratchlm_run.json").read_text())
+    return output, {"steps": steps, "minutes": round(minutes, 1), "tokens": steps * 16 * 256,
+                    "metrics": {k: v for k, v in record.get("metrics", {}).items() if k.startswith("eval_")}}
+
+
+def finetune_qa(base: Path, train, workdir: Path, args) -> tuple:
+    """Full fine-tuning of `AutoModelForQuestionAnswering` on the windows of `train`."""
+    from transformers import (
+        AutoModelForQuestionAnswering,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    from scratchlm.training.data.qa import QAReport, build_features
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForQuestionAnswering.from_pretrained(base)
+    report = QAReport(split="train")
+    features = build_features(train, tokenizer, max_length=args.max_length, stride=args.stride, report=report)
+    training_args = TrainingArguments(
+        output_dir=str(workdir / "qa"), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate, lr_scheduler_type="linear", warmup_ratio=0.05, weight_decay=0.01,
+        logging_steps=20, save_strategy="no", report_to=[], use_cpu=not args.device_ok, disable_tqdm=True,
+        seed=args.seed,
+    )
+    trainer = Trainer(model=model, args=training_args, data_collator=DataCollatorWithPadding(tokenizer),
+                      train_dataset=features.remove_columns(["example_id", "offset_mapping"]))
+    started = time.perf_counter()
+    result = trainer.train()
+    model.save_pretrained(workdir / "qa")
+    tokenizer.save_pretrained(workdir / "qa")
+    return model, tokenizer, {"windows": len(features), "train_loss": result.training_loss,
+                              "wall_s": round(time.perf_counter() - started, 1), "data_report": report.to_dict()}
+
+
+def run_scratchlm(train, test, metric, args) -> dict:
+    from scratchlm.inference.qa import predict_answers
+    from scratchlm.training.data.qa import metric_inputs
+
+    workdir = Path(args.workdir)
+    if args.train_questions:
+        train = train.shuffle(seed=args.seed).select(range(min(args.train_questions, len(train))))
+    if args.base:
+        base, pretraining = Path(args.base), {"given": args.base}
+    else:
+        base, pretraining = pretrain_base(train, workdir, args.pretrain_steps, args.vocab_size)
+    model, tokenizer, training = finetune_qa(base, train, workdir, args)
+    started = time.perf_counter()
+    predictions = predict_answers(model, tokenizer, test, max_length=args.max_length, stride=args.stride)
+    scores = metric.compute(**metric_inputs(predictions, test))
+    return {"test": scores, "pretraining": pretraining, "finetuning": training, "train_questions": len(train),
+            "predict_wall_s": round(time.perf_counter() - started, 1)}
+
+
+# ---------------------------------------------------------------------------------------------------------- report
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(DATA / "squad-v1.1" / "dev-v1.1.json"))
+    parser.add_argument("--test_fraction", type=float, default=0.2)
+    parser.add_argument("--tune_questions", type=int, default=2000, help="Train-part questions tuning the baseline.")
+    parser.add_argument("--skip_model", action="store_true", help="Only the baseline.")
+    parser.add_argument("--base", help="A pretrained ScratchLM directory (default: pretrain one here).")
+    parser.add_argument("--pretrain_steps", type=int, default=1500)
+    parser.add_argument("--vocab_size", type=int, default=8192)
+    parser.add_argument("--train_questions", type=int, default=None, help="Fine-tune on at most this many.")
+    parser.add_argument("--test_questions", type=int, default=None, help="Score at most this many (smoke runs).")
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--learning_rate", type=float, default=5e-4)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--max_length", type=int, default=384)
+    parser.add_argument("--stride", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device_ok", action="store_true", help="Use an accelerator when there is one.")
+    parser.add_argument("--workdir", default="/tmp/scratchlm-bench-qa")
+    args = parser.parse_args(argv)
+
+    import evaluate
+
+    from scratchlm.training.data.qa import check_answers, load_squad, split_by_article
+
+    examples, report = check_answers(load_squad(args.data), "dev")
+    train, test = split_by_article(examples, args.test_fraction)
+    if args.test_questions:
+        test = test.select(range(min(args.test_questions, len(test))))
+    metric = evaluate.load(str(ROOT / "training" / "metrics" / "squad"))
+    print(f"SQuAD v1.1 dev split by article: {len(train):,} train / {len(test):,} test questions "
+          f"({len(set(train['title']))} / {len(set(test['title']))} articles); bad answers skipped: {report.bad_answers}")
+    results = {"data": {"train_questions": len(train), "test_questions": len(test),
+                        "test_articles": sorted(set(test["title"]))},
+               "squad_paper_full_dev": SQUAD_PAPER_DEV}
+    results["baseline"] = run_baseline(train, test, metric, args.tune_questions)
+    if not args.skip_model:
+        results["scratchlm"] = run_scratchlm(train, test, metric, args)
+
+    print(f"\n{'system (test part)':<44} {'EM':>6} {'F1':>6}  wall")
+    baseline = results["baseline"]
+    print(f"{'sliding-window overlap (' + str(baseline['max_words']) + ' words, window ' + str(baseline['window']) + ')':<44}"
+          f" {baseline['test']['exact_match']:6.1f} {baseline['test']['f1']:6.1f}  {baseline['wall_s']:.0f} s")
+    if "scratchlm" in results:
+        model = results["scratchlm"]
+        print(f"{'ScratchLM fine-tuned (' + str(model['train_questions']) + ' questions)':<44}"
+              f" {model['test']['exact_match']:6.1f} {model['test']['f1']:6.1f}  "
+              f"{model['finetuning']['wall_s']:.0f} s fine-tuning, pretraining {model['pretraining']}")
+    for name, scores in SQUAD_PAPER_DEV.items():
+        print(f"{'SQuAD paper ' + name.replace('_', ' ') + ' (full dev)':<44} {scores['exact_match']:6.1f} "
+              f"{scores['f1']:6.1f}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {RESULTS}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
