@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch is pinned in the set-up step: an unpinned torch pulls a multi-GB CUDA build (see README).
 TORCH ?= torch==2.13.0
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test demo lint clean
 
 setup: $(VENV)/.installed
 

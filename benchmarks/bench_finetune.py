@@ -153,7 +153,7 @@ def main() -> None:
 
     # 2. SST-2, full vs LoRA.
     classification = ["--train_files", sst2["train"], "--validation_files", sst2["dev"], "--test_files", sst2["test"],
-                      "--class_names", "negative", "positive", "--block_size", "128", "--language", "en",
+                      "--class_names", "negative", "positive", "--max_length", "128", "--language", "en",
                       "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128",
                       "--evaluate_before_training", "false"]
     results["sst2"] = {
@@ -167,7 +167,7 @@ def main() -> None:
     # 3. Chinese sentiment.
     results["waimai_10k"] = finetune("waimai-full", workdir, base, [
         "--train_files", waimai_files["train"], "--validation_files", waimai_files["dev"],
-        "--test_files", waimai_files["test"], "--block_size", "128", "--language", "zh",
+        "--test_files", waimai_files["test"], "--max_length", "128", "--language", "zh",
         "--per_device_train_batch_size", "32",
         "--per_device_eval_batch_size", "128", "--num_train_epochs", "1", "--learning_rate", "2e-4",
         "--evaluate_before_training", "false", "--max_train_documents", "4000",
@@ -176,7 +176,7 @@ def main() -> None:
     # 4. SFT with LoRA: test loss before and after.
     results["sft"] = finetune("sft-lora", workdir, base, [
         "--task", "sft", "--method", "lora", "--train_files", sft["train"], "--validation_files", sft["validation"],
-        "--test_files", sft["test"], "--block_size", "512", "--per_device_train_batch_size", "8",
+        "--test_files", sft["test"], "--max_length", "512", "--per_device_train_batch_size", "8",
         "--num_train_epochs", "1", "--learning_rate", "2e-3", "--lora_r", "16", "--lora_alpha", "32",
         "--num_samples", "3", "--sample_max_new_tokens", "40",
     ])

@@ -21,8 +21,9 @@ import torch
 from transformers import TrainerCallback
 
 from scratchlm.cli import parse_args
-from scratchlm.training.arguments import DataArguments, ModelArguments, ScratchLMTrainingArguments
-from scratchlm.training.pretrain import SampleArguments, pretrain
+from scratchlm.training.arguments import ModelArguments, PretrainingDataArguments, ScratchLMTrainingArguments
+from scratchlm.training.generation import SampleArguments
+from scratchlm.training.pretrain import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "bench-shakespeare-race.yaml"
@@ -82,7 +83,7 @@ def value_at(points: list[dict], seconds: float) -> float | None:
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, training_args, sample_args = parse_args(
-        [ModelArguments, DataArguments, ScratchLMTrainingArguments, SampleArguments],
+        [ModelArguments, PretrainingDataArguments, ScratchLMTrainingArguments, SampleArguments],
         ["--config", str(RECIPE), *argv],
     )
     block = data_args.block_size
@@ -95,18 +96,18 @@ def main(argv=None) -> None:
     points = clock.points
     train_seconds = points[-1]["seconds"]
     tokens_per_second = points[-1]["tokens"] / train_seconds
-    flops_per_token = 6 * record["num_parameters"]
+    flops_per_token = 6 * record.num_parameters
     dtype = torch.bfloat16 if training_args.bf16 else torch.float32
     peak = matmul_peak_gflops(dtype)
     result = {
         "recipe": str(RECIPE.relative_to(ROOT)), "overrides": argv,
-        "num_parameters": record["num_parameters"], "precision": "bf16" if training_args.bf16 else "fp32",
+        "num_parameters": record.num_parameters, "precision": "bf16" if training_args.bf16 else "fp32",
         "bits_per_byte_at_50s": value_at(points, 50), "bits_per_byte_at_100s": value_at(points, 100),
         "seconds_to_2_72": interpolate_time(points, TARGET_BPB), "final_bits_per_byte": points[-1]["bits_per_byte"],
         "train_seconds": train_seconds, "wall_seconds_including_eval_and_setup": round(total, 1),
         "tokens_per_second": round(tokens_per_second), "achieved_gflops": round(tokens_per_second * flops_per_token / 1e9, 1),
         "matmul_peak_gflops": round(peak, 1), "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "points": points, "samples": record.get("samples"),
+        "points": points, "samples": record.samples,
     }
     result["fraction_of_peak"] = round(result["achieved_gflops"] / peak, 3)
     out = ROOT / "benchmarks" / "results" / "pretrain_race.json"

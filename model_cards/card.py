@@ -236,7 +236,7 @@ def _evaluation_rows(results: list[EvalResult]) -> list[tuple[str, str, str, str
         (_cell(r.metric_name or r.metric_type), _cell(r.metric_value), _cell(r.dataset_name),
          _cell(r.dataset_split or ""))
         for r in results
-    ]  # fmt: skip
+    ]
 
 
 def _samples(record: RunRecord) -> list[str]:

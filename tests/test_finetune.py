@@ -19,10 +19,14 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 import scratchlm  # noqa: F401 - registers ScratchLM with the Auto classes
-from scratchlm.modeling.cli import init_model
+from scratchlm.modeling.initialization import init_model
 from scratchlm.tokenization import train_tokenizer
 from scratchlm.training import finetune as ft
 from scratchlm.training.data import IGNORE_INDEX, build_classification_data, build_sft_data
+from scratchlm.training.tasks.classification import classification_metrics, load_metric
+
+# The command without its console wrapper, so that a user error reaches the test as the exception it is.
+finetune_main = ft.main.__wrapped__
 
 CONTEXT = 128
 TINY = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
@@ -117,12 +121,12 @@ class Capture:
         self.inputs, self.logits, self.model = inputs, None, None
         self.finish_run = ft.finish_run
 
-    def __call__(self, trainer, tokenizer, record, model=None):
+    def __call__(self, trainer, tokenizer, record):
         trainer.model.eval()
         with torch.no_grad():
             self.logits = trainer.model(**self.inputs).logits.float().clone()
         self.model = trainer.model
-        return self.finish_run(trainer, tokenizer, record, model)
+        return self.finish_run(trainer, tokenizer, record)
 
 
 def probe(tokenizer, texts=("a gripping , funny film", "dull and lifeless")) -> dict:
@@ -138,7 +142,7 @@ def run_captured(argv, inputs) -> Capture:
     capture = Capture(inputs)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ft, "finish_run", capture)
-        ft.main(argv)
+        finetune_main(argv)
     return capture
 
 
@@ -149,15 +153,15 @@ def run_captured(argv, inputs) -> Capture:
 def test_metrics_load_offline_by_path(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     predictions, references = [0, 1, 1, 0, 1], [0, 1, 0, 0, 0]
-    assert ft.load_metric("accuracy").compute(predictions=predictions, references=references) == {"accuracy": 0.6}
-    assert ft.load_metric("f1").compute(predictions=predictions, references=references)["f1"] == pytest.approx(0.5)
-    assert ft.load_metric("precision").compute(predictions=predictions, references=references)["precision"] == \
+    assert load_metric("accuracy").compute(predictions=predictions, references=references) == {"accuracy": 0.6}
+    assert load_metric("f1").compute(predictions=predictions, references=references)["f1"] == pytest.approx(0.5)
+    assert load_metric("precision").compute(predictions=predictions, references=references)["precision"] == \
         pytest.approx(1 / 3)
-    assert ft.load_metric("recall").compute(predictions=predictions, references=references)["recall"] == 1.0
-    metrics = ft.classification_metrics([0, 1, 2, 2], [0, 1, 1, 2], num_labels=3)
+    assert load_metric("recall").compute(predictions=predictions, references=references)["recall"] == 1.0
+    metrics = classification_metrics([0, 1, 2, 2], [0, 1, 1, 2], num_labels=3)
     assert metrics["accuracy"] == 0.75 and metrics["f1"] == metrics["macro_f1"] == pytest.approx(7 / 9)
     with pytest.raises(ValueError, match="no metric 'bleu'"):
-        ft.load_metric("bleu")
+        load_metric("bleu")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -183,9 +187,16 @@ def test_classification_full_end_to_end(base_dir, cls_files, workdir, tokenizer)
 def test_classification_resumes_from_its_checkpoint(base_dir, cls_files, workdir, caplog):
     output = workdir / "cls-resume"
     argv = cls_args(base_dir, output, cls_files, "--save_strategy", "steps", "--save_steps", "2")
-    ft.main(argv)
+    finetune_main(argv)
+    card = (output / "README.md").read_text()
     with caplog.at_level(logging.WARNING):
-        ft.main(argv)
+        finetune_main(argv)  # finished: left as it is
+    assert "already holds this run" in caplog.text and (output / "README.md").read_text() == card
+    assert (output / "checkpoint-4").is_dir()
+    (output / "scratchlm_run.json").unlink()  # as if the run had been cut before its end
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        finetune_main(argv)
     assert "resuming from" in caplog.text and "checkpoint-4" in caplog.text
 
 
@@ -299,7 +310,7 @@ def test_sft_lora_with_gradient_checkpointing(base_dir, sft_files, workdir):
     from peft import AutoPeftModelForCausalLM
 
     output = workdir / "sft-lora"
-    ft.main(sft_args(base_dir, output, sft_files, "--method", "lora", "--activation_checkpointing", "--packing",
+    finetune_main(sft_args(base_dir, output, sft_files, "--method", "lora", "--activation_checkpointing", "--packing",
                      "--merge"))
     record = json.loads((output / "scratchlm_run.json").read_text())
     metrics = record["metrics"]
@@ -318,10 +329,10 @@ def test_sft_lora_with_gradient_checkpointing(base_dir, sft_files, workdir):
 
 def test_sft_full_chat_format_and_push(base_dir, sft_files, workdir, monkeypatch):
     pushed = []
-    monkeypatch.setattr(ft, "push_run_to_hub", lambda trainer, record: pushed.append(record["model_name"]))
+    monkeypatch.setattr(ft, "push_run_to_hub", lambda trainer: pushed.append(Path(trainer.args.output_dir).name))
     output = workdir / "sft-full"
-    ft.main(common(base_dir, output, "--task", "sft", "--train_files", sft_files["dev"], "--num_samples", "1",
-                   "--sample_max_new_tokens", "4", "--validation_fraction", "0.25", "--push_to_hub",
+    finetune_main(common(base_dir, output, "--task", "sft", "--train_files", sft_files["dev"], "--num_samples", "1",
+                   "--sample_max_new_tokens", "4", "--validation_split_fraction", "0.25", "--push_to_hub",
                    "--language", "en"))
     record = json.loads((output / "scratchlm_run.json").read_text())
     assert record["task"] == "text-generation" and record["data_report"]["validation"]["examples"] == 4
@@ -335,23 +346,23 @@ def test_sft_full_chat_format_and_push(base_dir, sft_files, workdir, monkeypatch
 
 def test_missing_columns(base_dir, cls_files, sft_files, workdir):
     with pytest.raises(ValueError, match=r"no column 'text'.*sentence.*--text_column"):
-        ft.main(common(base_dir, workdir / "bad1", "--train_files", cls_files["train"]))
+        finetune_main(common(base_dir, workdir / "bad1", "--train_files", cls_files["train"]))
     with pytest.raises(ValueError, match=r"no column 'stars'.*--label_column"):
-        ft.main(cls_args(base_dir, workdir / "bad2", cls_files, "--label_column", "stars"))
+        finetune_main(cls_args(base_dir, workdir / "bad2", cls_files, "--label_column", "stars"))
     with pytest.raises(ValueError, match="'messages' column .* or 'instruction' and 'output'"):
-        ft.main(common(base_dir, workdir / "bad3", "--task", "sft", "--train_files", cls_files["train"]))
+        finetune_main(common(base_dir, workdir / "bad3", "--task", "sft", "--train_files", cls_files["train"]))
 
 
 def test_label_outside_the_label_set(base_dir, cls_files, workdir, data_dir):
     rows = sst2_rows(data_dir, 5, start=300)
     rows[3]["label"] = "neutral"
     dev = write_jsonl(workdir / "dev-neutral.jsonl", rows)
-    message = r"validation row 3: label 'neutral' is not in the label set \(negative, positive\)"
+    message = r"dev-neutral\.jsonl row 4: label 'neutral' is not in the label set \(negative, positive\)"
     with pytest.raises(ValueError, match=message):
-        ft.main(common(base_dir, workdir / "bad4", "--train_files", cls_files["train"], "--validation_files", dev,
+        finetune_main(common(base_dir, workdir / "bad4", "--train_files", cls_files["train"], "--validation_files", dev,
                        "--text_column", "sentence"))
-    with pytest.raises(ValueError, match=r"train row 0: label 'positive' is not in the label set \(bad, good\)"):
-        ft.main(cls_args(base_dir, workdir / "bad5", cls_files, "--class_names", "bad", "good"))
+    with pytest.raises(ValueError, match=r"\.jsonl row 1: label 'positive' is not in the label set \(bad, good\)"):
+        finetune_main(cls_args(base_dir, workdir / "bad5", cls_files, "--class_names", "bad", "good"))
 
 
 def test_empty_texts_are_dropped_with_a_warning_or_fail_when_all_are(tokenizer, caplog):
@@ -371,9 +382,9 @@ def test_base_model_that_is_not_a_scratchlm(base_dir, cls_files, workdir):
     llama.mkdir()
     (llama / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(ValueError, match="holds a 'gpt2' model, not a ScratchLM model"):
-        ft.main(cls_args(llama, workdir / "bad6", cls_files))
+        finetune_main(cls_args(llama, workdir / "bad6", cls_files))
     with pytest.raises(ValueError, match="is not a model directory"):
-        ft.main(cls_args(workdir / "missing-model", workdir / "bad7", cls_files))
+        finetune_main(cls_args(workdir / "missing-model", workdir / "bad7", cls_files))
 
 
 def test_adapter_for_another_base(base_dir, cls_files, sft_files, workdir, tokenizer, lora_classifier):
@@ -385,35 +396,20 @@ def test_adapter_for_another_base(base_dir, cls_files, sft_files, workdir, token
     get_peft_model(other, LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["q_proj"])).save_pretrained(adapter)
     message = r"trained on another base model .*q_proj has in_features=64, the adapter 32"
     with pytest.raises(ValueError, match=message):
-        ft.main(sft_args(base_dir, workdir / "bad8", sft_files, "--method", "lora", "--adapter_name_or_path",
+        finetune_main(sft_args(base_dir, workdir / "bad8", sft_files, "--method", "lora", "--adapter_name_or_path",
                          str(adapter)))
     classifier_adapter, _ = lora_classifier
     with pytest.raises(ValueError, match="was trained for SEQ_CLS, this run is CAUSAL_LM"):
-        ft.main(sft_args(base_dir, workdir / "bad9", sft_files, "--method", "lora", "--adapter_name_or_path",
+        finetune_main(sft_args(base_dir, workdir / "bad9", sft_files, "--method", "lora", "--adapter_name_or_path",
                          str(classifier_adapter)))
     with pytest.raises(ValueError, match="is a LoRA adapter, not a model"):
-        ft.main(cls_args(classifier_adapter, workdir / "bad10", cls_files))
+        finetune_main(cls_args(classifier_adapter, workdir / "bad10", cls_files))
 
 
 def test_bad_options(base_dir, cls_files, workdir):
     with pytest.raises(ValueError, match="--merge and --adapter_name_or_path need --method lora"):
-        ft.main(cls_args(base_dir, workdir / "bad11", cls_files, "--merge"))
+        finetune_main(cls_args(base_dir, workdir / "bad11", cls_files, "--merge"))
     with pytest.raises(ValueError, match="--task must be one of"):
-        ft.main(cls_args(base_dir, workdir / "bad12", cls_files, "--task", "qa"))
+        finetune_main(cls_args(base_dir, workdir / "bad12", cls_files, "--task", "qa"))
     with pytest.raises(ValueError, match=r"--lora_target_modules qkv_proj not in the model.*q_proj"):
-        ft.main(cls_args(base_dir, workdir / "bad13", cls_files, "--method", "lora", "--lora_target_modules", "qkv_proj"))
-
-
-def test_example_configs_parse():
-    from scratchlm.cli import parse_args
-    from scratchlm.training.arguments import DataArguments, ModelArguments
-    from scratchlm.training.pretrain import SampleArguments
-
-    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("finetune-*.yaml"))
-    assert configs
-    for config in configs:
-        _, _, args, training, _ = parse_args(
-            [ModelArguments, DataArguments, ft.FinetuneArguments, ft.FinetuneTrainingArguments, SampleArguments],
-            ["--config", str(config)],
-        )
-        assert args.task in ft.TASKS and training.output_dir
+        finetune_main(cls_args(base_dir, workdir / "bad13", cls_files, "--method", "lora", "--lora_target_modules", "qkv_proj"))

@@ -19,7 +19,7 @@ ARCHITECTURE = {
     "model_type": "scratchlm", "num_hidden_layers": 2, "hidden_size": 128, "intermediate_size": 352,
     "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 400, "max_position_embeddings": 512,
     "rope_type": "default", "tie_word_embeddings": True,
-}  # fmt: skip
+}
 
 PRETRAINING_RECORD = {
     "task": "text-generation",

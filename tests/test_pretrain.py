@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -16,9 +17,12 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from scratchlm.modeling.cli import init_model
+from scratchlm.modeling.initialization import init_model
 from scratchlm.tokenization import train_tokenizer
-from scratchlm.training.pretrain import main
+from scratchlm.training.pretrain import main as console_main
+
+# The command without its console wrapper, so that a user error reaches the test as the exception it is.
+main = console_main.__wrapped__
 
 CORPUS_BYTES = 60_000
 
@@ -193,3 +197,93 @@ def test_output_directory_holding_another_run(workspace, tmp_path):
     with pytest.raises(FileExistsError, match="holds no ScratchLM run"):
         main(base_args(workspace, other, "--max_steps", "1"))
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_output_dir_that_is_a_file(workspace, tmp_path):
+    target = tmp_path / "model.txt"
+    target.write_text("mine")
+    with pytest.raises(NotADirectoryError, match="is an existing file"):
+        main(base_args(workspace, target, "--max_steps", "1"))
+    assert target.read_text() == "mine"
+
+
+# --- a finished run is never lost to what comes after it; a failed attempt locks nothing ------------------------
+
+
+def test_over_long_sample_prompts_are_skipped_before_training_and_the_run_finishes(workspace, tmp_path, caplog):
+    output = tmp_path / "run"
+    long_prompt = "ROMEO: " + "speak again bright angel " * 40  # far beyond the 64-token context
+    caplog.set_level(logging.WARNING, logger="scratchlm")
+    main(base_args(workspace, output, "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1",
+                   "--num_samples", "2", "--sample_max_new_tokens", "4",
+                   "--sample_prompts", long_prompt, "JULIET:"))
+    assert "skipping 1 of 2 --sample_prompts" in caplog.text
+    record = read_record(output)
+    assert [sample["prompt"] for sample in record["samples"]] == ["JULIET:"]
+    for name in ("model.safetensors", "metrics.json", "README.md"):
+        assert (output / name).is_file(), name
+
+
+def test_a_failed_attempt_leaves_the_directory_free_for_the_corrected_command(workspace, tmp_path):
+    output = tmp_path / "run"
+    with pytest.raises(ValueError, match="block"):
+        main(base_args(workspace, output, "--max_steps", "1", "--block_size", "65"))
+    assert not (output / "scratchlm_settings.json").exists()
+    main(base_args(workspace, output, "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1"))
+    assert read_record(output)["global_step"] == 1
+
+
+def test_a_failed_overwrite_keeps_the_finished_run_and_paths_are_compared_by_what_they_name(
+        workspace, tmp_path, monkeypatch):
+    monkeypatch.chdir(workspace)
+    output = tmp_path / "run"
+    args = base_args(workspace, output, "--max_steps", "2", "--eval_steps", "2", "--save_steps", "1")
+    args[args.index("--tokenizer_name_or_path") + 1] = "./tokenizer"
+    main(args)
+    settings = (output / "scratchlm_settings.json").read_text()
+    with pytest.raises(ValueError, match="block"):
+        main([*args, "--overwrite_output", "--block_size", "65"])
+    assert (output / "scratchlm_settings.json").read_text() == settings
+    assert (output / "checkpoint-2").is_dir() and (output / "scratchlm_run.json").is_file()
+    args[args.index("--tokenizer_name_or_path") + 1] = "tokenizer/"  # the same directory, spelled otherwise
+    main([*args, "--max_steps", "3"])  # continues the same run rather than refusing it as another
+    assert read_record(output)["global_step"] == 3
+
+
+def test_a_finished_run_given_again_is_left_as_it_is(workspace, tmp_path, caplog):
+    output = tmp_path / "run"
+    args = base_args(workspace, output, "--max_steps", "2", "--eval_steps", "2", "--save_steps", "1",
+                     "--save_total_limit", "2")
+    main(args)
+    before = {path.relative_to(output): path.stat().st_mtime_ns for path in output.rglob("*") if path.is_file()}
+    caplog.set_level(logging.WARNING, logger="scratchlm")
+    main(args)
+    assert "already holds this run" in caplog.text
+    after = {path.relative_to(output): path.stat().st_mtime_ns for path in output.rglob("*") if path.is_file()}
+    assert after == before
+
+
+def test_two_runs_into_one_directory_at_once_are_refused(workspace, tmp_path):
+    output = tmp_path / "run"
+    output.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (output / ".scratchlm.lock").write_text(f"{other.pid}\n")
+        with pytest.raises(FileExistsError, match=f"another run \\(process {other.pid}\\) is writing into"):
+            main(base_args(workspace, output, "--max_steps", "1"))
+    finally:
+        other.kill()
+        other.wait()
+    # The lock of a process that is gone is taken over, and released at the end.
+    main(base_args(workspace, output, "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1"))
+    assert read_record(output)["global_step"] == 1 and not (output / ".scratchlm.lock").exists()
+
+
+def test_a_user_error_is_one_line_and_exit_status_2(workspace, tmp_path, capsys):
+    args = base_args(workspace, tmp_path / "run", "--max_steps", "1")
+    args[args.index("--train_files") + 1] = str(tmp_path / "nowhere.txt")
+    with pytest.raises(SystemExit) as exit_info:
+        console_main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("scratchlm-pretrain: error: ")

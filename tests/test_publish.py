@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import threading
@@ -24,7 +25,7 @@ from huggingface_hub import ModelCard
 from transformers import Trainer, TrainingArguments
 
 import scratchlm  # noqa: F401 - registers ScratchLM with the Auto classes and marks it for remote code
-from scratchlm.model_cards import write_model_card
+from scratchlm.model_cards import RunRecord, write_model_card
 from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM, ScratchLMForSequenceClassification
 from scratchlm.tokenization import train_tokenizer
 from scratchlm.training import publish as publish_module
@@ -86,7 +87,7 @@ def _config(tokenizer, **overrides) -> ScratchLMConfig:
     return ScratchLMConfig.from_preset(
         "tiny", vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, **overrides,
-    )  # fmt: skip
+    )
 
 
 def _blocks(tokenizer, size: int = 32, count: int = 8) -> list[dict]:
@@ -104,7 +105,7 @@ def lm_run(tmp_path_factory, tokenizer):
     args = TrainingArguments(
         output_dir=str(output_dir), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1,
         save_strategy="no", use_cpu=True, report_to="none", disable_tqdm=True, hub_model_id="alice/shakespeare-tiny",
-    )  # fmt: skip
+    )
     data = _blocks(tokenizer)
     trainer = Trainer(model=model, args=args, train_dataset=data, eval_dataset=data[:2], processing_class=tokenizer)
     trainer.train()
@@ -114,8 +115,8 @@ def lm_run(tmp_path_factory, tokenizer):
         "task": "text-generation", "kind": "pretraining", "method": "full", "base_model": None,
         "model_name": output_dir.name, "language": ["en"], "datasets": [str(SHAKESPEARE)], "metrics": metrics,
         "samples": [{"prompt": "ROMEO:", "completion": " a sample"}],
-    }  # fmt: skip
-    record = finish_run(trainer, tokenizer, record)
+    }
+    record = finish_run(trainer, tokenizer, RunRecord.from_dict(record))
 
     model.eval()
     input_ids = tokenizer(PROMPT, return_tensors="pt").input_ids
@@ -147,7 +148,7 @@ def classifier_dir(tmp_path_factory, tokenizer):
         "model_name": output_dir.name, "language": ["en"], "datasets": ["sst2"],
         "metrics": {"eval_accuracy": 0.75, "eval_f1": 0.7}, "num_parameters": model.num_parameters(),
         "id2label": {str(k): v for k, v in id2label.items()},
-    }  # fmt: skip
+    }
     (output_dir / RUN_RECORD_FILE).write_text(json.dumps(record))
     write_model_card(output_dir, record)
     texts = ["a fine and noble play", "bad"]
@@ -176,7 +177,7 @@ def adapter_dir(tmp_path_factory, tokenizer, lm_run):
         "model_name": output_dir.name, "datasets": ["alice/dialogues"], "metrics": {"eval_loss": 3.0},
         "adapter": {"base_model_name_or_path": str(lm_run.dir), "r": 4, "lora_alpha": 8,
                     "target_modules": ["q_proj", "v_proj"]},
-    }  # fmt: skip
+    }
     (output_dir / RUN_RECORD_FILE).write_text(json.dumps(record))
     write_model_card(output_dir, record)  # as finish_run does: the base is a local path, so no base_model yet
     assert "base_model" not in ModelCard.load(output_dir / "README.md").data.to_dict()
@@ -197,8 +198,8 @@ def test_every_run_writes_a_card_from_its_record(lm_run):
     assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "text-generation"
     assert metadata["license"] == "apache-2.0"
     values = {m["type"]: m["value"] for m in metadata["model-index"][0]["results"][0]["metrics"]}
-    assert values["perplexity"] == pytest.approx(lm_run.record["metrics"]["eval_perplexity"], rel=1e-3)
-    assert f"{lm_run.record['num_parameters']:,}" in card.text
+    assert values["perplexity"] == pytest.approx(lm_run.record.metrics["eval_perplexity"], rel=1e-3)
+    assert f"{lm_run.record.num_parameters:,}" in card.text
     assert "![loss curve](loss_curve.png)" in card.text
 
 
@@ -388,8 +389,10 @@ def test_malformed_repository_ids(repo_id, lm_run, tmp_path, capsys):
     with pytest.raises(PublishError, match="repository id"):
         publish(lm_run.dir, repo_id, dry_run=True, staging_dir=tmp_path / "hub")
     assert not (tmp_path / "hub").exists()
-    with pytest.raises(SystemExit, match="scratchlm-publish: error: .*repository id"):
+    with pytest.raises(SystemExit) as exit_info:
         main([str(lm_run.dir), f"--repo-id={repo_id}", "--dry-run"])
+    assert exit_info.value.code == 2
+    assert re.search(r"scratchlm-publish: error: .*repository id", capsys.readouterr().err)
 
 
 def test_a_card_missing_required_metadata(tmp_path, lm_run):
@@ -404,6 +407,26 @@ def test_a_card_missing_required_metadata(tmp_path, lm_run):
     (broken / RUN_RECORD_FILE).write_text(json.dumps({"model_name": "x"}))
     with pytest.raises(PublishError, match="cannot write the model card.*task"):
         publish(broken, "alice/x", dry_run=True, staging_dir=tmp_path / "hub2")
+
+
+def test_truncated_weights_are_refused_before_staging(tmp_path, lm_run):
+    run = _copy_run(lm_run.dir, tmp_path / "truncated")
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(PublishError, match="model.safetensors cannot be read.*truncated or corrupt"):
+        publish(run, "alice/x", dry_run=True, staging_dir=tmp_path / "hub")
+    assert not (tmp_path / "hub").exists()
+
+
+def test_auto_map_code_outside_the_model_directory_is_refused(tmp_path, lm_run):
+    run = _copy_run(lm_run.dir, tmp_path / "escape")
+    (tmp_path / "evil.py").write_text("raise SystemExit('not ours')\n")
+    config = json.loads((run / "config.json").read_text())
+    config["auto_map"]["AutoModel"] = "../evil.ScratchLMModel"
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PublishError, match="auto_map entry '../evil.ScratchLMModel'.*outside the model directory"):
+        publish(run, "alice/x", dry_run=True, staging_dir=tmp_path / "hub")
+    assert not (tmp_path / "hub").exists()
 
 
 def test_a_foreign_staging_folder_is_never_emptied(tmp_path, lm_run):
@@ -430,8 +453,10 @@ def test_unreachable_hub_gives_a_clear_error_and_keeps_the_staged_folder(lm_run,
     assert "could not reach the Hub" in message and "Nothing was uploaded" in message
     assert str(staging) in message
     assert {p.name for p in staging.iterdir() if not p.name.startswith(".")} == LM_REPO_FILES
-    with pytest.raises(SystemExit, match="scratchlm-publish: error: publishing to alice/shakespeare-tiny failed"):
+    with pytest.raises(SystemExit) as exit_info:
         main([str(lm_run.dir), "--repo-id", "alice/shakespeare-tiny", "--staging_dir", str(staging)])
+    assert exit_info.value.code == 2
+    assert "scratchlm-publish: error: publishing to alice/shakespeare-tiny failed" in capsys.readouterr().err
 
 
 def test_no_token_fails_before_any_request(lm_run, tmp_path, hub_at, monkeypatch):
@@ -544,7 +569,7 @@ def test_push_run_to_hub_publishes_the_same_folder(lm_run, tmp_path, monkeypatch
         return "https://huggingface.co/alice/shakespeare-tiny/commit/0"
 
     monkeypatch.setattr(publish_module, "upload_staged_folder", fake_upload)
-    result = push_run_to_hub(lm_run.trainer, lm_run.record, staging_dir=tmp_path / "hub")
+    result = push_run_to_hub(lm_run.trainer, staging_dir=tmp_path / "hub")
     assert result.uploaded and staged["repo_id"] == "alice/shakespeare-tiny"
     assert staged["files"] == LM_REPO_FILES and staged["commit_message"] == "End of training"
     assert staged["private"] is False and staged["token"] is None
@@ -553,5 +578,5 @@ def test_push_run_to_hub_publishes_the_same_folder(lm_run, tmp_path, monkeypatch
 def test_push_run_to_hub_reaches_the_network_boundary(lm_run, tmp_path, hub_at):
     hub_at("http://127.0.0.1:9")
     with pytest.raises(PublishError, match="could not reach the Hub"):
-        push_run_to_hub(lm_run.trainer, lm_run.record, staging_dir=tmp_path / "hub")
+        push_run_to_hub(lm_run.trainer, staging_dir=tmp_path / "hub")
     assert (tmp_path / "hub" / "README.md").is_file()

@@ -31,26 +31,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
-
-from scratchlm.model_cards import (
+from scratchlm.cli import CONFIG_SUFFIXES, command, parse_args
+from scratchlm.model_cards import record_has_results, render_model_card, validate_model_card
+from scratchlm.model_cards.run_record import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_WEIGHTS_FILE,
+    CONFIG_FILE,
+    GENERATION_CONFIG_FILE,
+    LOSS_CURVE_FILE,
     MODEL_CARD_FILE,
-    record_has_results,
-    render_model_card,
-    validate_model_card,
+    RUN_RECORD_FILE,
+    SAFE_WEIGHTS_FILE,
+    SAFE_WEIGHTS_INDEX_FILE,
+    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_FILE,
+    RunRecord,
+    check_hub_id,
+    is_hub_id,
 )
 
 logger = logging.getLogger(__name__)
 
-RUN_RECORD_FILE = "scratchlm_run.json"
-CONFIG_FILE = "config.json"
-GENERATION_CONFIG_FILE = "generation_config.json"
-ADAPTER_CONFIG_FILE = "adapter_config.json"
-ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
-SAFE_WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
-TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
-TOKENIZER_FILE = "tokenizer.json"
 OPTIONAL_TOKENIZER_FILES = ("special_tokens_map.json", "chat_template.jinja", "chat_template.json")
 STAGING_MARKER = ".scratchlm_staging"
 MODEL_TYPE = "scratchlm"
@@ -59,7 +60,7 @@ REQUIRED_AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForCausalLM", "Aut
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-class PublishError(RuntimeError):
+class PublishError(ValueError):
     """Publishing failed: a bad model directory or repository id, or a failed upload (the message says which)."""
 
 
@@ -78,17 +79,10 @@ class PublishResult:
 
 def validate_hub_repo_id(repo_id: str, *, require_namespace: bool = True) -> str:
     """Check a Hub model repository id (`user/name`); raises `PublishError` saying what is wrong."""
-    if not isinstance(repo_id, str) or not repo_id.strip():
-        raise PublishError("a repository id is needed: --repo-id USER/NAME")
     try:
-        validate_repo_id(repo_id)
-    except HFValidationError as error:
-        raise PublishError(f"invalid repository id {repo_id!r}: {error}") from None
-    if require_namespace and repo_id.count("/") != 1:
-        raise PublishError(
-            f"invalid repository id {repo_id!r}: give it as USER/NAME (or ORGANIZATION/NAME), e.g. alice/{repo_id}"
-        )
-    return repo_id
+        return check_hub_id(repo_id, require_namespace=require_namespace)
+    except ValueError as error:
+        raise PublishError(str(error)) from None
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -101,14 +95,19 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return value
 
 
-def _auto_map_files(auto_map: dict[str, Any]) -> set[str]:
-    """The code files an `auto_map` points at (`"modeling_scratchlm.ScratchLMModel"` -> `modeling_scratchlm.py`)."""
+def _auto_map_files(auto_map: dict[str, Any], model_dir: Path) -> set[str]:
+    """The code files an `auto_map` points at (`"modeling_scratchlm.ScratchLMModel"` -> `modeling_scratchlm.py`);
+    an entry naming a file outside `model_dir` (`../x.Model`, an absolute path) is refused."""
     files = set()
     for reference in auto_map.values():
         for item in reference if isinstance(reference, (list, tuple)) else [reference]:
             if isinstance(item, str) and "." in item:
                 module = item.split("--")[-1].rsplit(".", 1)[0]
-                files.add(f"{module}.py")
+                name = f"{module}.py"
+                if "/" in name or "\\" in name or not (model_dir / name).resolve().is_relative_to(model_dir.resolve()):
+                    raise PublishError(f"the auto_map entry {item!r} of {model_dir} names code outside the model "
+                                       "directory: only files in the model directory are published")
+                files.add(name)
     return files
 
 
@@ -127,7 +126,7 @@ def _model_files(model_dir: Path) -> list[str]:
             f"{model_dir}/config.json has no auto_map entry for {', '.join(missing_classes)}, so stock transformers "
             "could not load it: save the model again after `import scratchlm` (which marks it for remote code)"
         )
-    files = [CONFIG_FILE, *_safetensors_weights(model_dir), *sorted(_auto_map_files(auto_map))]
+    files = [CONFIG_FILE, *_safetensors_weights(model_dir), *sorted(_auto_map_files(auto_map, model_dir))]
     if (model_dir / GENERATION_CONFIG_FILE).is_file():
         files.append(GENERATION_CONFIG_FILE)
     return files
@@ -138,15 +137,28 @@ def _safetensors_weights(model_dir: Path) -> list[str]:
     if index.is_file():
         shards = sorted(set(_read_json(index, "weights index").get("weight_map", {}).values()))
         return [SAFE_WEIGHTS_INDEX_FILE, *shards]
-    if (model_dir / "model.safetensors").is_file():
-        return ["model.safetensors"]
+    if (model_dir / SAFE_WEIGHTS_FILE).is_file():
+        return [SAFE_WEIGHTS_FILE]
     pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin")
-    hint = (
-        f" (found pickled weights {', '.join(pickles)}: load and save the model again with save_pretrained, "
-        "which writes safetensors)"
-        if pickles else ""
-    )  # fmt: skip
-    raise PublishError(f"{model_dir} has no safetensors weights (model.safetensors){hint}")
+    hint = (f" (found pickled weights {', '.join(pickles)}: load and save the model again with save_pretrained, "
+            "which writes safetensors)") if pickles else ""
+    raise PublishError(f"{model_dir} has no safetensors weights ({SAFE_WEIGHTS_FILE}){hint}")
+
+
+def _check_weights_readable(model_dir: Path, names: list[str]) -> None:
+    """Open every safetensors file about to be staged: a truncated or corrupt one is refused before anything is
+    copied."""
+    from safetensors import safe_open
+
+    for name in names:
+        if name.endswith(".safetensors"):
+            try:
+                with safe_open(str(model_dir / name), framework="pt") as handle:
+                    for key in handle.keys():  # safe_open handles are not iterable
+                        handle.get_slice(key)
+            except Exception as error:  # safetensors raises its own error types for a cut or corrupt file
+                raise PublishError(f"{model_dir / name} cannot be read ({error}): the weights are truncated or "
+                                   "corrupt; save the model again") from None
 
 
 def _adapter_base_model(model_dir: Path, base_model_id: str | None) -> str | None:
@@ -167,22 +179,12 @@ def _adapter_files(model_dir: Path, base_model_id: str | None) -> list[str]:
             f"{model_dir}/{ADAPTER_CONFIG_FILE} records no base model (base_model_name_or_path): pass "
             "--base_model_id USER/BASE, the Hub id of the model the adapter was trained on"
         )
-    if base_model_id is None and _is_local_path(base):
+    if base_model_id is None and not is_hub_id(base):
         raise PublishError(
             f"the adapter's base model is the local path {base!r}, which others cannot load: publish the base model "
             "first and pass its Hub id with --base_model_id USER/BASE"
         )
     return [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE]
-
-
-def _is_local_path(name: str) -> bool:
-    if Path(name).exists() or name.startswith(("/", ".", "~")):
-        return True
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return True
-    return False
 
 
 def _tokenizer_files(model_dir: Path) -> list[str]:
@@ -202,7 +204,7 @@ def _tokenizer_files(model_dir: Path) -> list[str]:
             f"{model_dir}/{TOKENIZER_CONFIG_FILE} has no auto_map for {tokenizer_class}, so stock transformers could "
             "not load it: save the tokenizer again after `import scratchlm.tokenization`"
         )
-    files = [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, *sorted(_auto_map_files(auto_map))]
+    files = [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, *sorted(_auto_map_files(auto_map, model_dir))]
     return files + [name for name in OPTIONAL_TOKENIZER_FILES if (model_dir / name).is_file()]
 
 
@@ -250,17 +252,18 @@ def _stage_card(model_dir: Path, staging_dir: Path, repo_id: str | None, base_mo
     """Write README.md (from the run record when there is one, else the existing card), check it; returns files."""
     record_path = model_dir / RUN_RECORD_FILE
     if record_path.is_file():
-        record = _read_json(record_path, "run record")
         try:
+            record = RunRecord.from_dict(_read_json(record_path, "run record"))
             card = render_model_card(record, model_dir, repo_id=repo_id, base_model=base_model_id)
             validate_model_card(card, require_results=record_has_results(record))
         except (ValueError, TypeError) as error:
             raise PublishError(f"cannot write the model card from {record_path}: {error}") from None
         card.save(staging_dir / MODEL_CARD_FILE)
-        extra = [record["loss_curve"]] if record.get("loss_curve") and (model_dir / record["loss_curve"]).is_file() else []
+        loss_curve = record.loss_curve
+        extra = [loss_curve] if loss_curve and (model_dir / loss_curve).is_file() else []
     elif (model_dir / MODEL_CARD_FILE).is_file():
         shutil.copy2(model_dir / MODEL_CARD_FILE, staging_dir / MODEL_CARD_FILE)
-        extra = ["loss_curve.png"] if (model_dir / "loss_curve.png").is_file() else []
+        extra = [LOSS_CURVE_FILE] if (model_dir / LOSS_CURVE_FILE).is_file() else []
     else:
         raise PublishError(f"{model_dir} has no model card ({MODEL_CARD_FILE}) and no run record ({RUN_RECORD_FILE})")
     try:
@@ -307,6 +310,7 @@ def assemble_hub_folder(
     names += _tokenizer_files(model_dir)
     names = list(dict.fromkeys(names))
     _check_files_exist(model_dir, names)
+    _check_weights_readable(model_dir, names)
 
     _prepare_staging_dir(staging_dir, model_dir)
     for name in names:
@@ -438,7 +442,7 @@ def publish(
     return PublishResult(repo_id=repo_id, staging_dir=staging_dir, files=files, uploaded=True, url=url)
 
 
-def push_run_to_hub(trainer, record: dict[str, Any] | None = None, **kwargs) -> PublishResult | None:
+def push_run_to_hub(trainer, **kwargs) -> PublishResult | None:
     """What a training command calls after `finish_run` when `--push_to_hub` is set.
 
     Publishes `trainer.args.output_dir` as `scratchlm-publish` does (same checks, same files, same card) to
@@ -446,7 +450,6 @@ def push_run_to_hub(trainer, record: dict[str, Any] | None = None, **kwargs) -> 
     `--hub_private_repo`. Use it instead of `Trainer.push_to_hub`, which would replace the card and upload the
     whole output directory. Does nothing on processes other than the main one.
     """
-    del record  # the run record is read from the output directory, where finish_run wrote it
     if not trainer.is_world_process_zero():
         return None
     args = trainer.args
@@ -455,7 +458,7 @@ def push_run_to_hub(trainer, record: dict[str, Any] | None = None, **kwargs) -> 
     return publish(
         output_dir, repo_id, private=bool(args.hub_private_repo), token=args.hub_token,
         commit_message="End of training", require_namespace=False, **kwargs,
-    )  # fmt: skip
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -477,25 +480,20 @@ class PublishArguments:
 
 def _move_bare_model_dir(argv: list[str]) -> list[str]:
     """`scratchlm-publish MODEL_DIR ...` -> `scratchlm-publish --model_dir MODEL_DIR ...`."""
-    if argv and not argv[0].startswith("-") and not any(a in ("--model_dir", "--model-dir") or
+    if argv and not argv[0].startswith("-") and not argv[0].endswith(CONFIG_SUFFIXES) and not any(a in ("--model_dir", "--model-dir") or
                                                         a.startswith(("--model_dir=", "--model-dir=")) for a in argv):
         return ["--model_dir", argv[0], *argv[1:]]
     return argv
 
 
+@command("scratchlm-publish")
 def main(argv: list[str] | None = None) -> None:
-    from scratchlm.cli import parse_args
-
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     argv = _move_bare_model_dir(list(sys.argv[1:] if argv is None else argv))
     (args,) = parse_args([PublishArguments], argv, description=__doc__.split("\n\n")[0])
-    try:
-        result = publish(
-            args.model_dir, args.repo_id, private=args.private, dry_run=args.dry_run, staging_dir=args.staging_dir,
-            base_model_id=args.base_model_id, commit_message=args.commit_message,
-        )  # fmt: skip
-    except PublishError as error:
-        raise SystemExit(f"scratchlm-publish: error: {error}") from None
+    result = publish(
+        args.model_dir, args.repo_id, private=args.private, dry_run=args.dry_run, staging_dir=args.staging_dir,
+        base_model_id=args.base_model_id, commit_message=args.commit_message,
+    )
     heading = "would upload (dry run, nothing sent)" if not result.uploaded else "uploaded"
     print(f"{heading} to {result.repo_id}, staged in {result.staging_dir}:")
     print(format_file_list(result.files))

@@ -1,30 +1,46 @@
 """The two ends of a training run, shared by every training command.
 
-`prepare_output_dir` starts one: it refuses a directory holding another run; `last_complete_checkpoint` finds
-where to resume. `finish_run` ends one: it saves the model (safetensors, with its remote code), the tokenizer and the
-generation config, and writes the metrics JSON, the loss curve, the run record (`scratchlm_run.json`) and the
-model card drawn from that record.
+Start: `RunDirectory` checks the output directory (new, this same run to resume, this run already finished, or
+something else: refused), takes its lock so that two runs cannot write into it at once, and records the run's
+settings only when training really starts (`start`). End: `finish_run` saves the model (safetensors, with its
+remote code), the tokenizer, the generation config, the metrics, the loss curve, the run record and the model
+card; `add_samples` then adds sample generations, which can never lose what was saved before them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import re
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
 
-from .callbacks import LOSS_CURVE_FILE, plot_loss_curve
+from scratchlm.model_cards import write_model_card
+from scratchlm.model_cards.run_record import (
+    LOSS_CURVE_FILE,
+    METRICS_FILE,
+    MODEL_CARD_FILE,
+    RUN_LOCK_FILE,
+    RUN_RECORD_FILE,
+    RUN_SETTINGS_FILE,
+    RunRecord,
+)
 
-RUN_RECORD_FILE = "scratchlm_run.json"
-RUN_SETTINGS_FILE = "scratchlm_settings.json"
+from .callbacks import plot_loss_curve
 
 logger = logging.getLogger(__name__)
+CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)")
+TOKENIZER_DIR = "tokenizer"  # a tokenizer trained by the run, kept for a retry before training starts
+# What a run leaves before it has really started: a retry with corrected options may use the directory.
+BEFORE_START = (RUN_LOCK_FILE, TOKENIZER_DIR)
 
 
 def _checkpoint_is_complete(path: Path) -> bool:
@@ -38,9 +54,16 @@ def _checkpoint_is_complete(path: Path) -> bool:
             with safe_open(str(weights), framework="pt") as handle:
                 handle.keys()
         json.loads((path / "trainer_state.json").read_text())
-    except Exception:  # noqa: BLE001 - any unreadable file makes the checkpoint unusable
+    except Exception:  # any unreadable file makes the checkpoint unusable
         return False
     return True
+
+
+def _checkpoints(output_dir: Path) -> list[Path]:
+    """checkpoint-N directories, newest first."""
+    numbered = [(int(m.group(1)), p) for p in output_dir.iterdir()
+                if p.is_dir() and (m := CHECKPOINT_PATTERN.fullmatch(p.name))]
+    return [path for _, path in sorted(numbered, reverse=True)]
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:
@@ -48,13 +71,20 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return None
-    numbered = [(int(m.group(1)), p) for p in output_dir.iterdir()
-                if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
-    for _, path in sorted(numbered, reverse=True):
+    for path in _checkpoints(output_dir):
         if _checkpoint_is_complete(path):
             return str(path)
         logger.warning("skipping %s: the checkpoint is incomplete or corrupt (the run was cut while saving it)", path)
     return None
+
+
+def _normalized(value: Any) -> Any:
+    """Paths compared by what they name: `./init` and `init/` are the same model."""
+    if isinstance(value, list):
+        return [_normalized(item) for item in value]
+    if isinstance(value, str) and value and os.path.exists(value):
+        return str(Path(value).resolve())
+    return value
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
@@ -63,34 +93,118 @@ def _flatten(values: dict, prefix: str = "") -> dict:
         if isinstance(value, dict):
             flat.update(_flatten(value, f"{prefix}{key}."))
         else:
-            flat[f"{prefix}{key}"] = value
+            flat[f"{prefix}{key}"] = _normalized(value)
     return flat
 
 
-def prepare_output_dir(output_dir: str | Path, settings: dict[str, Any], overwrite: bool) -> None:
-    """Check that `output_dir` is new or holds this same run, and record the run's settings there.
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
-    `settings` are the options that define the run (model, data, optimisation); a directory holding a run with
-    other settings, or anything that is not a ScratchLM run, is refused unless `overwrite` is set.
+
+class RunDirectory:
+    """The output directory of one run: checked when created, locked while the run writes into it.
+
+    `state` is "new" (nothing there, or `overwrite` asked to start over), "resume" (this same run, unfinished) or
+    "finished" (this same run, already finished: it is left as it is). A directory holding another run, anything
+    that is not a ScratchLM run, or an existing file is refused unless `overwrite` is set (never for a file).
     """
-    output_dir = Path(output_dir)
-    settings = _flatten(json.loads(json.dumps(settings, default=str)))
-    settings_file = output_dir / RUN_SETTINGS_FILE
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+
+    def __init__(self, output_dir: str | Path, settings: dict[str, Any], overwrite: bool, is_main: bool = True):
+        self.path = Path(output_dir)
+        self.settings = _flatten(json.loads(json.dumps(settings, default=str)))
+        self.overwrite = overwrite
+        self.is_main = is_main
+        self._locked = False
+        self.state = self._check() if is_main else "new"
+
+    def _check(self) -> str:
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(f"--output_dir {self.path} is an existing file, not a directory")
+        settings_file = self.path / RUN_SETTINGS_FILE
+        started = [p for p in self.path.iterdir() if p.name not in BEFORE_START] if self.path.is_dir() else []
+        if self.overwrite or not (started or settings_file.is_file()):
+            return "new"
         if not settings_file.is_file():
             raise FileExistsError(
-                f"output directory {output_dir} is not empty and holds no ScratchLM run: choose another "
+                f"output directory {self.path} is not empty and holds no ScratchLM run: choose another "
                 "--output_dir, or pass --overwrite_output to write into it anyway"
             )
         previous = json.loads(settings_file.read_text())
-        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        changed = sorted(k for k in set(previous) | set(self.settings) if previous.get(k) != self.settings.get(k))
         if changed:
             raise FileExistsError(
-                f"output directory {output_dir} holds another run (different {', '.join(changed)}): choose "
+                f"output directory {self.path} holds another run (different {', '.join(changed)}): choose "
                 "another --output_dir, or pass --overwrite_output to start over in it"
             )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    settings_file.write_text(json.dumps(settings, indent=2) + "\n")
+        return "finished" if (self.path / RUN_RECORD_FILE).is_file() else "resume"
+
+    def finished_record(self, max_steps: int, num_train_epochs: float) -> RunRecord | None:
+        """The record of this run when it already finished with the same length; a longer run continues it."""
+        if self.state != "finished":
+            return None
+        record = RunRecord.load(self.path)
+        if (record.hyperparameters.get("max_steps"), record.hyperparameters.get("num_train_epochs")) != (
+                max_steps, num_train_epochs):
+            return None
+        logger.warning("%s already holds this run, finished at %s: left as it is (pass --overwrite_output to train "
+                       "it again, or another --output_dir)", self.path, record.finished_at)
+        return record
+
+    def lock(self) -> None:
+        """Refuse a second run writing into this directory at the same time; a lock left by a dead process is
+        taken over."""
+        if not self.is_main:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock_file = self.path / RUN_LOCK_FILE
+        for _ in range(2):
+            try:
+                with open(lock_file, "x") as handle:
+                    handle.write(f"{os.getpid()}\n")
+                self._locked = True
+                return
+            except FileExistsError:
+                try:
+                    pid = int(lock_file.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _pid_alive(pid):
+                    raise FileExistsError(f"another run (process {pid}) is writing into {self.path}: wait for it to "
+                                          f"finish, or choose another --output_dir") from None
+                logger.warning("taking over the lock of %s left by a process that is gone (pid %s)", self.path, pid)
+                lock_file.unlink(missing_ok=True)
+        raise FileExistsError(f"could not take the lock {lock_file}")
+
+    def unlock(self) -> None:
+        if self._locked:
+            (self.path / RUN_LOCK_FILE).unlink(missing_ok=True)
+            self._locked = False
+
+    def __enter__(self) -> RunDirectory:
+        self.lock()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.unlock()
+
+    def start(self) -> None:
+        """Training really starts: record the settings (and, when starting over, clear the previous run's
+        checkpoints and results, which would otherwise be resumed or mistaken for this run's)."""
+        if not self.is_main:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.overwrite and self.state == "new":
+            for checkpoint in _checkpoints(self.path):
+                shutil.rmtree(checkpoint)
+            for name in (RUN_RECORD_FILE, METRICS_FILE, MODEL_CARD_FILE):
+                (self.path / name).unlink(missing_ok=True)
+        (self.path / RUN_SETTINGS_FILE).write_text(json.dumps(self.settings, indent=2) + "\n")
 
 
 def architecture_summary(config) -> dict[str, Any]:
@@ -135,41 +249,53 @@ def environment() -> dict[str, str]:
     return {"torch": torch.__version__, "transformers": transformers.__version__, "device": device}
 
 
-def finish_run(trainer, tokenizer, record: dict[str, Any], model=None) -> dict[str, Any]:
+def save_record(output_dir: Path, record: RunRecord) -> None:
+    """The run record, its metrics file and the model card drawn from it."""
+    (output_dir / METRICS_FILE).write_text(json.dumps(record.metrics, indent=2) + "\n")
+    record.save(output_dir)
+    write_model_card(output_dir, record)
+
+
+def finish_run(trainer, tokenizer, record: RunRecord) -> RunRecord:
     """Save everything a finished run leaves in `trainer.args.output_dir` and return the completed record.
 
-    `record` holds what the command knows (task, datasets, metrics, samples, ...); this adds the architecture,
-    parameter counts, hyperparameters, environment and file names, then writes the card from it.
-    `model` is what gets saved, when it is not `trainer.model` (a merged LoRA model, say).
+    `record` holds what the command knows (task, datasets, metrics, ...); this adds the architecture, parameter
+    counts, hyperparameters, environment and loss curve, then writes the metrics, the record and the card.
     """
-    from scratchlm.model_cards import write_model_card
-
     output_dir = Path(trainer.args.output_dir)
-    model = model if model is not None else trainer.model
-    is_main = trainer.is_world_process_zero()
-    trainer.save_model(str(output_dir)) if model is trainer.model else (is_main and model.save_pretrained(output_dir))
-    if not is_main:
+    trainer.save_model(str(output_dir))
+    if not trainer.is_world_process_zero():
         return record
+    model = trainer.model
     if tokenizer is not None:
         tokenizer.save_pretrained(output_dir)
     base = getattr(model, "get_base_model", lambda: model)()
-    if getattr(base, "generation_config", None) is not None and hasattr(base, "generate"):
+    if getattr(base, "generation_config", None) is not None and base.can_generate():
         base.generation_config.save_pretrained(output_dir)
-
-    record = {
-        **record,
-        "architecture": architecture_summary(base.config),
-        "num_parameters": base.num_parameters(),
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "hyperparameters": hyperparameters(trainer.args),
-        "global_step": trainer.state.global_step,
-        "train_losses": {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry},
-        "environment": environment(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    record.architecture = architecture_summary(base.config)
+    record.num_parameters = base.num_parameters()
+    record.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    record.hyperparameters = hyperparameters(trainer.args)
+    record.global_step = trainer.state.global_step
+    record.train_losses = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
+    record.environment = environment()
+    record.finished_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if plot_loss_curve(trainer.state.log_history, output_dir / LOSS_CURVE_FILE):
-        record["loss_curve"] = LOSS_CURVE_FILE
-    (output_dir / "metrics.json").write_text(json.dumps(record.get("metrics", {}), indent=2) + "\n")
-    (output_dir / RUN_RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    write_model_card(output_dir, record)
+        record.loss_curve = LOSS_CURVE_FILE
+    save_record(output_dir, record)
+    return record
+
+
+def add_samples(output_dir: str | Path, record: RunRecord, generate: Callable[[], list[dict]]) -> RunRecord:
+    """Generate samples after the run was saved and add them to its record and card. A failure is reported and
+    leaves the saved run as it was: samples are an extra, never the reason a finished run is lost."""
+    try:
+        samples = generate()
+    except Exception as error:  # generation is an extra: whatever breaks it must not undo the run
+        logger.warning("sample generation failed (%s: %s); the model, metrics and card are saved without samples",
+                       type(error).__name__, error)
+        return record
+    if samples:
+        record.samples = samples
+        save_record(Path(output_dir), record)
     return record

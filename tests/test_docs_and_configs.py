@@ -1,0 +1,140 @@
+"""What the documentation and the shipped configs promise: every command line the README shows parses (no
+unknown or deprecated flag) and fails only for want of its input files; every config in configs/ parses into its
+command's options and names data that exists; CI never passes with the shared data missing."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scratchlm.cli import parse_args
+from scratchlm.modeling.cli import convert_main, init_main
+from scratchlm.tokenization.cli import main as tokenizer_main
+from scratchlm.training.arguments import (
+    FinetuneDataArguments,
+    ModelArguments,
+    PretrainingDataArguments,
+    ScratchLMTrainingArguments,
+)
+from scratchlm.training.finetune import FinetuneArguments, FinetuneTrainingArguments
+from scratchlm.training.finetune import main as finetune_main
+from scratchlm.training.generation import SampleArguments
+from scratchlm.training.pretrain import main as pretrain_main
+from scratchlm.training.publish import main as publish_main
+from scratchlm.training.tasks import get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = {
+    "scratchlm-tokenizer": tokenizer_main,
+    "scratchlm-init": init_main,
+    "scratchlm-convert": convert_main,
+    "scratchlm-pretrain": pretrain_main,
+    "scratchlm-finetune": finetune_main,
+    "scratchlm-publish": publish_main,
+}
+# argparse's own complaints: a README line that draws one of these has drifted from the command.
+PARSER_ERRORS = ("unrecognized arguments", "the following arguments are required", "invalid choice",
+                 "expected one argument", "is deprecated")
+
+
+def readme_command_lines() -> list[list[str]]:
+    """Every `scratchlm-*` command in the README's bash blocks, as argument lists (continuations joined)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" # ")[0].strip()
+            if line.startswith("scratchlm-"):
+                lines.append(shlex.split(line))
+    return lines
+
+
+def test_the_readme_shows_every_command():
+    shown = {line[0] for line in readme_command_lines()}
+    assert shown >= set(COMMANDS) - {"scratchlm-convert"}, sorted(set(COMMANDS) - shown)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_answers_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        COMMANDS[name](["--help"])
+    assert exit_info.value.code == 0
+    assert "--output_dir" in capsys.readouterr().out or name == "scratchlm-publish"
+
+
+@pytest.mark.parametrize("argv", readme_command_lines(), ids=lambda argv: " ".join(argv)[:60])
+def test_readme_command_lines_parse_and_fail_only_for_their_missing_inputs(argv, tmp_path, monkeypatch, capsys):
+    """Run in an empty directory, each README command must get past its options and stop at a missing input
+    (a tokenizer, a model, a corpus) with one clear line: that proves every flag it shows is current."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = [str(ROOT / arg) if arg.startswith("configs/") else arg for arg in argv[1:]]
+    with pytest.raises(SystemExit) as exit_info:
+        COMMANDS[argv[0]](args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert not any(problem in err for problem in PARSER_ERRORS), err
+    assert err.strip().splitlines()[-1].startswith(f"{argv[0]}: error: "), err
+
+
+CONFIG_COMMANDS = {
+    "pretrain": [ModelArguments, PretrainingDataArguments, ScratchLMTrainingArguments, SampleArguments],
+    "bench": [ModelArguments, PretrainingDataArguments, ScratchLMTrainingArguments, SampleArguments],
+    "finetune": [ModelArguments, FinetuneDataArguments, FinetuneArguments, FinetuneTrainingArguments,
+                 SampleArguments],
+}
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def test_every_config_belongs_to_a_command():
+    assert CONFIGS and all(path.name.split("-")[0] in CONFIG_COMMANDS for path in CONFIGS)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.name)
+def test_every_shipped_config_parses_and_names_data_that_exists(config, caplog):
+    """Parse + validate every shipped config (the command's own dataclasses and checks, no deprecated option);
+    the shared data it names must exist (data the user prepares, as the SST-2 files, is described in the file)."""
+    parsed = parse_args(CONFIG_COMMANDS[config.name.split("-")[0]], [str(config)])
+    assert "deprecated" not in caplog.text
+    for name in parsed[1].train_files or []:
+        if name.startswith("../shared/"):
+            assert (ROOT / name).exists(), f"{config.name} names {name}, which does not exist"
+    if config.name.startswith("finetune-"):
+        get_task(parsed[2].task)
+
+
+@pytest.mark.parametrize("config", [path for path in CONFIGS if path.name.startswith("finetune-")
+                                    and "shared" in path.read_text()], ids=lambda path: path.name)
+def test_finetune_configs_build_their_data(config, data_dir, tiny_causal_lm_dir):
+    """The data step of each fine-tuning config on its real (shared) data, on the first rows, with a tiny
+    tokenizer: the columns, labels and formats it names are right."""
+    from transformers import AutoTokenizer
+
+    from scratchlm.training.data import load_splits
+
+    model_args, data_args, finetune_args, training_args, _ = parse_args(
+        CONFIG_COMMANDS["finetune"], [str(config), "--max_train_documents", "40", "--max_eval_samples", "8"])
+    data_args.train_files = [str(ROOT / name) for name in data_args.train_files]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm_dir)
+    train, validation, test = load_splits(data_args, seed=training_args.seed, test_files=finetune_args.test_files,
+                                          max_eval_samples=finetune_args.max_eval_samples)
+    data = get_task(finetune_args.task).build_data(train, validation, test, tokenizer, data_args=data_args,
+                                                   finetune_args=finetune_args, max_length=64)
+    assert len(data.train) > 0 and data.validation is not None
+
+
+def test_ci_fails_instead_of_skipping_when_the_shared_data_is_missing(tmp_path):
+    probe = tmp_path / "test_probe.py"
+    probe.write_text("def test_needs_data(data_dir):\n    assert data_dir.is_dir()\n")
+    (tmp_path / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
+    env = {**os.environ, "SCRATCHLM_DATA": str(tmp_path / "nowhere")}
+    for ci, outcome in (("true", "1 error"), ("", "1 skipped")):
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(probe)],
+                                cwd=tmp_path, env={**env, "CI": ci}, capture_output=True, text=True, timeout=120)
+        assert outcome in result.stdout, result.stdout

@@ -1,0 +1,144 @@
+"""LoRA for fine-tuning (peft): apply an adapter (new, or an existing one checked against the base and task),
+describe it for the run record, and merge it into a standalone model.
+
+The adapter records its base as a resolvable reference: the absolute path of a local base (so it loads from any
+working directory), or the Hub id; `scratchlm-publish` replaces a local path by the base's Hub id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scratchlm.model_cards.run_record import ADAPTER_WEIGHTS_FILE, MERGED_DIR, RunRecord
+
+from .run import save_record
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def resolvable(name_or_path: str) -> str:
+    """A local model directory as an absolute path (usable from any working directory); a Hub id as it is."""
+    return str(Path(name_or_path).resolve()) if Path(name_or_path).is_dir() else name_or_path
+
+
+def _same_base(recorded: str | None, given: str) -> bool:
+    if not recorded:
+        return True
+    if Path(recorded).exists() and Path(given).exists():
+        return Path(recorded).resolve() == Path(given).resolve()
+    return recorded.rstrip("/") == given.rstrip("/")
+
+
+def check_adapter(adapter_path: str, base_path: str, model, task_type: str) -> None:
+    """Refuse an adapter trained for another task or whose weights do not fit `model` (another base); warn when
+    it records another base path but fits (a moved or copied base)."""
+    from peft import PeftConfig
+    from safetensors import safe_open
+
+    try:
+        adapter_config = PeftConfig.from_pretrained(adapter_path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{adapter_path} is not a peft adapter directory: {error}") from None
+    if str(adapter_config.task_type) != task_type:
+        raise ValueError(f"the adapter {adapter_path} was trained for {adapter_config.task_type}, this run is "
+                         f"{task_type}")
+    shapes = dict(model.named_parameters())
+    mismatches = []
+    weights = Path(adapter_path) / ADAPTER_WEIGHTS_FILE
+    if weights.is_file():
+        with safe_open(str(weights), framework="pt") as handle:
+            for key in handle.keys():  # safe_open handles are not iterable
+                mismatch = _adapter_weight_mismatch(key, tuple(handle.get_slice(key).get_shape()), model, shapes)
+                if mismatch:
+                    mismatches.append(mismatch)
+    recorded = adapter_config.base_model_name_or_path
+    if mismatches:
+        raise ValueError(
+            f"the adapter {adapter_path} was trained on another base model ({recorded}) than {base_path}: "
+            + "; ".join(mismatches[:3]) + (f" (and {len(mismatches) - 3} more)" if len(mismatches) > 3 else "")
+        )
+    if not _same_base(recorded, base_path):
+        logger.warning("the adapter %s records the base model %s, not %s; its weights fit, so it is used",
+                       adapter_path, recorded, base_path)
+
+
+def _adapter_weight_mismatch(key: str, shape: tuple, model, parameters: dict) -> str | None:
+    """`key` is a saved adapter tensor ('base_model.model.<module>.lora_A.weight', or a fully saved module's)."""
+    name = key.removeprefix("base_model.model.")
+    for part, dim, attribute in ((".lora_A.weight", 1, "in_features"), (".lora_B.weight", 0, "out_features")):
+        if name.endswith(part):
+            module_name = name.removesuffix(part)
+            try:
+                module = model.get_submodule(module_name)
+            except AttributeError:
+                return f"the base has no layer {module_name}"
+            expected = getattr(module, attribute, None)
+            if expected != shape[dim]:
+                return f"{module_name} has {attribute}={expected}, the adapter {shape[dim]}"
+            return None
+    name = name.replace(".modules_to_save.default.", ".").replace(".original_module.", ".")
+    if name in parameters and tuple(parameters[name].shape) != shape:
+        return f"{name} is {tuple(parameters[name].shape)} in the base, {shape} in the adapter"
+    return None
+
+
+def check_target_modules(model, targets: list[str]) -> None:
+    linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                     if isinstance(module, torch.nn.Linear)})
+    missing = [target for target in targets if target not in linear]
+    if missing:
+        raise ValueError(f"--lora_target_modules {', '.join(missing)} not in the model; its linear layers are "
+                         f"{', '.join(linear)}")
+
+
+def apply_lora(model, base: str, finetune_args, task_type: str, modules_to_save: list[str] | None):
+    """`model` with a LoRA adapter: `--adapter_name_or_path` (checked) to continue, else a new one."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    model.config._name_or_path = resolvable(base)  # what the adapter records as its base
+    if finetune_args.adapter_name_or_path:
+        check_adapter(finetune_args.adapter_name_or_path, base, model, task_type)
+        return PeftModel.from_pretrained(model, finetune_args.adapter_name_or_path, is_trainable=True)
+    check_target_modules(model, finetune_args.lora_target_modules)
+    config = LoraConfig(
+        task_type=task_type,
+        r=finetune_args.lora_r,
+        lora_alpha=finetune_args.lora_alpha,
+        lora_dropout=finetune_args.lora_dropout,
+        target_modules=list(finetune_args.lora_target_modules),
+        modules_to_save=modules_to_save,
+    )
+    return get_peft_model(model, config)
+
+
+def adapter_summary(model) -> dict[str, Any]:
+    config = model.peft_config[model.active_adapter]
+    return {
+        "base_model_name_or_path": config.base_model_name_or_path,
+        "r": config.r,
+        "lora_alpha": config.lora_alpha,
+        "lora_dropout": config.lora_dropout,
+        "target_modules": sorted(config.target_modules),
+        "modules_to_save": sorted(set(config.modules_to_save or [])),
+    }
+
+
+def save_merged_model(model, tokenizer, output_dir: Path, record: RunRecord) -> Path:
+    """Merge the LoRA weights into the base (the peft model is used up) and save a standalone model and its card."""
+    merged = model.merge_and_unload()
+    target = output_dir / MERGED_DIR
+    merged.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    if getattr(merged, "generation_config", None) is not None and merged.can_generate():
+        merged.generation_config.save_pretrained(target)
+    merged_record = dataclasses.replace(record, merged=True, merged_model=None, num_parameters=merged.num_parameters(),
+                                        model_name=f"{record.model_name or 'model'}-merged")
+    save_record(target, merged_record)
+    return target

@@ -1,0 +1,22 @@
+"""The fine-tuning tasks of `scratchlm-finetune --task`: one module per task, each a `FinetuneTask`.
+
+Adding a task is adding a module with a `FinetuneTask` subclass and one line in `TASKS`.
+"""
+
+from __future__ import annotations
+
+from .base import FinetuneTask
+from .classification import ClassificationTask
+from .qa import QATask
+from .sft import SFTTask
+
+TASKS: dict[str, type[FinetuneTask]] = {task.name: task for task in (ClassificationTask, SFTTask, QATask)}
+
+
+def get_task(name: str) -> FinetuneTask:
+    if name not in TASKS:
+        raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {name!r}")
+    return TASKS[name]()
+
+
+__all__ = ["TASKS", "ClassificationTask", "FinetuneTask", "QATask", "SFTTask", "get_task"]

@@ -1,0 +1,49 @@
+"""What every fine-tuning task provides to `scratchlm-finetune`: its data, model, collator, metrics, Trainer class,
+sample prompts and card fields. The command does the rest (output directory, LoRA, training, saving)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from transformers import AutoModelForCausalLM, Trainer
+
+
+class FinetuneTask:
+    name: ClassVar[str]  # the --task value
+    pipeline_tag: ClassVar[str]  # the Hub pipeline tag of the result (the card's task)
+    card_task_name: ClassVar[str]  # how the card names the task in its results
+    peft_task_type: ClassVar[str]  # peft's TaskType for LoRA
+    auto_model_class: ClassVar[type] = AutoModelForCausalLM
+    trainer_class: ClassVar[type[Trainer]] = Trainer
+    # (metric key without its eval_/test_ prefix, metric type on the Hub, label on the card)
+    result_metrics: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+    lora_modules_to_save: ClassVar[list[str] | None] = None  # layers trained in full next to a LoRA adapter
+
+    def build_data(self, train, validation, test, tokenizer, *, data_args, finetune_args, max_length: int):
+        """The tokenized splits (checked: bad data fails here, before the model is loaded)."""
+        raise NotImplementedError
+
+    def model_kwargs(self, data, tokenizer) -> dict[str, Any]:
+        """Extra `from_pretrained` arguments for the task's model (a head's labels, say)."""
+        return {}
+
+    def collator(self, tokenizer):
+        raise NotImplementedError
+
+    def compute_metrics(self, data):
+        """The Trainer's `compute_metrics`, or None for the loss alone."""
+        return None
+
+    def callbacks(self) -> list:
+        return []
+
+    def add_metrics(self, metrics: dict[str, float]) -> None:
+        """Metrics derived from the measured ones (perplexity from the loss, say), added in place."""
+
+    def sample_prompts(self, data, tokenizer, sample_args, context: int) -> list:
+        """`generation.SamplePrompt`s answered after the run is saved; checked against the context before."""
+        return []
+
+    def card_fields(self, data) -> dict[str, Any]:
+        """Task fields of the run record (the label names of a classifier, say)."""
+        return {}

@@ -1,0 +1,83 @@
+"""`--task classification`: text (or text pair) -> label with a new `score` head on the pretrained model.
+
+Labels (strings or integers) become the config's `id2label`/`label2id` (the sorted training labels, or
+`--class_names` in id order). The model is `AutoModelForSequenceClassification`, pooling the last real token
+(every text ends with eos; `DataCollatorWithPadding` pads on the right). Metrics (accuracy, F1, precision, recall;
+binary for two labels with label id 1 as the positive class, plus macro F1) come from the `evaluate` modules
+shipped in `scratchlm/training/metrics/`, loaded by path: nothing needs the Hub.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import evaluate
+import numpy as np
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+from ..data import build_classification_data
+from .base import FinetuneTask
+
+METRICS_DIR = Path(__file__).resolve().parents[1] / "metrics"
+
+
+@cache
+def load_metric(name: str):
+    """One of the `evaluate` metric modules shipped with the package (accuracy, f1, precision, recall), by path."""
+    path = METRICS_DIR / name
+    if not (path / f"{name}.py").is_file():
+        raise ValueError(f"no metric {name!r} in {METRICS_DIR} (there are: "
+                         f"{', '.join(sorted(p.name for p in METRICS_DIR.iterdir() if p.is_dir()))})")
+    return evaluate.load(str(path))
+
+
+def classification_metrics(predictions, references, num_labels: int) -> dict[str, float]:
+    """Accuracy, macro F1 and, for two labels, binary F1/precision/recall of label 1 (else macro averages)."""
+    predictions, references = np.asarray(predictions), np.asarray(references)
+    average = "binary" if num_labels == 2 else "macro"
+    metrics = load_metric("accuracy").compute(predictions=predictions, references=references)
+    metrics["f1"] = load_metric("f1").compute(predictions=predictions, references=references, average=average)["f1"]
+    metrics["macro_f1"] = load_metric("f1").compute(predictions=predictions, references=references,
+                                                    average="macro")["f1"]
+    for name in ("precision", "recall"):
+        metrics[name] = load_metric(name).compute(predictions=predictions, references=references,
+                                                  average=average)[name]
+    return metrics
+
+
+class ClassificationTask(FinetuneTask):
+    name = "classification"
+    pipeline_tag = "text-classification"
+    card_task_name = "Text classification"
+    peft_task_type = "SEQ_CLS"
+    auto_model_class = AutoModelForSequenceClassification
+    result_metrics = (("accuracy", "accuracy", "Accuracy"), ("f1", "f1", "F1"), ("macro_f1", "f1", "Macro F1"))
+    lora_modules_to_save = ["score"]
+
+    def build_data(self, train, validation, test, tokenizer, *, data_args, finetune_args, max_length: int):
+        return build_classification_data(
+            train, validation, test, tokenizer, text_column=data_args.text_column,
+            text_pair_column=finetune_args.text_pair_column, label_column=finetune_args.label_column,
+            label_names=finetune_args.class_names, max_length=max_length,
+        )
+
+    def model_kwargs(self, data, tokenizer):
+        return {"num_labels": len(data.id2label), "id2label": data.id2label, "label2id": data.label2id,
+                "pad_token_id": tokenizer.pad_token_id}
+
+    def collator(self, tokenizer):
+        return DataCollatorWithPadding(tokenizer)
+
+    def compute_metrics(self, data):
+        num_labels = len(data.id2label)
+
+        def compute(eval_prediction):
+            logits = eval_prediction.predictions
+            logits = logits[0] if isinstance(logits, tuple) else logits
+            return classification_metrics(logits.argmax(-1), eval_prediction.label_ids, num_labels)
+
+        return compute
+
+    def card_fields(self, data):
+        return {"id2label": {str(index): label for index, label in data.id2label.items()}}
