@@ -1,0 +1,40 @@
+"""A new, randomly initialised ScratchLM encoder–decoder: a preset, field overrides and the ids of its tokenizer."""
+
+from __future__ import annotations
+
+from transformers import GenerationConfig, set_seed
+
+from .configuration_scratchlm_seq2seq import ScratchLMSeq2SeqConfig
+from .modeling_scratchlm_seq2seq import ScratchLMSeq2SeqForConditionalGeneration
+
+
+def init_seq2seq_model(
+    preset: str, overrides: dict | None = None, tokenizer=None, seed: int = 42
+) -> ScratchLMSeq2SeqForConditionalGeneration:
+    """An encoder–decoder of shape `preset` (with `overrides`), sized and wired for `tokenizer` when one is given.
+
+    The decoder starts from the tokenizer's bos token (`decoder_start_token_id`) and generation stops at its eos.
+    """
+    values = dict(overrides or {})
+    unknown = sorted(set(values) - set(ScratchLMSeq2SeqConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown ScratchLMSeq2SeqConfig field(s) in the overrides: {', '.join(unknown)}")
+    if tokenizer is not None:
+        values.update(
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            decoder_start_token_id=tokenizer.bos_token_id,
+        )
+    config = ScratchLMSeq2SeqConfig.from_preset(preset, **values)
+    set_seed(seed)
+    model = ScratchLMSeq2SeqForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id if config.pad_token_id is not None else config.eos_token_id,
+        decoder_start_token_id=config.decoder_start_token_id,
+        max_new_tokens=128,
+    )
+    return model

@@ -1,0 +1,394 @@
+"""The ScratchLM encoder–decoder: transformers' seq2seq contract, decoding, padding, checkpointing, LoRA, remote code."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
+
+from scratchlm.modeling import (
+    SEQ2SEQ_PRESETS,
+    ScratchLMSeq2SeqConfig,
+    ScratchLMSeq2SeqForConditionalGeneration,
+    ScratchLMSeq2SeqModel,
+    init_seq2seq_model,
+)
+from scratchlm.tokenization import train_tokenizer
+
+BOS, PAD = 0, 2
+TINY = dict(
+    vocab_size=320, hidden_size=64, intermediate_size=160, encoder_layers=2, decoder_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+    pad_token_id=PAD, bos_token_id=BOS, decoder_start_token_id=BOS,
+)
+
+
+def tiny_model(seed=0, **overrides) -> ScratchLMSeq2SeqForConditionalGeneration:
+    torch.manual_seed(seed)
+    return ScratchLMSeq2SeqForConditionalGeneration(ScratchLMSeq2SeqConfig(**{**TINY, **overrides})).eval()
+
+
+def random_ids(batch=2, length=9, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(3, TINY["vocab_size"], (batch, length), generator=generator)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = ["ein Hund läuft über die Wiese", "a dog runs across the meadow", "zwei Kinder spielen im Park"]
+    return train_tokenizer(texts, vocab_size=300, show_progress=False)
+
+
+def greedy_without_cache(model, input_ids, attention_mask, steps):
+    """The hand-written loop: re-run the whole decoder on the whole prefix, no cache, take the argmax."""
+    decoder_ids = torch.full((input_ids.shape[0], 1), BOS)
+    for _ in range(steps):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_ids,
+                       use_cache=False).logits
+        decoder_ids = torch.cat([decoder_ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return decoder_ids
+
+
+# --- config -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", sorted(SEQ2SEQ_PRESETS))
+def test_preset_parameter_counts_are_exact(preset):
+    config = ScratchLMSeq2SeqConfig.from_preset(preset)
+    with torch.device("meta"):
+        model = ScratchLMSeq2SeqForConditionalGeneration(config)
+    assert sum(p.numel() for p in model.parameters()) == config.num_parameters
+
+
+def test_parameter_count_with_every_option():
+    config = ScratchLMSeq2SeqConfig(**{**TINY, "tie_word_embeddings": False, "attention_bias": True,
+                                       "mlp_bias": True, "use_qk_norm": True})
+    with torch.device("meta"):
+        model = ScratchLMSeq2SeqForConditionalGeneration(config)
+    assert sum(p.numel() for p in model.parameters()) == config.num_parameters
+    assert model.lm_head.weight is not model.model.encoder.embed_tokens.weight
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("vocab_size", 0), ("hidden_size", -8), ("intermediate_size", 1.5), ("encoder_layers", 0),
+        ("decoder_layers", 0), ("num_attention_heads", 3), ("num_key_value_heads", 3), ("head_dim", 15),
+        ("max_position_embeddings", 0), ("hidden_dropout", 1.0), ("attention_dropout", -0.1),
+        ("rms_norm_eps", 0.0), ("hidden_act", "gelu"), ("pad_token_id", 320), ("bos_token_id", -1),
+        ("decoder_start_token_id", 999), ("eos_token_id", 400), ("is_encoder_decoder", False),
+        ("rope_parameters", {"rope_type": "nonsense", "rope_theta": 1e4}),
+    ],
+)
+def test_bad_config_raises_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field if field != "num_attention_heads" else "hidden_size|num_attention"):
+        ScratchLMSeq2SeqConfig(**{**TINY, field: value})
+
+
+def test_auto_classes_pick_the_encoder_decoder(tmp_path, model):
+    model.save_pretrained(tmp_path)
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert type(config) is ScratchLMSeq2SeqConfig and config.is_encoder_decoder
+    assert config.num_hidden_layers == TINY["decoder_layers"]
+    assert type(AutoModel.from_pretrained(tmp_path)) is ScratchLMSeq2SeqModel
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    ids = random_ids()
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=ids, decoder_input_ids=ids).logits,
+                           model(input_ids=ids, decoder_input_ids=ids).logits)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForSeq2SeqLM"].endswith("ScratchLMSeq2SeqForConditionalGeneration")
+
+
+# --- training contract ------------------------------------------------------------------------------------------
+
+
+def test_loss_at_init_is_about_ln_vocab(model):
+    labels = random_ids(batch=4, length=12, seed=3)
+    with torch.no_grad():
+        loss = model(input_ids=random_ids(batch=4), labels=labels).loss
+    assert abs(loss.item() - math.log(TINY["vocab_size"])) < 0.1
+
+
+def test_labels_are_shifted_right_into_decoder_inputs(model):
+    labels = random_ids(length=6, seed=4)
+    labels[1, 4:] = -100
+    decoder_ids = model.prepare_decoder_input_ids_from_labels(labels)
+    assert torch.equal(decoder_ids[:, 0], torch.full((2,), BOS))
+    assert torch.equal(decoder_ids[0, 1:], labels[0, :-1]) and decoder_ids[1, 5] == PAD
+    ids = random_ids()
+    with torch.no_grad():
+        implicit = model(input_ids=ids, labels=labels)
+        explicit = model(input_ids=ids, decoder_input_ids=decoder_ids)
+    assert torch.equal(implicit.logits, explicit.logits)
+    expected = F.cross_entropy(explicit.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    assert torch.allclose(implicit.loss, expected)
+    # The Trainer's token count across gradient-accumulation steps replaces the per-batch mean.
+    with torch.no_grad():
+        summed = model(input_ids=ids, labels=labels, num_items_in_batch=torch.tensor(100)).loss
+    assert torch.allclose(summed, expected * (labels != -100).sum() / 100)
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_encoder_is_bidirectional_and_decoder_causal(attn_implementation):
+    model = tiny_model(attn_implementation=attn_implementation)
+    ids, decoder_ids = random_ids(), random_ids(length=6, seed=9)
+    changed_ids, changed_decoder_ids = ids.clone(), decoder_ids.clone()
+    changed_ids[:, -1] = 3
+    changed_decoder_ids[:, -1] = 3
+    with torch.no_grad():
+        encoded = model.get_encoder()(input_ids=ids).last_hidden_state
+        assert not torch.allclose(model.get_encoder()(input_ids=changed_ids).last_hidden_state[:, 0], encoded[:, 0])
+        logits = model(input_ids=ids, decoder_input_ids=decoder_ids).logits
+        changed = model(input_ids=ids, decoder_input_ids=changed_decoder_ids).logits
+    assert torch.allclose(changed[:, :-1], logits[:, :-1], atol=1e-6)
+    assert not torch.allclose(changed[:, -1], logits[:, -1])
+
+
+def test_data_collator_for_seq2seq_builds_decoder_inputs(model, tokenizer):
+    features = [{"input_ids": [5, 6, 7], "labels": [8, 9]}, {"input_ids": [5], "labels": [8, 9, 10]}]
+    batch = DataCollatorForSeq2Seq(tokenizer, model=model)(features)
+    assert torch.equal(batch["decoder_input_ids"], model.prepare_decoder_input_ids_from_labels(batch["labels"]))
+
+
+def test_return_dict_false_is_the_output_as_tuple(model):
+    ids = random_ids()
+    with torch.no_grad():
+        as_tuple = model(input_ids=ids, labels=ids, return_dict=False)
+        output = model(input_ids=ids, labels=ids)
+    expected = output.to_tuple()
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == len(expected)
+    assert all(torch.equal(a, b) for a, b in zip(as_tuple, expected))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = tiny_model().train()
+    ids, labels = random_ids(), random_ids(seed=5)
+
+    def gradients():
+        model.zero_grad()
+        model(input_ids=ids, labels=labels).loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    plain = gradients()
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    assert model.model.decoder.layers[0].gradient_checkpointing
+    checkpointed = gradients()
+    assert plain.keys() == checkpointed.keys()
+    assert all(torch.allclose(plain[name], checkpointed[name], atol=1e-6) for name in plain)
+    assert plain["model.decoder.layers.0.cross_attn.k_proj.weight"].abs().sum() > 0
+
+
+def test_lora_trains_self_and_cross_attention_and_mlp():
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny_model().train(), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    ))
+    adapted = {name for name, _ in model.named_modules() if name.endswith("lora_A")}
+    assert any(".cross_attn.k_proj" in name for name in adapted) and any(".self_attn.q_proj" in name for name in adapted)
+    assert any("encoder.layers.0.mlp.down_proj" in name for name in adapted)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    ids, labels = random_ids(), random_ids(length=5, seed=6)
+    losses = []
+    for _ in range(8):
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5
+
+
+def test_forward_traces_with_fullgraph_compile(model):
+    ids = random_ids()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)  # dynamo only: fails on any graph break
+    with torch.no_grad():
+        expected = model(input_ids=ids, labels=ids[:, :4].contiguous())
+        traced = compiled(input_ids=ids, labels=ids[:, :4].contiguous())
+    assert torch.allclose(traced.logits, expected.logits, atol=1e-6) and torch.allclose(traced.loss, expected.loss)
+
+
+def test_eager_and_sdpa_agree_with_padding(model):
+    ids, mask = random_ids(), torch.ones(2, 9, dtype=torch.long)
+    ids[1, 6:], mask[1, 6:] = PAD, 0
+    decoder_ids = random_ids(length=5, seed=7)
+    eager = tiny_model(attn_implementation="eager")
+    with torch.no_grad():
+        sdpa_logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids).logits
+        eager_logits = eager(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids).logits
+    assert model.config._attn_implementation == "sdpa" and eager.config._attn_implementation == "eager"
+    assert torch.allclose(sdpa_logits, eager_logits, atol=1e-5)
+
+
+def test_out_of_vocabulary_ids_raise_before_the_model_runs(model):
+    ids = random_ids()
+    ids[0, 0] = TINY["vocab_size"]
+    with pytest.raises(ValueError, match="input_ids contains token id 320"):
+        model(input_ids=ids, decoder_input_ids=random_ids())
+    with pytest.raises(ValueError, match="decoder_input_ids contains token id 320"):
+        model(input_ids=random_ids(), decoder_input_ids=ids)
+
+
+# --- decoding ---------------------------------------------------------------------------------------------------
+
+
+def test_cached_decoding_equals_the_no_cache_loop(model):
+    ids, mask = random_ids(), torch.ones(2, 9, dtype=torch.long)
+    ids[0, 7:], mask[0, 7:] = PAD, 0
+    with torch.no_grad():
+        expected = greedy_without_cache(model, ids, mask, steps=8)
+        generated = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=8)
+        # Step by step with the cache: each new position's logits equal those of the full, uncached decoder.
+        full = model(input_ids=ids, attention_mask=mask, decoder_input_ids=expected, use_cache=False).logits
+        encoder_outputs = model.get_encoder()(input_ids=ids, attention_mask=mask)
+        cache, stepwise = None, []
+        for position in range(expected.shape[1]):
+            out = model(encoder_outputs=encoder_outputs, attention_mask=mask, cache=cache, use_cache=True,
+                        decoder_input_ids=expected[:, position:position + 1])
+            cache = out.cache
+            stepwise.append(out.logits)
+    assert torch.equal(generated, expected)
+    assert type(cache).__name__ == "EncoderDecoderCache" and cache.get_seq_length() == expected.shape[1]
+    assert torch.allclose(torch.cat(stepwise, dim=1), full, atol=1e-5)
+
+
+def test_past_key_values_is_accepted_as_the_old_name_of_cache(model):
+    ids, decoder_ids = random_ids(), random_ids(length=4, seed=8)
+    with torch.no_grad():
+        first = model(input_ids=ids, decoder_input_ids=decoder_ids[:, :3], use_cache=True)
+        new = model(input_ids=ids, decoder_input_ids=decoder_ids[:, 3:], past_key_values=first.cache).logits
+        full = model(input_ids=ids, decoder_input_ids=decoder_ids, use_cache=False).logits
+    assert torch.allclose(new[:, -1], full[:, -1], atol=1e-5)
+
+
+def test_beam_search_scores_are_the_sequences_log_probabilities(model):
+    ids = random_ids(batch=1)
+    with torch.no_grad():
+        greedy = model.generate(input_ids=ids, do_sample=False, max_new_tokens=6)
+        one_beam = model.generate(input_ids=ids, num_beams=1, do_sample=False, max_new_tokens=6)
+        beams = model.generate(input_ids=ids, num_beams=4, num_return_sequences=4, do_sample=False,
+                               max_new_tokens=6, length_penalty=0.0, early_stopping=True,
+                               return_dict_in_generate=True, output_scores=True)
+        # Teacher-forced log-probability of each returned beam, summed by hand.
+        logits = model(input_ids=ids.expand(4, -1), decoder_input_ids=beams.sequences[:, :-1]).logits
+        hand = logits.log_softmax(-1).gather(-1, beams.sequences[:, 1:, None]).squeeze(-1).sum(-1)
+    assert torch.equal(one_beam, greedy)
+    assert torch.allclose(beams.sequences_scores, hand, atol=1e-4)
+    assert torch.all(beams.sequences_scores[:-1] >= beams.sequences_scores[1:])
+
+
+def test_sampling_is_seeded_and_top_k_one_is_greedy(model):
+    ids = random_ids()
+    with torch.no_grad():
+        greedy = model.generate(input_ids=ids, do_sample=False, max_new_tokens=6)
+        runs = []
+        for _ in range(2):
+            torch.manual_seed(11)
+            runs.append(model.generate(input_ids=ids, do_sample=True, temperature=1.5, max_new_tokens=6))
+        top_1 = model.generate(input_ids=ids, do_sample=True, top_k=1, max_new_tokens=6)
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], greedy)
+    assert torch.equal(top_1, greedy)
+
+
+def test_padded_batch_equals_its_rows_one_by_one(model):
+    rows = [random_ids(batch=1, length=9, seed=12)[0], random_ids(batch=1, length=5, seed=13)[0]]
+    ids = torch.full((2, 9), PAD)
+    mask = torch.zeros(2, 9, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = row, 1
+    with torch.no_grad():
+        batch = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=7)
+        beams = model.generate(input_ids=ids, attention_mask=mask, num_beams=3, max_new_tokens=7)
+        for i, row in enumerate(rows):
+            alone = model.generate(input_ids=row[None], do_sample=False, max_new_tokens=7)
+            assert torch.equal(batch[i : i + 1], alone)
+            assert torch.equal(beams[i : i + 1], model.generate(input_ids=row[None], num_beams=3, max_new_tokens=7))
+
+
+def test_generate_from_encoder_outputs_equals_generate_from_input_ids(model):
+    ids, mask = random_ids(), torch.ones(2, 9, dtype=torch.long)
+    ids[1, 5:], mask[1, 5:] = PAD, 0
+    with torch.no_grad():
+        from_ids = model.generate(input_ids=ids, attention_mask=mask, num_beams=2, max_new_tokens=6)
+        encoder_outputs = model.get_encoder()(input_ids=ids, attention_mask=mask)
+        from_outputs = model.generate(encoder_outputs=encoder_outputs, attention_mask=mask, num_beams=2,
+                                      max_new_tokens=6)
+    assert torch.equal(from_ids, from_outputs)
+
+
+def test_generation_stops_each_row_at_eos_and_pads_it(model):
+    ids = random_ids()
+    with torch.no_grad():
+        free = model.generate(input_ids=ids, do_sample=False, max_new_tokens=6)
+        eos = int(free[0, 1])  # the first token row 0 generates ends it
+        stopped = model.generate(input_ids=ids, do_sample=False, max_new_tokens=6, eos_token_id=eos)
+    for row, generated in zip(free, stopped):
+        hits = (row[1:] == eos).nonzero()
+        length = 1 + (int(hits[0]) + 1 if len(hits) else len(row) - 1)
+        assert torch.equal(generated[:length], row[:length]) and torch.all(generated[length:] == PAD)
+    assert stopped.shape[1] <= free.shape[1]
+
+
+# --- initialisation, saving, remote code ------------------------------------------------------------------------
+
+
+def test_init_seq2seq_model_is_wired_for_its_tokenizer(tokenizer):
+    model = init_seq2seq_model("tiny", {"encoder_layers": 1}, tokenizer=tokenizer, seed=3)
+    config = model.config
+    assert config.vocab_size == len(tokenizer) and config.encoder_layers == 1 and config.decoder_layers == 2
+    assert config.decoder_start_token_id == tokenizer.bos_token_id == model.generation_config.decoder_start_token_id
+    assert config.pad_token_id == tokenizer.pad_token_id and model.generation_config.eos_token_id == tokenizer.eos_token_id
+    again = init_seq2seq_model("tiny", {"encoder_layers": 1}, tokenizer=tokenizer, seed=3)
+    assert torch.equal(model.lm_head.weight, again.lm_head.weight)
+    with pytest.raises(ValueError, match="num_layers"):
+        init_seq2seq_model("tiny", {"num_layers": 1})
+
+
+def test_untied_head_saves_and_loads_its_own_weights(tmp_path):
+    model = tiny_model(tie_word_embeddings=False)
+    assert model.lm_head.weight.data_ptr() != model.model.encoder.embed_tokens.weight.data_ptr()
+    model.save_pretrained(tmp_path)
+    loaded = ScratchLMSeq2SeqForConditionalGeneration.from_pretrained(tmp_path)
+    assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+    assert torch.equal(loaded.model.encoder.embed_tokens.weight, model.model.encoder.embed_tokens.weight)
+
+
+def test_fresh_process_translates_with_remote_code(tmp_path, run_without_package, tokenizer):
+    texts = ["ein Hund läuft über die Wiese", "zwei Kinder spielen im Park"]
+    model = init_seq2seq_model("tiny", {"hidden_size": 64, "intermediate_size": 160}, tokenizer=tokenizer, seed=0)
+    model.eval().save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    inputs = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = model.generate(**inputs, num_beams=2, max_new_tokens=6)
+        logits = model(**inputs, decoder_input_ids=expected).logits
+    torch.save({"expected": expected, "logits": logits}, tmp_path / "expected.pt")
+    saved = {path.name for path in (tmp_path / "model").iterdir()}
+    assert {"modeling_scratchlm_seq2seq.py", "modeling_scratchlm.py", "configuration_scratchlm_seq2seq.py",
+            "configuration_scratchlm.py", "tokenization_scratchlm.py"} <= saved
+    run_without_package(f"""
+        import torch
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        directory = {str(tmp_path / "model")!r}
+        expected = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=True)
+        model = AutoModelForSeq2SeqLM.from_pretrained(directory, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        inputs = tokenizer({texts!r}, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            generated = model.generate(**inputs, num_beams=2, max_new_tokens=6)
+            logits = model(**inputs, decoder_input_ids=generated).logits
+        assert torch.equal(generated, expected["expected"]), (generated, expected["expected"])
+        assert torch.equal(logits, expected["logits"])
+        print(tokenizer.batch_decode(generated, skip_special_tokens=True))
+    """)
