@@ -10,6 +10,7 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForQuestionAnswering,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -22,6 +23,9 @@ from .modeling import (
     ScratchLMForSequenceClassification,
     ScratchLMForTokenClassification,
     ScratchLMModel,
+    ScratchLMSeq2SeqConfig,
+    ScratchLMSeq2SeqForConditionalGeneration,
+    ScratchLMSeq2SeqModel,
 )
 from .tokenization import ScratchLMTokenizer
 
@@ -34,6 +38,10 @@ _MODEL_AUTO_CLASSES = {
     AutoModelForTokenClassification: ScratchLMForTokenClassification,
     AutoModelForQuestionAnswering: ScratchLMForQuestionAnswering,
 }
+_SEQ2SEQ_AUTO_CLASSES = {
+    AutoModel: ScratchLMSeq2SeqModel,
+    AutoModelForSeq2SeqLM: ScratchLMSeq2SeqForConditionalGeneration,
+}
 
 
 def _register() -> None:
@@ -44,6 +52,12 @@ def _register() -> None:
         model_class.register_for_auto_class(auto_class.__name__)
     AutoTokenizer.register(ScratchLMConfig, tokenizer_class=ScratchLMTokenizer, exist_ok=True)
     ScratchLMTokenizer.register_for_auto_class("AutoTokenizer")
+    AutoConfig.register(ScratchLMSeq2SeqConfig.model_type, ScratchLMSeq2SeqConfig, exist_ok=True)
+    ScratchLMSeq2SeqConfig.register_for_auto_class()
+    for auto_class, model_class in _SEQ2SEQ_AUTO_CLASSES.items():
+        auto_class.register(ScratchLMSeq2SeqConfig, model_class, exist_ok=True)
+        model_class.register_for_auto_class(auto_class.__name__)
+    AutoTokenizer.register(ScratchLMSeq2SeqConfig, tokenizer_class=ScratchLMTokenizer, exist_ok=True)
 
 
 _register()
@@ -55,5 +69,8 @@ __all__ = [
     "ScratchLMForSequenceClassification",
     "ScratchLMForTokenClassification",
     "ScratchLMForQuestionAnswering",
+    "ScratchLMSeq2SeqConfig",
+    "ScratchLMSeq2SeqModel",
+    "ScratchLMSeq2SeqForConditionalGeneration",
     "ScratchLMTokenizer",
 ]
