@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from scratchlm.tokenization import ScratchLMTokenizer, train_tokenizer
-from scratchlm.tokenization.cli import main as cli_main
-from scratchlm.tokenization.tokenization_scratchlm import CHAT_START_TOKEN
+from scratchlm.tokenization import (
+    ScratchLMTokenizer,
+    character_coverage,
+    decode_whole_characters,
+    readable_tokens,
+    train_tokenizer,
+)
+from scratchlm.tokenization.readable import token_bytes
+from scratchlm.tokenization.tokenization_scratchlm import CHAT_START_TOKEN, QWEN2_REGEX
 
 VOCAB_SIZE = 1200
 CHAT = [
@@ -82,14 +90,126 @@ def test_learns_english_and_chinese(tokenizer, corpus):
     assert " the" in vocabulary
 
 
+def _pieces(tokenizer, text: str) -> list[str]:
+    pre_tokenizer = tokenizer.backend_tokenizer.pre_tokenizer
+    return [tokenizer.convert_tokens_to_string([piece]) for piece, _ in pre_tokenizer.pre_tokenize_str(text)]
+
+
 def test_pre_tokenizer_splits(tokenizer):
-    pieces = [piece for piece, _ in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str("x 1234567")]
-    assert [tokenizer.convert_tokens_to_string([p]) for p in pieces] == ["x", " ", "123", "456", "7"]
-    text = "I'LL go.\n\n春风，又绿江南岸。"
-    pieces = [p for p, _ in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)]
-    assert [tokenizer.convert_tokens_to_string([p]) for p in pieces] == [
-        "I", "'LL", " go", ".\n\n", "春风", "，", "又绿江南岸", "。",
-    ]  # fmt: skip
+    assert _pieces(tokenizer, "x 1234567") == ["x", " ", "1", "2", "3", "4", "5", "6", "7"]
+    assert _pieces(tokenizer, "I'LL go.\n\n春风，又绿江南岸。") == ["I", "'LL", " go", ".\n\n", "春风", "，又绿江南岸", "。"]
+
+
+def test_default_pre_tokenizer_is_llama_cpps_qwen2(tokenizer, tmp_path):
+    # The regex of Qwen2's tokenizer.json, quoted in llama.cpp's src/llama-vocab.cpp for LLAMA_VOCAB_PRE_TYPE_QWEN2:
+    # llama.cpp only splits text like this when the GGUF names the pre-tokenizer "qwen2".
+    qwen2 = (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+        r"|\s+(?!\S)|\s+"
+    )
+    assert QWEN2_REGEX == qwen2
+    tokenizer.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert [step["type"] for step in saved["pre_tokenizer"]["pretokenizers"]] == ["Split", "ByteLevel"]
+    assert saved["pre_tokenizer"]["pretokenizers"][0]["pattern"] == {"Regex": qwen2}
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["pretokenizer"] == "qwen2"
+    assert tokenizer.pretokenizer == "qwen2"
+
+
+@pytest.mark.parametrize(
+    "text, numbers",
+    [
+        ("In 2019 the shop sold 128 bowls, 1,024 in all.", ["2019", "128", "1", "024"]),
+        ("2019年这家店卖了128碗面，共计1024元。", ["2019", "128", "1024"]),
+    ],
+)
+def test_numbers_split_into_single_digits(tokenizer, text, numbers):
+    pieces = token_bytes(tokenizer, tokenizer.encode(text))
+    assert b"".join(pieces) == text.encode("utf-8")
+    digit_tokens = [piece.decode("ascii") for piece in pieces if any(byte in b"0123456789" for byte in piece)]
+    assert digit_tokens == [digit for number in numbers for digit in number]
+
+
+def test_tokenizers_saved_before_the_qwen2_default_load_and_encode_as_before(corpus, tmp_path):
+    texts, _ = corpus
+    old = train_tokenizer(texts[:400], vocab_size=500, pretokenizer="scratchlm-v1", show_progress=False)
+    assert _pieces(old, "x 1234567") == ["x", " ", "123", "456", "7"]
+    text = "Anno 1599: 东风夜放花千树，更吹落、星如雨。12345"
+    expected = old.encode(text)
+    old.save_pretrained(tmp_path)
+    # Earlier releases wrote no `pretokenizer` field: the regex in tokenizer.json is what counts.
+    config_file = tmp_path / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    del config["pretokenizer"]
+    config_file.write_text(json.dumps(config))
+    loaded = AutoTokenizer.from_pretrained(tmp_path, trust_remote_code=True)
+    assert loaded.encode(text) == expected
+    assert loaded.pretokenizer == "scratchlm-v1"
+    with pytest.raises(ValueError, match="unknown pre-tokenizer 'gpt9'.*qwen2"):
+        train_tokenizer(["text"], vocab_size=300, pretokenizer="gpt9")
+
+
+def test_a_long_unbroken_run_trains_in_seconds(data_dir):
+    # Uncapped, BPE training rewrites the whole run for every merge inside it: 300 kB of letters took 40 s,
+    # 3 MB never finished. Here 2.4 MB: Shakespeare's letters without spaces or punctuation, three times.
+    script = """
+import sys
+from scratchlm.tokenization import train_tokenizer
+letters = "".join(filter(str.isalpha, open(sys.argv[1], encoding="utf-8").read()))
+run = letters * 3
+tokenizer = train_tokenizer(["a few words here", run], vocab_size=400, show_progress=False)
+sample = run[:5000] + " tail 12 字"
+assert tokenizer.decode(tokenizer.encode(sample)) == sample
+assert len(tokenizer) == 400 and len(run) > 2_000_000
+print("ok", tokenizer.pretokenizer)
+"""
+    shakespeare = data_dir / "tinyshakespeare" / "input.txt"
+    result = subprocess.run([sys.executable, "-c", script, shakespeare], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ok", "qwen2"]
+
+
+def test_readable_tokens_and_whole_character_decoding(tokenizer):
+    words = [tokenizer.convert_tokens_to_string([token]) for token in tokenizer.get_vocab()]
+    word = next(word for word in words if len(word) >= 2 and all("\u4e00" <= c <= "\u9fff" for c in word))
+    assert tokenizer.convert_ids_to_tokens(tokenizer.encode(word)) != [word]  # byte-level stand-ins: mojibake
+    assert readable_tokens(tokenizer, tokenizer.encode(word)) == [word]
+    ids = tokenizer.encode("酒店很好")
+    assert "".join(readable_tokens(tokenizer, ids)).startswith("酒")
+    lone_byte = tokenizer.convert_tokens_to_ids(tokenizer.convert_ids_to_tokens(tokenizer.encode("é"))[0][0])
+    assert readable_tokens(tokenizer, [lone_byte]) == ["\\xc3"]
+
+    # Generation that stops inside a character, or emits bytes that form none: no U+FFFD, cut before them.
+    byte_ids = [tokenizer.convert_tokens_to_ids(symbol) for symbol in tokenizer.convert_ids_to_tokens(ids)[0]]
+    cut = ids + byte_ids[:2]  # two of the three bytes of 酒
+    assert "\ufffd" in tokenizer.decode(cut)
+    assert decode_whole_characters(tokenizer, cut) == "酒店很好"
+    broken = tokenizer.encode("ab") + [lone_byte] + tokenizer.encode("cd")
+    assert decode_whole_characters(tokenizer, broken) == "ab"
+    honest = tokenizer.encode("a\ufffdb") + [tokenizer.eos_token_id]
+    assert decode_whole_characters(tokenizer, honest) == "a\ufffdb"
+    assert decode_whole_characters(tokenizer, honest, skip_special_tokens=False) == "a\ufffdb<|eos|>"
+
+
+def test_character_coverage(tokenizer):
+    texts = ["酒店很好，酒店很好。", "The room was clean 🙂"]
+    coverage = character_coverage(tokenizer, texts)
+    characters = "".join(texts)
+    vocabulary = set(tokenizer.get_vocab())
+    byte_level = tokenizer.backend_tokenizer.pre_tokenizer
+
+    def single_token(character):
+        return "".join(piece for piece, _ in byte_level.pre_tokenize_str(character)) in vocabulary
+
+    covered = {character for character in set(characters) if single_token(character)}
+    assert "🙂" not in covered and "T" in covered
+    assert coverage.characters == len(characters)
+    assert (coverage.distinct_characters, coverage.covered_distinct) == (len(set(characters)), len(covered))
+    assert coverage.covered_occurrences == sum(character in covered for character in characters)
+    assert coverage.tokens == sum(len(tokenizer.encode(text)) for text in texts)
+    han = {character for character in characters if "\u4e00" <= character <= "\u9fff"}
+    assert (coverage.han_distinct, coverage.han_covered_distinct) == (len(han), len(han & covered))
+    assert f"{len(covered)} of {len(set(characters))} distinct characters" in coverage.describe()
 
 
 def test_save_and_load_with_auto_tokenizer(tokenizer, tmp_path):
@@ -235,46 +355,3 @@ def test_invalid_utf8_names_file_and_offset(tmp_path):
     tokenizer = train_tokenizer(sources=[good, bad], vocab_size=300, errors="replace", show_progress=False)
     assert tokenizer.decode(tokenizer.encode("world \ufffd\ufffd")) == "world \ufffd\ufffd"
 
-
-# --- command line ---------------------------------------------------------------------------------------
-
-
-def test_cli_end_to_end(data_dir, tmp_path, capsys):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "shakespeare.txt").write_text(
-        (data_dir / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:100_000], encoding="utf-8"
-    )
-    poems = json.loads((data_dir / "chinese-poetry" / "宋词" / "ci.song.1000.json").read_text(encoding="utf-8"))
-    with (corpus / "song.jsonl").open("w", encoding="utf-8") as handle:
-        for poem in poems[:500]:
-            handle.write(json.dumps({"paragraphs": poem["paragraphs"]}, ensure_ascii=False) + "\n")
-
-    output = tmp_path / "tok"
-    cli_main([
-        "--files", str(corpus / "*.txt"), str(corpus / "song.jsonl"), "--text-column", "paragraphs",
-        "--vocab-size", "1000", "--min-frequency", "3", "--extra-tokens", "ROMEO", "--output", str(output),
-        "--show-progress", "false",
-    ])  # fmt: skip
-    summary = capsys.readouterr().out
-    assert f"saved tokenizer to {output}: vocabulary 1000" in summary and "bytes/token" in summary
-
-    loaded = AutoTokenizer.from_pretrained(output, trust_remote_code=True)
-    assert len(loaded) == 1000
-    assert loaded.convert_ids_to_tokens(4) == "ROMEO"
-    text = "ROMEO:\n明月几时有"
-    assert loaded.decode(loaded.encode(text)) == text
-
-
-def test_cli_config_file_and_errors(tmp_path, capsys):
-    (tmp_path / "bad.txt").write_bytes(b"caf\xe9 au lait\n" * 20)
-    config = tmp_path / "tok.yaml"
-    config.write_text(f"files: [{tmp_path / 'bad.txt'}]\nvocab_size: 300\noutput: {tmp_path / 'tok'}\nshow_progress: false\n")
-    with pytest.raises(SystemExit, match=r"bad\.txt: invalid UTF-8 at byte offset 3"):
-        cli_main(["--config", str(config)])
-    cli_main(["--config", str(config), "--errors", "replace"])
-    assert "saved tokenizer to" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="corpus file not found: 'nope.txt'"):
-        cli_main(["--files", "nope.txt", "--output", str(tmp_path / "x")])
-    with pytest.raises(SystemExit, match="too small"):
-        cli_main(["--files", "nope.txt", "--vocab-size", "100", "--output", str(tmp_path / "x")])

@@ -12,6 +12,7 @@ Special tokens (the defaults; ids 0-3 in a tokenizer trained by `scratchlm.token
 Encoding adds no special tokens: the data pipeline places `<|eos|>` between documents.
 """
 
+import json
 from typing import ClassVar
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
@@ -24,16 +25,26 @@ PAD_TOKEN = "<|pad|>"
 CHAT_START_TOKEN = "<|im_start|>"
 DEFAULT_SPECIAL_TOKENS = (BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, CHAT_START_TOKEN)
 
-# GPT-4 style split, measured against the GPT-2 split of the stock ByteLevelBPETokenizer (see
-# benchmarks/bench_tokenizer.py): a word may take one leading ASCII/Latin punctuation mark ("(word",
-# "\"Word"); punctuation keeps the line breaks that follow it (".\n", "。\n"); runs of line breaks are one
-# piece; numbers split into groups of at most three digits; letters include combining marks (\p{M}) so
-# accented and Indic words stay whole. Chinese has no spaces: a piece is a run of Han characters between
-# punctuation marks, and merges span characters inside it. CJK punctuation (U+3000-303F, fullwidth forms
-# U+FF00-FFEF) does not join the next phrase: gluing "，" to every phrase made Chinese pieces longer and
-# rarer, which slowed training and spent merges on Chinese that English needed more.
+# Pre-tokenizers by name. The default, "qwen2", is the Qwen2 split, which llama.cpp implements under that name
+# (`tokenizer.ggml.pre = "qwen2"`), so an exported model tokenizes the same there: contractions, a word with at
+# most one leading non-letter ("(word", " word", "，又绿江南岸"), every digit alone ("2019" -> 2|0|1|9),
+# punctuation runs with the line breaks that follow them, then whitespace. Chinese has no spaces: a piece is a
+# run of Han characters, and merges span characters inside it.
+# "scratchlm-v1" is the split of tokenizers saved before the default changed (numbers in groups of up to three
+# digits, combining marks kept in words, CJK punctuation never joined to the next phrase); it is kept so those
+# tokenizers are recognised, and as an option, but llama.cpp has no pre-tokenizer of that name.
+# benchmarks/bench_tokenizer.py compares the two.
+QWEN2_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
+    r"|[^\r\n\p{L}\p{N}]?\p{L}+"
+    r"|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+"
+    r"|\s+(?!\S)"
+    r"|\s+"
+)
 _CJK_PUNCTUATION = r"\x{3000}-\x{303F}\x{FF00}-\x{FFEF}"
-PRETOKENIZE_REGEX = (
+SCRATCHLM_V1_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
     rf"|[^\r\n\p{{L}}\p{{N}}{_CJK_PUNCTUATION}]?[\p{{L}}\p{{M}}]+"
     r"|\p{N}{1,3}"
@@ -42,6 +53,8 @@ PRETOKENIZE_REGEX = (
     r"|\s+(?!\S)"
     r"|\s+"
 )
+PRETOKENIZERS = {"qwen2": QWEN2_REGEX, "scratchlm-v1": SCRATCHLM_V1_REGEX}
+DEFAULT_PRETOKENIZER = "qwen2"
 
 # ChatML-like turns closed by the eos token. `{% generation %}` marks the assistant replies (with their
 # closing eos, so the model learns to stop): `apply_chat_template(..., return_assistant_tokens_mask=True,
@@ -70,7 +83,41 @@ def byte_level_alphabet() -> list[str]:
     return sorted(pre_tokenizers.ByteLevel.alphabet())
 
 
-def build_backend(vocab: dict[str, int] | None = None, merges: list | None = None) -> Tokenizer:
+def pretokenizer_regex(name: str) -> str:
+    if name not in PRETOKENIZERS:
+        raise ValueError(f"unknown pre-tokenizer {name!r}: choose one of {', '.join(PRETOKENIZERS)}")
+    return PRETOKENIZERS[name]
+
+
+def build_pre_tokenizer(name: str = DEFAULT_PRETOKENIZER) -> pre_tokenizers.PreTokenizer:
+    """The named regex split, then the byte-level mapping (the layout of Qwen2's and GPT-4-style tokenizer.json)."""
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pretokenizer_regex(name)), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
+
+
+def pretokenizer_name(backend: Tokenizer) -> str | None:
+    """The name (a key of `PRETOKENIZERS`) of `backend`'s pre-tokenizer, or None for any other pre-tokenizer.
+
+    Read from the split regex itself, so tokenizers saved before the name was recorded are recognised too.
+    """
+    if backend.pre_tokenizer is None:
+        return None
+    state = json.loads(backend.pre_tokenizer.__getstate__())
+    steps = state.get("pretokenizers", [state]) if state.get("type") == "Sequence" else [state]
+    splits = [step for step in steps if step.get("type") == "Split"]
+    if len(splits) != 1 or [step.get("type") for step in steps] != ["Split", "ByteLevel"]:
+        return None
+    regex = splits[0].get("pattern", {}).get("Regex")
+    return next((name for name, pattern in PRETOKENIZERS.items() if pattern == regex), None)
+
+
+def build_backend(
+    vocab: dict[str, int] | None = None, merges: list | None = None, pretokenizer: str = DEFAULT_PRETOKENIZER
+) -> Tokenizer:
     """An (untrained, unless `vocab`/`merges` are given) byte-level BPE `tokenizers.Tokenizer`.
 
     No normalizer: any normalization (NFC, lowercasing) would break `decode(encode(s)) == s`.
@@ -79,12 +126,7 @@ def build_backend(vocab: dict[str, int] | None = None, merges: list | None = Non
         vocab = {symbol: index for index, symbol in enumerate(byte_level_alphabet())}
     model = BPE(vocab=vocab, merges=merges or [], dropout=None, unk_token=None, fuse_unk=False, byte_fallback=False)
     backend = Tokenizer(model)
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-        ]
-    )
+    backend.pre_tokenizer = build_pre_tokenizer(pretokenizer)
     backend.decoder = decoders.ByteLevel()
     return backend
 
@@ -111,10 +153,11 @@ class ScratchLMTokenizer(TokenizersBackend):
         pad_token: str | AddedToken | None = PAD_TOKEN,
         unk_token: str | AddedToken | None = None,
         chat_template: str | dict | None = CHAT_TEMPLATE,
+        pretokenizer: str | None = DEFAULT_PRETOKENIZER,
         **kwargs,
     ):
         if kwargs.get("tokenizer_object") is None and kwargs.get("tokenizer_file") is None:
-            self._tokenizer = build_backend(vocab, merges)
+            self._tokenizer = build_backend(vocab, merges, pretokenizer or DEFAULT_PRETOKENIZER)
         kwargs.setdefault("clean_up_tokenization_spaces", False)
         super().__init__(
             bos_token=bos_token,
@@ -126,6 +169,14 @@ class ScratchLMTokenizer(TokenizersBackend):
         )
         if CHAT_START_TOKEN not in self.get_vocab():
             self.add_tokens([AddedToken(CHAT_START_TOKEN, special=True, normalized=False)], special_tokens=True)
+        # What the backend really does (a loaded tokenizer.json carries its own regex), saved in
+        # tokenizer_config.json as `pretokenizer` for exporters: llama.cpp knows "qwen2" by that name.
+        self.init_kwargs["pretokenizer"] = pretokenizer_name(self.backend_tokenizer)
+
+    @property
+    def pretokenizer(self) -> str | None:
+        """Name of the pre-tokenizer (a key of `PRETOKENIZERS`, "qwen2" by default), None if it is none of them."""
+        return self.init_kwargs.get("pretokenizer")
 
     @classmethod
     def convert_to_native_format(cls, trust_remote_code=False, **kwargs):

@@ -6,23 +6,31 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
-from tokenizers import AddedToken, Tokenizer, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, pre_tokenizers
 from tokenizers.trainers import BpeTrainer
 
 from .corpus import read_corpus
 from .tokenization_scratchlm import (
     BOS_TOKEN,
     CHAT_START_TOKEN,
+    DEFAULT_PRETOKENIZER,
     EOS_TOKEN,
     PAD_TOKEN,
     ScratchLMTokenizer,
     build_backend,
+    build_pre_tokenizer,
+    pretokenizer_regex,
 )
 
 NUM_BYTES = 256
 # Documents go to the Rust trainer in lists: fewer Python -> Rust calls, and the trainer pre-tokenizes a
 # list in parallel.
 _TRAIN_BATCH_SIZE = 1000
+# The BPE trainer rewrites a whole word for every merge inside it, so one long unbroken run (megabytes of letters
+# without a space) makes training time grow with the square of its length. While training, pre-tokens longer than
+# this are cut into pieces of at most this many characters; the saved tokenizer keeps the plain named split, so
+# llama.cpp still recognises it. Merges never get this long in real text, so the vocabulary does not change.
+MAX_PRETOKEN_CHARS = 256
 
 
 def _unique(tokens: Iterable[str | None]) -> list[str]:
@@ -70,11 +78,12 @@ def train_tokenizer(
     pad_token: str | None = PAD_TOKEN,
     special_tokens: Sequence[str] = (),
     extra_tokens: Sequence[str] = (),
-    text_column: str = "text",
+    text_column: str | Sequence[str] = "text",
     errors: str = "strict",
     dataset_config: str | None = None,
     split: str = "train",
     sample_by: str = "paragraph",
+    pretokenizer: str = DEFAULT_PRETOKENIZER,
     show_progress: bool = True,
     stats: dict | None = None,
 ) -> ScratchLMTokenizer:
@@ -92,6 +101,8 @@ def train_tokenizer(
             `<|im_start|>`, the chat turn marker, is always added.
         extra_tokens: user tokens that are never split but decode as text (domain words, markup).
         text_column, errors, dataset_config, split, sample_by: how sources are read, see `read_corpus`.
+        pretokenizer: name of the pre-tokenizer (see `PRETOKENIZERS`): "qwen2", the default, is the one
+            llama.cpp knows by name; "scratchlm-v1" is the split of earlier releases.
         show_progress: show the trainer's progress bars.
         stats: if given, filled with the number of `documents` and `bytes` read.
 
@@ -110,6 +121,7 @@ def train_tokenizer(
         )
     if not isinstance(min_frequency, int) or min_frequency < 1:
         raise ValueError(f"min_frequency must be a positive integer, got {min_frequency!r}")
+    pretokenizer_regex(pretokenizer)
 
     if (texts_or_sources is None) == (sources is None):
         raise ValueError("pass either texts_or_sources (texts or one source) or sources=, not both or neither")
@@ -138,7 +150,8 @@ def train_tokenizer(
         yield first
         yield from batches
 
-    backend = build_backend()
+    backend = build_backend(pretokenizer=pretokenizer)
+    backend.pre_tokenizer = _training_pre_tokenizer(pretokenizer)
     trainer = BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
@@ -147,6 +160,7 @@ def train_tokenizer(
         show_progress=show_progress,
     )
     backend.train_from_iterator(all_batches(), trainer=trainer)
+    backend.pre_tokenizer = build_pre_tokenizer(pretokenizer)
     if extra:
         backend = _unmark_special(backend, set(extra))
 
@@ -157,6 +171,17 @@ def train_tokenizer(
         extra_special_tokens=[token for token in special if token not in named.values()],
     )
     return tokenizer
+
+
+def _training_pre_tokenizer(pretokenizer: str) -> pre_tokenizers.PreTokenizer:
+    """The named split with over-long pieces cut to `MAX_PRETOKEN_CHARS`, then the byte-level mapping."""
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pretokenizer_regex(pretokenizer)), behavior="isolated"),
+            pre_tokenizers.Split(Regex(rf"[\s\S]{{1,{MAX_PRETOKEN_CHARS}}}"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
 
 
 def _unmark_special(backend: Tokenizer, tokens: set[str]) -> Tokenizer:
