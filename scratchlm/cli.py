@@ -150,6 +150,7 @@ def command(name: str):
                 if os.environ.get(_TRACEBACK_ENV):
                     raise
                 message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+                message = " ".join(line.strip() for line in message.splitlines() if line.strip())  # one line
                 print(f"{name}: error: {message}", file=sys.stderr)
                 raise SystemExit(2) from None
 
