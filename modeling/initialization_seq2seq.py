@@ -35,6 +35,7 @@ def init_seq2seq_model(
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id if config.pad_token_id is not None else config.eos_token_id,
         decoder_start_token_id=config.decoder_start_token_id,
-        max_new_tokens=128,
+        # max_length, not max_new_tokens: the latter would override Seq2SeqTrainer's `generation_max_length`.
+        max_length=min(128, config.max_position_embeddings),
     )
     return model

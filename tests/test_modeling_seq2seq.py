@@ -348,6 +348,7 @@ def test_init_seq2seq_model_is_wired_for_its_tokenizer(tokenizer):
     assert config.vocab_size == len(tokenizer) and config.encoder_layers == 1 and config.decoder_layers == 2
     assert config.decoder_start_token_id == tokenizer.bos_token_id == model.generation_config.decoder_start_token_id
     assert config.pad_token_id == tokenizer.pad_token_id and model.generation_config.eos_token_id == tokenizer.eos_token_id
+    assert model.generation_config.max_new_tokens is None  # so Seq2SeqTrainer's generation_max_length applies
     again = init_seq2seq_model("tiny", {"encoder_layers": 1}, tokenizer=tokenizer, seed=3)
     assert torch.equal(model.lm_head.weight, again.lm_head.weight)
     with pytest.raises(ValueError, match="num_layers"):
