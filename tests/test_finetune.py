@@ -340,6 +340,31 @@ def test_sft_full_chat_format_and_push(base_dir, sft_files, workdir, monkeypatch
     assert AutoModelForCausalLM.from_pretrained(output).config.model_type == "scratchlm"
 
 
+def test_sft_over_long_held_out_prompts_are_skipped_and_the_adapter_records_an_absolute_base(
+        base_dir, sft_files, workdir, instructions, monkeypatch, caplog):
+    """A held-out prompt longer than the context is skipped (counted) before training, not a crash after it; a
+    base given as a relative path is recorded absolute, so the adapter loads from any working directory."""
+    from peft import AutoPeftModelForCausalLM
+
+    long_prompt = " ".join(row["instruction"] for row in instructions[:60])  # far beyond the 128-token context
+    chats = [{"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "Yes."}]}
+             for text in (long_prompt, "Name a colour.")]
+    dev = write_jsonl(workdir / "sft_long_dev.jsonl", chats)
+    output = workdir / "sft-long-prompt"
+    monkeypatch.chdir(base_dir.parent)
+    caplog.set_level(logging.WARNING, logger="scratchlm")
+    finetune_main(common(base_dir.name, output, "--task", "sft", "--method", "lora", "--train_files",
+                         sft_files["train"], "--validation_files", dev, "--num_samples", "2",
+                         "--sample_max_new_tokens", "4", "--max_steps", "1", "--evaluate_before_training", "false"))
+    assert "skipping 1 of 2 held-out prompts" in caplog.text
+    record = json.loads((output / "scratchlm_run.json").read_text())
+    assert [sample["prompt"] for sample in record["samples"]] == ["Name a colour."]
+    assert record["base_model"] == str(base_dir.resolve())
+    assert json.loads((output / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base_dir.resolve())
+    monkeypatch.chdir(workdir.parent)
+    assert AutoPeftModelForCausalLM.from_pretrained(output).config.model_type == "scratchlm"
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Bad input: each fails before training, saying what is wrong
 
