@@ -251,7 +251,8 @@ def _samples(record: RunRecord) -> list[str]:
 
 
 def _summary(record: RunRecord, task: str, adapter: bool, base_model: str | None) -> str:
-    what = "language model" if task == "text-generation" else "text classifier"
+    what = {"text-generation": "language model", "question-answering": "extractive question-answering model"}.get(
+        task, "text classifier")
     languages = " and ".join(LANGUAGE_NAMES.get(code, code) for code in record.language or [])
     in_languages = f" for {languages}" if languages else ""
     size = f" {record.num_parameters:,}-parameter" if isinstance(record.num_parameters, int) else ""
@@ -276,7 +277,8 @@ def _procedure(record: RunRecord) -> str:
 
 def _usage(record: RunRecord, task: str, repo_id: str, adapter: bool, base_model: str | None) -> tuple[str, str]:
     if adapter:
-        auto = "AutoPeftModelForCausalLM" if task == "text-generation" else "AutoPeftModelForSequenceClassification"
+        auto = {"text-generation": "AutoPeftModelForCausalLM", "question-answering": "AutoPeftModelForQuestionAnswering"
+                }.get(task, "AutoPeftModelForSequenceClassification")
         code = (
             f"from peft import {auto}\nfrom transformers import AutoTokenizer\n\n"
             f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)\n'
@@ -291,10 +293,11 @@ def _usage(record: RunRecord, task: str, repo_id: str, adapter: bool, base_model
             f'model = AutoModelForCausalLM.from_pretrained("{repo_id}", trust_remote_code=True)\n'
         )
     else:
+        auto = "AutoModelForQuestionAnswering" if task == "question-answering" else "AutoModelForSequenceClassification"
         code = (
-            "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
+            f"from transformers import {auto}, AutoTokenizer\n\n"
             f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)\n'
-            f'model = AutoModelForSequenceClassification.from_pretrained("{repo_id}", trust_remote_code=True)\n'
+            f'model = {auto}.from_pretrained("{repo_id}", trust_remote_code=True)\n'
         )
     prompt = _example_prompt(record)
     if task == "text-generation":
@@ -308,6 +311,13 @@ def _usage(record: RunRecord, task: str, repo_id: str, adapter: bool, base_model
             f'generator = pipeline("text-generation", model="{repo_id}", trust_remote_code=True)\n'
             f"print(generator({prompt!r}, max_new_tokens=50)[0][\"generated_text\"])"
         )
+    elif task == "question-answering":  # transformers 5 has no question-answering pipeline
+        code += (
+            "\n# the windows and span decoding of the evaluation (pip install scratchlm)\n"
+            "from scratchlm.inference.qa import answer_question\n"
+            "print(answer_question(model, tokenizer, \"Who won?\", \"The Broncos won the game.\")[\"answer\"])"
+        )
+        pipeline = ""
     else:
         code += (
             f"\ninputs = tokenizer({prompt!r}, return_tensors=\"pt\")\n"
@@ -345,6 +355,12 @@ def _limitations(record: RunRecord, task: str, adapter: bool) -> list[str]:
             "unless fine-tuned for them, and its context is limited to "
             f"{record.architecture.get('max_position_embeddings', 'a few hundred')} tokens."
         )
+    elif task == "question-answering":
+        paragraphs.append("**Intended use.** Learning and research on extractive question answering: it points at "
+                          "the span of a given text that answers a question, on text like its training data.")
+        paragraphs.append(f"**Limitations.** A small model ({scale_text}); its exact match and F1 are only what "
+                          "the evaluation above shows. It always answers with some span of the text (unless trained "
+                          "on unanswerable questions), whether or not the text holds the answer.")
     else:
         labels = ", ".join(str(v) for v in (record.id2label or {}).values())
         paragraphs.append(

@@ -35,8 +35,9 @@ TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 MERGED_DIR = "merged"
 
-TASKS = ("text-generation", "text-classification")
-TASK_NAMES = {"text-generation": "Language modelling", "text-classification": "Text classification"}
+TASKS = ("text-generation", "text-classification", "question-answering")
+TASK_NAMES = {"text-generation": "Language modelling", "text-classification": "Text classification",
+              "question-answering": "Extractive question answering"}
 # Metric key -> (metric type on the Hub, label on the card), in the order the card shows them.
 KNOWN_METRICS = {
     "eval_perplexity": ("perplexity", "Perplexity"),
@@ -144,6 +145,7 @@ class RunRecord:
     # fine-tuning
     data_report: dict[str, Any] | None = None
     id2label: dict[str, str] | None = None
+    qa: dict[str, Any] | None = None  # extractive QA: window and span-decoding settings (read by inference.qa)
     adapter: dict[str, Any] | None = None  # LoRA: base_model_name_or_path, r, lora_alpha, ...
     merged: bool = False  # this directory holds the adapter merged into its base
     merged_model: str | None = None  # where the merged model of this (adapter) run is

@@ -1,5 +1,6 @@
 """Extractive question answering: SQuAD reading and checks, windows and span mapping, n-best decoding, the shipped
-`squad` metric, a few Trainer steps, `answer_question`, and loading the result without the package.
+`squad` metric, `scratchlm-finetune --task qa` for a few steps, `answer_question` and `scratchlm-qa`, and loading the
+result without the package.
 
 Records written here plus a slice of ../shared/data/squad-v1.1/dev-v1.1.json; a 600-token tokenizer and a one-layer
 model stand in for real ones.
@@ -16,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 import scratchlm  # noqa: F401 - registers ScratchLM with the Auto classes
-from scratchlm.inference.qa import answer_question, predict_answers
+from scratchlm.inference.qa import answer_question, predict_answers, window_settings
 from scratchlm.inference.qa import main as qa_main
-from scratchlm.modeling import ScratchLMConfig, ScratchLMForQuestionAnswering
+from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
 from scratchlm.tokenization import train_tokenizer
 from scratchlm.training.data.qa import (
     NO_ANSWER_INDEX,
@@ -36,6 +37,7 @@ from scratchlm.training.data.qa import (
     span_text,
     split_by_article,
 )
+from scratchlm.training.finetune import main as finetune_main
 
 METRIC_DIR = Path(scratchlm.__file__).resolve().parents[1] / "training" / "metrics" / "squad"
 CONTEXT = "The Denver Broncos defeated the Carolina Panthers 24-10 to win Super Bowl 50 in Santa Clara."
@@ -191,40 +193,74 @@ def test_squad_metric_equals_hand_computed_scores(published):
         (50.0, 100.0, 0.0, 1)
 
 
+def write_published(path: Path, examples: Dataset) -> str:
+    """`examples` as a SQuAD file as published, one article per title."""
+    articles: dict[str, list] = {}
+    for row in examples:
+        answers = [{"text": t, "answer_start": s} for t, s in zip(row["answers"]["text"], row["answers"]["answer_start"])]
+        articles.setdefault(row["title"], []).append(
+            {"context": row["context"], "qas": [{"id": row["id"], "question": row["question"], "answers": answers}]})
+    data = [{"title": title, "paragraphs": paragraphs} for title, paragraphs in articles.items()]
+    path.write_text(json.dumps({"version": "1.1", "data": data}), encoding="utf-8")
+    return str(path)
+
+
 @pytest.fixture(scope="module")
-def trained(squad, tokenizer, tmp_path_factory):
-    """A tiny QA model after a few Trainer steps on windows of real SQuAD questions, saved with its tokenizer."""
+def finetuned(squad, tokenizer, tmp_path_factory) -> Path:
+    """`scratchlm-finetune --task qa` for a few steps: a tiny base, jsonl training rows, a published validation file
+    with one answer off its answer_start."""
+    work = tmp_path_factory.mktemp("qa-run")
     config = ScratchLMConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **TINY)
     torch.manual_seed(0)
-    model = ScratchLMForQuestionAnswering(config)
-    features = build_features(squad.select(range(64)), tokenizer, max_length=192, stride=64)
-    output_dir = tmp_path_factory.mktemp("qa-model")
-    args = TrainingArguments(output_dir=str(output_dir), max_steps=6, per_device_train_batch_size=8,
-                             learning_rate=3e-3, report_to=[], save_strategy="no", logging_steps=1,
-                             use_cpu=True, disable_tqdm=True)
-    trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer),
-                      train_dataset=features.remove_columns(["example_id", "offset_mapping"]))
-    result = trainer.train()
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    return model, trainer.state.log_history, result, output_dir
+    ScratchLMForCausalLM(config).save_pretrained(work / "base")
+    tokenizer.save_pretrained(work / "base")
+    train = work / "train.jsonl"
+    train.write_text("".join(json.dumps({k: row[k] for k in ("id", "title", "context", "question", "answers")}) + "\n"
+                             for row in squad.select(range(48))), encoding="utf-8")
+    validation = squad.select(range(5000, 5010))
+    first = validation[0]["answers"]
+    broken = {"text": first["text"][:1], "answer_start": [first["answer_start"][0] + 1]}  # one answer, off by one
+    validation = Dataset.from_list([{**validation[0], "answers": broken}, *validation.select(range(1, 10))],
+                                   features=validation.features)
+    finetune_main([
+        "--task", "qa", "--model_name_or_path", str(work / "base"), "--train_files", str(train),
+        "--validation_files", write_published(work / "dev.json", validation), "--max_length", "192",
+        "--max_steps", "6", "--per_device_train_batch_size", "8", "--learning_rate", "3e-3", "--logging_steps", "1",
+        "--evaluate_before_training", "false", "--report_to", "none", "--output_dir", str(work / "qa"),
+    ])
+    return work / "qa"
 
 
-def test_trainer_steps_and_answers_are_spans_of_the_context(trained, tokenizer, squad):
-    model, history, result, _ = trained
-    losses = [entry["loss"] for entry in history if "loss" in entry]
+def test_finetune_task_qa_writes_metrics_predictions_and_card(finetuned, squad):
+    record = json.loads((finetuned / "scratchlm_run.json").read_text())
+    losses = list(record["train_losses"].values())
     assert len(losses) == 6 and all(math.isfinite(loss) for loss in losses)
-    long_context = " ".join(squad["context"][:3])  # several windows at max_length 128
-    answer = answer_question(model, tokenizer, "Who won Super Bowl 50?", long_context, max_length=128, stride=32)
-    assert answer["answer"] and answer["answer"] in long_context
-    assert long_context[answer["start"]:answer["end"]] == answer["answer"]
+    metrics = json.loads((finetuned / "metrics.json").read_text())
+    assert 0 <= metrics["eval_exact_match"] <= metrics["eval_f1"] <= 100
+    assert record["qa"]["max_length"] == 192 and record["qa"]["stride"] == 48 and not record["qa"]["version_2"]
+    report = record["data_report"]["validation"]
+    assert (report["bad_answers"], report["dropped_questions"], report["questions"]) == (1, 1, 9)
+    predictions = json.loads((finetuned / "eval_predictions.json").read_text())
+    contexts = {row["id"]: row["context"] for row in squad.select(range(5000, 5010))}
+    assert len(predictions) == 9 and all(answer in contexts[key] for key, answer in predictions.items())
+    card = (finetuned / "README.md").read_text()
+    assert "pipeline_tag: question-answering" in card and "Exact match" in card and "answer_question" in card
+
+
+def test_answers_are_spans_of_the_context_with_the_recorded_windows(finetuned, squad):
+    model = AutoModelForQuestionAnswering.from_pretrained(finetuned)
+    tokenizer = AutoTokenizer.from_pretrained(finetuned)
+    assert window_settings(model)["max_length"] == 192 and window_settings(model, stride=16)["stride"] == 16
+    long_context = " ".join(squad["context"][:3])  # several windows
+    answer = answer_question(model, tokenizer, "Who won Super Bowl 50?", long_context)
+    assert answer["answer"] and long_context[answer["start"]:answer["end"]] == answer["answer"]
     predictions = predict_answers(model, tokenizer, squad.select(range(8)), max_length=128, stride=32)
     assert all(p["text"] in squad[i]["context"] for i, p in enumerate(predictions.values()))
 
 
-def test_qa_command_answers_and_names_bad_flags(trained, tmp_path, capsys):
-    output_dir = trained[3]
+def test_qa_command_answers_and_names_bad_flags(finetuned, tmp_path, capsys):
+    output_dir = finetuned
     context = tmp_path / "context.txt"
     context.write_text(CONTEXT, encoding="utf-8")
     qa_main(["--model", str(output_dir), "--question", "Who won?", "--context_file", str(context)])
@@ -236,8 +272,9 @@ def test_qa_command_answers_and_names_bad_flags(trained, tmp_path, capsys):
     assert "exactly one of --context and --context_file" in capsys.readouterr().err
 
 
-def test_loads_without_the_package(trained, tokenizer, run_without_package):
-    model, _, _, output_dir = trained
+def test_loads_without_the_package(finetuned, tokenizer, run_without_package):
+    output_dir = finetuned
+    model = AutoModelForQuestionAnswering.from_pretrained(output_dir)
     text = "<|bos|>Who won?<|eos|>The Broncos won."
     result = run_without_package(f"""
         import torch

@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, Features, List, Sequence, Value
 
+from .tables import ROW_ORIGIN, load_table
+
 logger = logging.getLogger(__name__)
 
 NO_ANSWER_INDEX = 0  # the bos token that opens every window
@@ -138,6 +140,11 @@ def load_squad(source: str | os.PathLike | Dataset, *, split: str = "train",
     """SQuAD-format records from a published json file, json/jsonl rows, a `datasets` id or a loaded `Dataset`,
     in the flat layout (`id`, `title`, `context`, `question`, `answers`, `is_impossible`)."""
     if isinstance(source, Dataset):
+        if "data" in source.column_names and "question" not in source.column_names:  # a published file as a table
+            origins = source[ROW_ORIGIN] if ROW_ORIGIN in source.column_names else ["the data"] * len(source)
+            records = [record for origin, articles in zip(origins, source["data"])
+                       for record in _flatten_published(articles, origin.removesuffix(" row 1"))]
+            return Dataset.from_list(records, features=FEATURES)
         rows, name = source, "the data set"
     else:
         name = os.fspath(source)
@@ -146,10 +153,8 @@ def load_squad(source: str | os.PathLike | Dataset, *, split: str = "train",
             content = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(content, dict) and "data" in content:
                 return Dataset.from_list(_flatten_published(content["data"], name), features=FEATURES)
-        from . import load_table
-
         rows = load_table(name, split=split, dataset_config=dataset_config)
-    records = [_flat_record(row, f"{name} row {index}") for index, row in enumerate(rows)]
+    records = [_flat_record(row, row.get(ROW_ORIGIN) or f"{name} row {index}") for index, row in enumerate(rows)]
     if not records:
         raise ValueError(f"{name} holds no questions")
     return Dataset.from_list(records, features=FEATURES)

@@ -1,0 +1,174 @@
+"""`--task qa`: extractive question answering (SQuAD format) with the `qa_outputs` start/end head.
+
+Data: SQuAD json as published (SQuAD 1.1 or 2.0), json/jsonl rows in the flat `datasets` layout, or a `datasets`
+id (`scratchlm.training.data.qa`). Every question + context becomes `<|bos|> question <|eos|> context` windows of
+`--max_length` tokens overlapping by `--doc_stride`, with the answer's characters mapped to token positions
+through the tokenizer's offsets; index 0 (the bos) is the "no answer" position. Answers off their `answer_start`
+are skipped (counted, one quoted), answers in no window counted, missing fields named.
+
+Metrics: after every evaluation the windows' start/end logits are decoded into one answer per question (n-best
+spans of at most `--max_answer_length` tokens; for SQuAD 2.0 data the empty answer where "no answer" scores
+higher) and scored with the `squad` metric shipped in `scratchlm/training/metrics/` (exact match and F1, percent).
+The answers go to `eval_predictions.json` / `test_predictions.json` in the output directory ({id: answer}, the
+official SQuAD prediction format); the window settings go to the run record (`qa`), where
+`scratchlm.inference.qa.answer_question` finds them.
+
+A published SQuAD file is one table row; give validation data explicitly (`--validation_files`) rather than a
+`--validation_split_fraction` of it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import evaluate
+import numpy as np
+from datasets import Dataset
+from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, TrainerCallback
+
+from ..data.qa import (
+    QAReport,
+    build_features,
+    check_answers,
+    is_version_2,
+    load_squad,
+    metric_inputs,
+    postprocess_predictions,
+)
+from .base import FinetuneTask
+
+METRIC_DIR = Path(__file__).resolve().parents[1] / "metrics" / "squad"
+MODEL_COLUMNS = ["input_ids", "attention_mask", "start_positions", "end_positions"]
+
+
+@cache
+def squad_metric():
+    return evaluate.load(str(METRIC_DIR))
+
+
+@dataclass
+class QASettings:
+    """Window and decoding settings; `--doc_stride`, `--max_question_tokens`, `--n_best`, `--max_answer_length`
+    and `--null_score_threshold` where the command has them, else these defaults (the stride at most a quarter of
+    `--max_length`)."""
+
+    max_length: int = 384
+    stride: int = 128
+    max_question_tokens: int = 64
+    n_best: int = 20
+    max_answer_length: int = 30
+    null_score_threshold: float = 0.0
+
+    @classmethod
+    def from_args(cls, finetune_args, max_length: int) -> QASettings:
+        defaults = cls()
+        return cls(max_length=max_length,
+                   stride=getattr(finetune_args, "doc_stride", None) or min(defaults.stride, max_length // 4),
+                   max_question_tokens=getattr(finetune_args, "max_question_tokens", None)
+                   or defaults.max_question_tokens,
+                   n_best=getattr(finetune_args, "n_best", None) or defaults.n_best,
+                   max_answer_length=getattr(finetune_args, "max_answer_length", None) or defaults.max_answer_length,
+                   null_score_threshold=getattr(finetune_args, "null_score_threshold", None)
+                   or defaults.null_score_threshold)
+
+
+@dataclass
+class QAData:
+    train: Dataset  # windows, model columns only
+    validation: Dataset | None
+    test: Dataset | None
+    settings: QASettings
+    version_2: bool
+    examples: dict[str, Dataset]  # split -> the checked questions
+    windows: dict[str, Dataset]  # split -> windows with example ids and offsets, for decoding
+    reports: dict[str, QAReport]
+
+
+def build_qa_data(train, validation, test, tokenizer, settings: QASettings) -> QAData:
+    examples, windows, model_inputs, reports = {}, {}, {}, {}
+    for split, table in (("train", train), ("validation", validation), ("test", test)):
+        if table is None:
+            continue
+        examples[split], reports[split] = check_answers(load_squad(table), split)
+        windows[split] = build_features(examples[split], tokenizer, max_length=settings.max_length,
+                                        stride=settings.stride, max_question_tokens=settings.max_question_tokens,
+                                        report=reports[split])
+        model_inputs[split] = windows[split].select_columns(MODEL_COLUMNS)
+        reports[split].warn()
+    return QAData(train=model_inputs["train"], validation=model_inputs.get("validation"),
+                  test=model_inputs.get("test"), settings=settings,
+                  version_2=any(is_version_2(data) for data in examples.values()),
+                  examples=examples, windows=windows, reports=reports)
+
+
+def split_of(data: QAData, start_positions: np.ndarray, end_positions: np.ndarray) -> str:
+    """Which evaluation split these labels are: the Trainer's `compute_metrics` is not told."""
+    for split in ("validation", "test"):
+        windows = data.windows.get(split)
+        if windows is not None and len(windows) == len(start_positions) \
+                and np.array_equal(windows["start_positions"], start_positions) \
+                and np.array_equal(windows["end_positions"], end_positions):
+            return split
+    raise ValueError("evaluated windows match neither the validation nor the test data")
+
+
+class PredictionsWriter(TrainerCallback):
+    """Writes the answers of each evaluation to `{eval,test}_predictions.json` in the output directory."""
+
+    def __init__(self, task: QATask):
+        self.task = task
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not state.is_world_process_zero or not self.task.last_predictions:
+            return
+        _, predictions = self.task.last_predictions
+        prefix = "test" if any(key.startswith("test_") for key in metrics or {}) else "eval"
+        path = Path(args.output_dir) / f"{prefix}_predictions.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({key: value["text"] for key, value in predictions.items()}, ensure_ascii=False,
+                                   indent=1) + "\n", encoding="utf-8")
+
+
+class QATask(FinetuneTask):
+    name = "qa"
+    pipeline_tag = "question-answering"
+    card_task_name = "Extractive question answering"
+    peft_task_type = "QUESTION_ANS"
+    auto_model_class = AutoModelForQuestionAnswering
+    result_metrics = (("exact_match", "exact_match", "Exact match"), ("f1", "f1", "F1"))
+    lora_modules_to_save = ["qa_outputs"]
+
+    def __init__(self):
+        self.last_predictions: tuple[str, dict] | None = None
+
+    def build_data(self, train, validation, test, tokenizer, *, data_args, finetune_args, max_length: int):
+        return build_qa_data(train, validation, test, tokenizer, QASettings.from_args(finetune_args, max_length))
+
+    def collator(self, tokenizer):
+        return DataCollatorWithPadding(tokenizer)
+
+    def compute_metrics(self, data: QAData):
+        settings = data.settings
+
+        def compute(eval_prediction) -> dict[str, float]:
+            start_logits, end_logits = eval_prediction.predictions[:2]
+            split = split_of(data, *eval_prediction.label_ids)
+            predictions = postprocess_predictions(
+                data.examples[split], data.windows[split], start_logits, end_logits, n_best=settings.n_best,
+                max_answer_length=settings.max_answer_length, version_2=data.version_2,
+                null_score_threshold=settings.null_score_threshold,
+            )
+            self.last_predictions = (split, predictions)
+            return squad_metric().compute(**metric_inputs(predictions, data.examples[split]))
+
+        return compute
+
+    def callbacks(self) -> list:
+        return [PredictionsWriter(self)]
+
+    def card_fields(self, data: QAData) -> dict[str, Any]:
+        return {"qa": {**asdict(data.settings), "version_2": data.version_2}}
