@@ -7,7 +7,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-LOSS_CURVE_FILE = "loss_curve.png"
+from scratchlm.model_cards.run_record import LOSS_CURVE_FILE
 
 
 def plot_loss_curve(log_history: list[dict], path: str | Path, title: str = "ScratchLM training") -> Path | None:
