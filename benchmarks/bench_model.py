@@ -1,17 +1,28 @@
-"""ScratchLM against transformers' LlamaForCausalLM, same shape, side by side in one run.
+"""ScratchLM against transformers' LlamaForCausalLM, same shape and same weights, side by side in one run.
 
-Training tokens/s (fp32 and bf16 autocast, AdamW, batch 8 x 256), `generate` tokens/s for 128 new tokens at
-batch 1 and 8, and peak memory of a training run (each model in its own process). Measurements alternate
-between the two models, round after round, and the medians are compared as ratios (ScratchLM / Llama; above
-1.0 is better, except memory, where below 1.0 is better).
+Each figure is measured for both models, alternating round after round (Llama first in even rounds), and
+compared as the median of the per-round ratios with its spread (ScratchLM / Llama; above 1.0 is better):
 
-    python benchmarks/bench_model.py [--rounds 3] [--output benchmarks/results/model.json]
+- training tokens/s (AdamW, batch 8 x 256), fp32 and bf16 autocast, eager and under `torch.compile`;
+- `generate` tokens/s for greedy decoding at batch 1 and 8: the default (eager, dynamic cache) and a compiled
+  static-cache decode (`cache_implementation="static"` + a full-graph `CompileConfig`);
+- headline ratios of ScratchLM's fastest path against Llama's default (eager) path, next to the same-settings
+  ratios that say which part of a gain is the model's own and which is torch.compile's;
+- compilation time, the fraction of the measured matmul peak (6N FLOPs per token), and peak memory of
+  `generate` at a 2k context (each model in its own process).
+
+    python benchmarks/bench_model.py            # full: 5 rounds
+    python benchmarks/bench_model.py --quick    # 2 rounds, fewer steps and tokens (a few minutes more for compiling)
+    python benchmarks/bench_model.py --no-compile   # the eager figures only
+
+JSON goes to benchmarks/results/model.json (or --output).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -19,7 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import CompileConfig, LlamaConfig, LlamaForCausalLM
 
 from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
 
@@ -27,98 +38,177 @@ SHAPE = dict(
     vocab_size=8192, hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=6,
     num_key_value_heads=6, max_position_embeddings=1024, tie_word_embeddings=True,
 )
-BATCH, SEQ, NEW_TOKENS = 8, 256, 128
+BATCH, SEQ, PROMPT = 8, 256, 16
+MODELS = ("llama", "scratchlm")
+FIGURES = ("train_fp32", "train_bf16", "generate_b1", "generate_b8")
 
 
-def build(name: str):
+def build(name: str, **overrides):
+    """The model `name` with seed-0 weights: both models get identical tensors (same shapes, same init order)."""
     torch.manual_seed(0)
+    shape = {**SHAPE, **overrides}
     if name == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**SHAPE, attn_implementation="sdpa"))
+        model = LlamaForCausalLM(LlamaConfig(**shape, attn_implementation="sdpa"))
     else:
-        model = ScratchLMForCausalLM(ScratchLMConfig(**SHAPE, attn_implementation="sdpa"))
+        model = ScratchLMForCausalLM(ScratchLMConfig(**shape, attn_implementation="sdpa"))
     model.generation_config.pad_token_id = 0
     return model
 
 
-def train_tokens_per_second(model, steps: int, bf16: bool) -> float:
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch = torch.randint(0, SHAPE["vocab_size"], (BATCH, SEQ))
+class TrainingRun:
+    """A model with its optimizer; `compiled` wraps the model in torch.compile (as the Trainer's torch_compile)."""
 
-    def step():
+    def __init__(self, model, compiled: bool):
+        self.model = model.train()
+        self.forward = torch.compile(model) if compiled else model
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        self.batch = torch.randint(0, SHAPE["vocab_size"], (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
+
+    def step(self, bf16: bool) -> float:
+        start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+            loss = self.forward(input_ids=self.batch, labels=self.batch, use_cache=False).loss
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
 
-    step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * BATCH * SEQ / (time.perf_counter() - start)
+    def tokens_per_second(self, steps: int, bf16: bool) -> float:
+        return steps * BATCH * SEQ / sum(self.step(bf16) for _ in range(steps))
+
+
+def compiled_decode_config() -> CompileConfig:
+    config = CompileConfig(fullgraph=True, dynamic=False, mode="default")
+    config._compile_all_devices = True  # generate compiles only on accelerators unless told otherwise
+    return config
 
 
 @torch.no_grad()
-def generate_tokens_per_second(model, batch_size: int) -> float:
+def generate_seconds(model, batch_size: int, new_tokens: int, compiled: bool) -> float:
     model.eval()
-    prompt = torch.randint(1, SHAPE["vocab_size"], (batch_size, 16))
-    kwargs = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None)
-    model.generate(prompt, **{**kwargs, "max_new_tokens": 8, "min_new_tokens": 8})  # warm-up
+    prompt = torch.randint(1, SHAPE["vocab_size"], (batch_size, PROMPT), generator=torch.Generator().manual_seed(1))
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=None)
+    if compiled:
+        kwargs.update(cache_implementation="static", compile_config=compiled_decode_config())
     start = time.perf_counter()
     model.generate(prompt, **kwargs)
-    return batch_size * NEW_TOKENS / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
-def peak_memory_gib(name: str) -> float:
-    """Peak RSS of a fresh process that builds the model and runs 3 fp32 training steps."""
+def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(10):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / min(times) / 1e9
+
+
+def generate_peak_memory_gib(name: str, context: int = 2048, new_tokens: int = 32) -> float:
+    """Peak RSS of a fresh process that builds the model and generates up to a `context`-token sequence."""
     code = (
-        f"import resource, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_model as b; "
-        f"b.train_tokens_per_second(b.build({name!r}), 3, False); "
+        f"import resource, sys, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_model as b\n"
+        f"model = b.build({name!r}, max_position_embeddings={context}).eval()\n"
+        f"prompt = torch.randint(1, b.SHAPE['vocab_size'], (1, {context - new_tokens}))\n"
+        f"with torch.no_grad(): model.generate(prompt, max_new_tokens={new_tokens}, do_sample=False, eos_token_id=None)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return int(out.strip().splitlines()[-1]) / 2**20  # ru_maxrss is in KiB on Linux
 
 
+def ratio_summary(ours: list[float], theirs: list[float]) -> dict:
+    ratios = [a / b for a, b in zip(ours, theirs)]
+    return {"median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3),
+            "max": round(max(ratios), 3), "per_round": [round(r, 3) for r in ratios]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--train-steps", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="2 rounds, 2 training steps, 32 new tokens")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--train-steps", type=int, default=None)
+    parser.add_argument("--new-tokens", type=int, default=None)
+    parser.add_argument("--no-compile", action="store_true", help="eager figures only")
+    parser.add_argument("--no-memory", action="store_true", help="skip the 2k-context generate memory figure")
+    parser.add_argument("--figures", default=",".join(FIGURES), help=f"a subset of {','.join(FIGURES)}")
     parser.add_argument("--output", default="benchmarks/results/model.json")
     args = parser.parse_args()
+    rounds = args.rounds or (2 if args.quick else 5)
+    train_steps = args.train_steps or (2 if args.quick else 4)
+    new_tokens = args.new_tokens or (32 if args.quick else 128)
+    modes = ("eager",) if args.no_compile else ("eager", "compiled")
+    wanted = args.figures.split(",")
+    if unknown := set(wanted) - set(FIGURES):
+        parser.error(f"unknown figure(s) {', '.join(sorted(unknown))} (known: {', '.join(FIGURES)})")
+    precisions = [bf16 for bf16 in (False, True) if f"train_{'bf16' if bf16 else 'fp32'}" in wanted]
+    batch_sizes = [size for size in (1, 8) if f"generate_b{size}" in wanted]
 
-    models = {name: build(name) for name in ("llama", "scratchlm")}
-    assert models["llama"].num_parameters() == models["scratchlm"].num_parameters()
-    figures = {name: {key: [] for key in ("train_fp32", "train_bf16", "generate_b1", "generate_b8")} for name in models}
-    for round_index in range(args.rounds):
-        for name in (("llama", "scratchlm") if round_index % 2 == 0 else ("scratchlm", "llama")):
-            model = models[name]
-            figures[name]["train_fp32"].append(train_tokens_per_second(model, args.train_steps, bf16=False))
-            figures[name]["train_bf16"].append(train_tokens_per_second(model, args.train_steps, bf16=True))
-            figures[name]["generate_b1"].append(generate_tokens_per_second(model, 1))
-            figures[name]["generate_b8"].append(generate_tokens_per_second(model, 8))
-            print(f"round {round_index + 1}/{args.rounds} {name}: "
+    runs = {(name, mode): TrainingRun(build(name), mode == "compiled") for name in MODELS for mode in modes}
+    assert runs["llama", "eager"].model.num_parameters() == runs["scratchlm", "eager"].model.num_parameters()
+    compile_seconds = {}
+    for (name, mode), run in runs.items():  # warm-up; for compiled runs this is the compilation
+        for bf16 in precisions:
+            compile_seconds[f"{name}_{mode}_train_{'bf16' if bf16 else 'fp32'}_first_step"] = round(run.step(bf16), 1)
+        for batch_size in batch_sizes:
+            started = time.perf_counter()
+            generate_seconds(run.model, batch_size, new_tokens if mode == "compiled" else 8, mode == "compiled")
+            compile_seconds[f"{name}_{mode}_generate_b{batch_size}_first_call"] = round(time.perf_counter() - started, 1)
+        print(f"warm {name} {mode} {compile_seconds}", flush=True)
+
+    keys = [f"{what}_{mode}" for mode in modes for what in FIGURES if what in wanted]
+    figures = {name: {key: [] for key in keys} for name in MODELS}
+    for round_index in range(rounds):
+        for name in MODELS if round_index % 2 == 0 else MODELS[::-1]:
+            for mode in modes:
+                run, f = runs[name, mode], figures[name]
+                for bf16 in precisions:
+                    f[f"train_{'bf16' if bf16 else 'fp32'}_{mode}"].append(run.tokens_per_second(train_steps, bf16))
+                for batch_size in batch_sizes:
+                    seconds = generate_seconds(run.model, batch_size, new_tokens, compiled=mode == "compiled")
+                    f[f"generate_b{batch_size}_{mode}"].append(batch_size * new_tokens / seconds)
+            print(f"round {round_index + 1}/{rounds} {name}: "
                   + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in figures[name].items()), flush=True)
 
-    medians = {name: {key: statistics.median(values) for key, values in f.items()} for name, f in figures.items()}
-    for name in models:
-        medians[name]["peak_memory_gib"] = peak_memory_gib(name)
-    # Each round measures both models back to back, so the median of the per-round ratios cancels the slow drift
-    # of a shared machine better than a ratio of medians.
-    ratios = {
-        key: statistics.median(ours / theirs for ours, theirs in zip(figures["scratchlm"][key], figures["llama"][key]))
-        for key in figures["llama"]
+    medians = {name: {key: round(statistics.median(v), 1) for key, v in f.items()} for name, f in figures.items()}
+    # Each round measures both models back to back, so per-round ratios cancel the slow drift of a shared machine.
+    same_settings = {key: ratio_summary(figures["scratchlm"][key], figures["llama"][key]) for key in keys}
+    fastest_vs_llama_default = {}
+    if "compiled" in modes:
+        for what in wanted:
+            fastest_vs_llama_default[what] = ratio_summary(
+                figures["scratchlm"][f"{what}_compiled"], figures["llama"][f"{what}_eager"])
+    parameters = runs["llama", "eager"].model.num_parameters()
+    peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
+    fraction_of_peak = {
+        name: {key: round(medians[name][key] * 6 * parameters / 1e9 / peaks[key.split("_")[1]], 3)
+               for key in keys if key.startswith("train")}
+        for name in MODELS
     }
-    ratios["peak_memory_gib"] = medians["scratchlm"]["peak_memory_gib"] / medians["llama"]["peak_memory_gib"]
+    memory = {} if args.no_memory else {name: round(generate_peak_memory_gib(name), 3) for name in MODELS}
 
-    print(f"\n{'figure':<18}{'Llama':>12}{'ScratchLM':>12}{'ratio':>8}")
-    for key, ratio in ratios.items():
-        print(f"{key:<18}{medians['llama'][key]:>12,.2f}{medians['scratchlm'][key]:>12,.2f}{ratio:>8.3f}")
+    print(f"\n{'figure':<26}{'Llama':>10}{'ScratchLM':>11}{'ratio':>8}{'spread':>16}")
+    for key, summary in same_settings.items():
+        print(f"{key:<26}{medians['llama'][key]:>10,.0f}{medians['scratchlm'][key]:>11,.0f}"
+              f"{summary['median']:>8.3f}   [{summary['min']:.3f}, {summary['max']:.3f}]")
+    for key, summary in fastest_vs_llama_default.items():
+        print(f"{'ours compiled / Llama eager ' + key:<45}{summary['median']:>8.3f}   "
+              f"[{summary['min']:.3f}, {summary['max']:.3f}]")
+    if memory:
+        print(f"generate peak RSS at 2k context (GiB): Llama {memory['llama']:.3f}, ScratchLM {memory['scratchlm']:.3f}")
+    print(f"first step / first call seconds (compilation for compiled runs): {compile_seconds}")
+
     result = {
-        "shape": SHAPE, "batch": BATCH, "seq": SEQ, "new_tokens": NEW_TOKENS, "rounds": args.rounds,
-        "parameters": models["llama"].num_parameters(), "torch": torch.__version__,
-        "medians": medians, "ratios_scratchlm_over_llama": ratios, "samples": figures,
+        "shape": SHAPE, "batch": BATCH, "seq": SEQ, "prompt": PROMPT, "new_tokens": new_tokens, "rounds": rounds,
+        "train_steps": train_steps, "parameters": parameters, "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+        "medians_tokens_per_second": medians, "ratios_same_settings": same_settings,
+        "ratios_scratchlm_fastest_over_llama_default": fastest_vs_llama_default,
+        "first_step_seconds": compile_seconds, "matmul_peak_gflops": peaks, "fraction_of_matmul_peak": fraction_of_peak,
+        "generate_2k_context_peak_rss_gib": memory, "samples": figures,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))

@@ -53,3 +53,24 @@ def test_generate_with_a_compiled_static_cache_matches_eager_generate():
     compiled = model.generate(prompt, cache_implementation="static", compile_config=compile_config, **kwargs)
     assert hasattr(model, "_compiled_call"), "generate did not take its compiled decode path"
     assert torch.equal(compiled, model.generate(prompt, **kwargs))
+
+
+def test_acceleration_defaults_fall_back_to_eager_where_compilation_fails(caplog):
+    from scratchlm.training.acceleration import (
+        compilation_available,
+        compiled_generation_kwargs,
+        use_compiled_training,
+    )
+
+    available, why = compilation_available("no_such_backend")
+    assert not available and "no_such_backend" in why
+    with caplog.at_level("WARNING", logger="scratchlm.training.acceleration"):
+        assert use_compiled_training(10_000, requested=True, backend="no_such_backend") is False
+        assert compiled_generation_kwargs(64, requested=True, backend="no_such_backend") == {}
+    assert sum("runs eagerly" in record.getMessage() for record in caplog.records) == 2
+    # Explicit choices and runs too short to pay back compilation decide without compiling anything.
+    assert use_compiled_training(10_000, requested=False) is False
+    assert use_compiled_training(5) is False
+    assert compiled_generation_kwargs(16) == {}
+    eager_backend = compiled_generation_kwargs(16, requested=True, backend="eager")
+    assert eager_backend["cache_implementation"] == "static" and eager_backend["compile_config"].fullgraph
