@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 
@@ -112,3 +113,23 @@ def test_cli_config_file_and_errors(tmp_path, capsys):
     assert "corpus file not found: 'nope.txt'" in _error(capsys, ["--train_files", "nope.txt", "--output_dir", "x"])
     assert "too small" in _error(capsys, ["--train_files", "nope.txt", "--vocab_size", "100", "--output_dir", "x"])
     assert "--train_files and/or --dataset_name" in _error(capsys, ["--output_dir", str(tmp_path / "y")])
+
+
+def test_dataset_name_and_a_text_column_per_source(data_dir, tmp_path, capsys):
+    import datasets
+
+    datasets.Dataset.from_dict({"content": ["清风明月本无价"] * 200}).save_to_disk(tmp_path / "saved")
+    poems = tmp_path / "poems.jsonl"
+    poems.write_text('{"paragraphs": ["明月几时有？", "把酒问青天。"]}\n' * 100, encoding="utf-8")
+    reviews = data_dir / "waimai_10k" / "waimai_10k.csv"
+    cli_main([
+        "--dataset_name", str(tmp_path / "saved"), "--train_files", str(poems), str(reviews),
+        "--text_column", f"{tmp_path / 'saved'}:content", f"{poems}:paragraphs", f"{reviews}:review",
+        "--vocab_size", "600", "--output_dir", str(tmp_path / "tok"), "--show_progress", "false",
+    ])  # fmt: skip
+    with reviews.open(encoding="utf-8", newline="") as handle:
+        review_rows = sum(1 for row in csv.DictReader(handle) if row["review"].strip())
+    # Every source was read, each through its own column: 200 rows, 100 poems and the reviews.
+    assert f"{200 + 100 + review_rows} documents" in capsys.readouterr().out
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tok", trust_remote_code=True)
+    assert len(tokenizer.encode("清风明月本无价")) < len("清风明月本无价".encode())
