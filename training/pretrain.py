@@ -22,7 +22,7 @@ import time
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, set_seed
 
 from scratchlm.cli import command, parse_args
-from scratchlm.model_cards.run_record import RunRecord, eval_results
+from scratchlm.model_cards.run_record import RUN_SETTINGS_FILE, RunRecord, eval_results
 from scratchlm.modeling.initialization import init_model, parse_overrides
 from scratchlm.tokenization import train_tokenizer
 
@@ -47,7 +47,7 @@ def load_or_train_tokenizer(model_args: ModelArguments, data_args: PretrainingDa
         return AutoTokenizer.from_pretrained(source, trust_remote_code=model_args.trust_remote_code), None
     saved = run_dir.path / TOKENIZER_DIR
     settings = json.dumps(run_dir.settings, sort_keys=True)
-    settings_file = saved / "scratchlm_settings.json"
+    settings_file = saved / RUN_SETTINGS_FILE
     if not run_dir.overwrite and settings_file.is_file() and settings_file.read_text() == settings:
         return AutoTokenizer.from_pretrained(saved), None  # trained by an earlier (interrupted) attempt of this run
     logger.warning("training a %d-token tokenizer on the training corpus", model_args.tokenizer_vocab_size)
