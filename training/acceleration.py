@@ -1,11 +1,15 @@
 """The fastest path where it is measured faster: compiled training and compiled static-cache generation.
 
-`torch.compile` pays a one-off compilation (tens of seconds for a small model on a CPU, more on a busy one) for
-faster steps afterwards. Measured on a CPU (benchmarks/bench_model.py, benchmarks/bench_compile_race.py), the
-compiled step wins once a run is long enough to pay the compilation back, so these helpers turn compilation on only
-where (1) it works here, proven by compiling and running a tiny function once per process, and (2) the work ahead is
-long enough. Where compilation is unavailable (no C++ compiler for inductor, an unsupported Python, a broken
-toolchain) they fall back to eager execution with one log line saying why.
+`torch.compile` pays a one-off compilation for faster steps afterwards. These helpers turn it on only where
+(1) it works here, proven by compiling and running a tiny function once per process, and (2) the measured gain pays
+the compilation back over the work ahead. Where compilation is unavailable (no C++ compiler for inductor, an
+unsupported Python, a broken toolchain) they fall back to eager execution with one log line saying why.
+
+Measured on the project's 2-core CPU (benchmarks/bench_model.py; a shared, heavily loaded machine, so only the
+orders of magnitude are trusted): compiling the small preset's training step takes minutes, and a compiled
+static-cache decode was not faster than the eager one at batch 1. Hence on a CPU training compiles only for long
+runs and generation only when asked; on an accelerator (where transformers itself compiles static-cache decoding)
+both are on by default.
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ import torch._dynamo
 
 logger = logging.getLogger(__name__)
 
-# Break-even points measured with benchmarks/bench_model.py on a 2-core CPU (small preset): compiling a training
-# step costs roughly as much as a few dozen eager steps and a compiled decode a few hundred eager tokens.
-MIN_COMPILED_TRAINING_STEPS = 200
-MIN_COMPILED_GENERATION_TOKENS = 512
+# Training steps from which compilation pays back (compile time / per-step saving, bench_model.py figures).
+MIN_COMPILED_TRAINING_STEPS = {"cpu": 1000, "accelerator": 100}
+# Tokens (new tokens x sequences) from which a compiled decode pays back; None: never by default.
+MIN_COMPILED_GENERATION_TOKENS = {"cpu": None, "accelerator": 512}
+
+
+def _device_kind(device: str | torch.device) -> str:
+    return "cpu" if torch.device(device).type in ("cpu", "mps") else "accelerator"
 
 
 @functools.cache
@@ -45,8 +53,9 @@ def compilation_available(backend: str = "inductor") -> tuple[bool, str]:
     return True, ""
 
 
-def use_compiled_training(max_steps: int | None, *, requested: bool | None = None, backend: str = "inductor") -> bool:
-    """Whether a Trainer run should set `torch_compile`: False/True when the user said so (True falls back to eager
+def use_compiled_training(max_steps: int | None, device: str | torch.device = "cpu", *,
+                          requested: bool | None = None, backend: str = "inductor") -> bool:
+    """Whether a Trainer run should set `torch_compile`: the user's explicit True/False (True falls back to eager
     with a warning where compilation fails here), else compiled where it works and the run is long enough.
 
     Compilation works with gradient checkpointing (non-reentrant, as the Trainer uses for ScratchLM) and with
@@ -54,8 +63,10 @@ def use_compiled_training(max_steps: int | None, *, requested: bool | None = Non
     """
     if requested is False:
         return False
-    if not requested and (max_steps is None or 0 < max_steps < MIN_COMPILED_TRAINING_STEPS):
-        logger.info("training runs eagerly: %s steps are too few to pay back compilation", max_steps)
+    threshold = MIN_COMPILED_TRAINING_STEPS[_device_kind(device)]
+    if not requested and (max_steps is None or 0 < max_steps < threshold):
+        logger.info("training runs eagerly: %s steps are too few to pay back compilation (from %d)", max_steps,
+                    threshold)
         return False
     available, why = compilation_available(backend)
     if not available:
@@ -66,15 +77,16 @@ def use_compiled_training(max_steps: int | None, *, requested: bool | None = Non
     return True
 
 
-def compiled_generation_kwargs(max_new_tokens: int, num_sequences: int = 1, *, requested: bool | None = None,
-                               backend: str = "inductor") -> dict:
+def compiled_generation_kwargs(max_new_tokens: int, num_sequences: int = 1, device: str | torch.device = "cpu", *,
+                               requested: bool | None = None, backend: str = "inductor") -> dict:
     """Keyword arguments for `model.generate` selecting a compiled static-cache decode where it pays, else {}.
 
     The prompt is processed eagerly; each decoded token runs one compiled full-graph forward over a static cache.
     """
     if requested is False:
         return {}
-    if not requested and max_new_tokens * num_sequences < MIN_COMPILED_GENERATION_TOKENS:
+    threshold = MIN_COMPILED_GENERATION_TOKENS[_device_kind(device)]
+    if not requested and (threshold is None or max_new_tokens * num_sequences < threshold):
         return {}
     available, why = compilation_available(backend)
     if not available:
@@ -84,6 +96,6 @@ def compiled_generation_kwargs(max_new_tokens: int, num_sequences: int = 1, *, r
     from transformers import CompileConfig
 
     compile_config = CompileConfig(fullgraph=True, dynamic=False, backend=backend, mode="default")
-    # generate compiles only on accelerators unless told otherwise; a CPU gains as well (bench_model.py).
+    # generate compiles only on accelerators unless told otherwise; this lets an explicit request work on a CPU.
     compile_config._compile_all_devices = True
     return {"cache_implementation": "static", "compile_config": compile_config}
