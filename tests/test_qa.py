@@ -226,6 +226,7 @@ def finetuned(squad, tokenizer, tmp_path_factory) -> Path:
     finetune_main([
         "--task", "qa", "--model_name_or_path", str(work / "base"), "--train_files", str(train),
         "--validation_files", write_published(work / "dev.json", validation), "--max_length", "192",
+        "--doc_stride", "40",
         "--max_steps", "6", "--per_device_train_batch_size", "8", "--learning_rate", "3e-3", "--logging_steps", "1",
         "--evaluate_before_training", "false", "--report_to", "none", "--output_dir", str(work / "qa"),
     ])
@@ -238,7 +239,7 @@ def test_finetune_task_qa_writes_metrics_predictions_and_card(finetuned, squad):
     assert len(losses) == 6 and all(math.isfinite(loss) for loss in losses)
     metrics = json.loads((finetuned / "metrics.json").read_text())
     assert 0 <= metrics["eval_exact_match"] <= metrics["eval_f1"] <= 100
-    assert record["qa"]["max_length"] == 192 and record["qa"]["stride"] == 48 and not record["qa"]["version_2"]
+    assert record["qa"]["max_length"] == 192 and record["qa"]["stride"] == 40 and not record["qa"]["version_2"]
     report = record["data_report"]["validation"]
     assert (report["bad_answers"], report["dropped_questions"], report["questions"]) == (1, 1, 9)
     predictions = json.loads((finetuned / "eval_predictions.json").read_text())

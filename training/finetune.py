@@ -54,8 +54,7 @@ from .callbacks import LossCurveCallback
 from .data import check_max_length, check_tokenizer_fits, data_sources, load_splits
 from .generation import SampleArguments, sample_generations
 from .lora import DEFAULT_LORA_TARGETS, adapter_summary, apply_lora, resolvable, save_merged_model
-from .publish import push_run_to_hub
-from .run import RunDirectory, add_samples, finish_run, last_complete_checkpoint
+from .run import RunDirectory, add_samples, finish_run, last_complete_checkpoint, push_run_to_hub
 from .tasks import TASKS, FinetuneTask, get_task
 
 logger = logging.getLogger(__name__)
@@ -81,6 +80,13 @@ class FinetuneArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most this many rows."})
     system_prompt: str | None = field(default=None, metadata={"help": "SFT: system message put before every chat."})
     packing: bool = field(default=False, metadata={"help": "SFT: pack whole training examples into --max_length."})
+    doc_stride: int | None = field(default=None, metadata={"help": "QA: tokens shared by consecutive windows of a "
+                                                                   "long context (default: max_length / 4, <= 128)."})
+    max_question_tokens: int = field(default=64, metadata={"help": "QA: longer questions are cut to this."})
+    n_best: int = field(default=20, metadata={"help": "QA: start and end candidates per window when decoding."})
+    max_answer_length: int = field(default=30, metadata={"help": "QA: longest answer, in tokens."})
+    null_score_threshold: float = field(default=0.0, metadata={"help": "QA, SQuAD 2.0 data: answer nothing when "
+                                                                       "'no answer' beats the best span by more."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: float = field(default=16, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})

@@ -52,9 +52,8 @@ def squad_metric():
 
 @dataclass
 class QASettings:
-    """Window and decoding settings; `--doc_stride`, `--max_question_tokens`, `--n_best`, `--max_answer_length`
-    and `--null_score_threshold` where the command has them, else these defaults (the stride at most a quarter of
-    `--max_length`)."""
+    """Window and decoding settings (`--max_length`, `--doc_stride`, `--max_question_tokens`, `--n_best`,
+    `--max_answer_length`, `--null_score_threshold`); the stride defaults to a quarter of the window, at most 128."""
 
     max_length: int = 384
     stride: int = 128
@@ -65,15 +64,10 @@ class QASettings:
 
     @classmethod
     def from_args(cls, finetune_args, max_length: int) -> QASettings:
-        defaults = cls()
-        return cls(max_length=max_length,
-                   stride=getattr(finetune_args, "doc_stride", None) or min(defaults.stride, max_length // 4),
-                   max_question_tokens=getattr(finetune_args, "max_question_tokens", None)
-                   or defaults.max_question_tokens,
-                   n_best=getattr(finetune_args, "n_best", None) or defaults.n_best,
-                   max_answer_length=getattr(finetune_args, "max_answer_length", None) or defaults.max_answer_length,
-                   null_score_threshold=getattr(finetune_args, "null_score_threshold", None)
-                   or defaults.null_score_threshold)
+        return cls(max_length=max_length, stride=finetune_args.doc_stride or min(128, max_length // 4),
+                   max_question_tokens=finetune_args.max_question_tokens, n_best=finetune_args.n_best,
+                   max_answer_length=finetune_args.max_answer_length,
+                   null_score_threshold=finetune_args.null_score_threshold)
 
 
 @dataclass
