@@ -242,6 +242,7 @@ def test_loads_as_remote_code_in_a_fresh_process(tokenizer, tmp_path, run_withou
 
         tokenizer = AutoTokenizer.from_pretrained("tok", trust_remote_code=True)
         assert type(tokenizer).__name__ == "ScratchLMTokenizer", type(tokenizer)
+        assert tokenizer.pretokenizer == "qwen2"
         text, expected = {text!r}, {expected!r}
         assert tokenizer.encode(text) == expected["ids"]
         assert tokenizer.decode(expected["ids"]) == text
