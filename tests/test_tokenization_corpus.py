@@ -124,3 +124,23 @@ def test_datasets_sources(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ConnectionError, match="'someone/corpus' from the Hugging Face Hub: offline"):
         list(read_corpus("someone/corpus"))
+
+
+def test_text_column_per_source_reads_poems_and_reviews_together(data_dir):
+    from scratchlm.tokenization.corpus import TextColumns
+
+    song = data_dir / "chinese-poetry" / "宋词" / "ci.song.0.json"
+    reviews = data_dir / "waimai_10k" / "waimai_10k.csv"
+    first_poem = "\n".join(json.loads(song.read_text(encoding="utf-8"))[0]["paragraphs"])
+    by_file = list(read_corpus([song, reviews], text_column=[f"{song}:paragraphs", "waimai_10k.csv:review"]))
+    assert by_file[0] == first_poem and by_file[1000].startswith("很快，好吃") and len(by_file) == 1000 + 11987
+    assert list(read_corpus([song, reviews], text_column=["paragraphs", "review"])) == by_file  # in order
+    # One plain name next to FILE:COLUMN entries is the column of the other sources.
+    assert list(read_corpus([song, reviews], text_column=["review", "ci.song.0.json:paragraphs"])) == by_file
+
+    with pytest.raises(ValueError, match=r"3 names \(a, b, c\) for 2 source\(s\)"):
+        TextColumns.parse(["a", "b", "c"], [song, reviews])
+    with pytest.raises(ValueError, match=r"'elsewhere\.csv' is none of the sources"):
+        TextColumns.parse(["elsewhere.csv:review"], [song, reviews])
+    with pytest.raises(ValueError, match=r"waimai_10k\.csv: no text column 'paragraphs'; columns found: label, review"):
+        list(read_corpus([song, reviews], text_column="paragraphs"))  # one name for every source

@@ -109,26 +109,24 @@ def _check_json_records(path: Path) -> None:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             if number == 1:
-                _check_single_object(path, text)
+                _check_not_one_object(path, text)
             raise ValueError(f"{path} line {number}: invalid JSON ({error}); expected one JSON object per line "
                              "or a JSON array of objects") from None
         if not isinstance(record, dict):
             raise ValueError(f"{path} line {number}: expected a JSON object (a record), got {type(record).__name__}")
 
 
-def _check_single_object(path: Path, text: str) -> None:
-    """A file holding one multi-line JSON object: fine when it is columns of equal length, else an error."""
+def _check_not_one_object(path: Path, text: str) -> None:
+    """Refuse a file holding one (multi-line) JSON object: `datasets` would read it as a single row."""
     try:
         content = json.loads(text)
     except json.JSONDecodeError:
         return
     if isinstance(content, dict):
-        lengths = {len(value) if isinstance(value, list) else -1 for value in content.values()}
-        if len(lengths) != 1 or -1 in lengths:
-            raise ValueError(
-                f"{path}: a JSON object (keys: {', '.join(map(str, content)) or 'none'}) where a list of records "
-                "is expected; give the rows as a JSON array of objects or one object per line (JSON lines)"
-            )
+        raise ValueError(
+            f"{path}: a JSON object (keys: {', '.join(map(str, content)) or 'none'}) where a list of records is "
+            "expected; give the rows as a JSON array of objects or one object per line (JSON lines)"
+        )
 
 
 def _check_csv_has_rows(path: Path) -> None:
