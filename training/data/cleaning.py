@@ -187,7 +187,8 @@ def _generate_clean_stream(annotated: IterableDataset, deduplicate: bool, report
         report.changed, report.dropped, report.complete = counts.changed, counts.dropped, True
 
 
-def _clean_dataset(dataset: Dataset, data_args: PretrainingDataArguments, settings: dict[str, Any], report: CleaningReport):
+def _clean_dataset(dataset: Dataset, data_args: PretrainingDataArguments, settings: dict[str, Any],
+                   report: CleaningReport):
     report.documents_in = len(dataset)
     annotated = dataset.map(
         _annotate_batch, batched=True, num_proc=num_proc(data_args, len(dataset)),
