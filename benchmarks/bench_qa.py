@@ -15,9 +15,9 @@ earlier). `max_words` and `window` are tuned on the train part. (The paper's
 candidates are parse-tree constituents; there is no parser here, so every short word run is a candidate.)
 
 ScratchLM: a base pretrained by `scratchlm-pretrain` within the run on the train part's contexts plus
-WikiText-2 valid+test (no test-part text), or the directory given with --base; then fine-tuned with the Trainer on
-the train part's windows (`build_features`) and answered on the test part with `predict_answers` (the same windows
-and n-best span decoding as `answer_question`).
+WikiText-2 valid+test (no test-part text), or the directory given with --base; then `scratchlm-finetune --task qa`
+on the train part (full fine-tuning, no validation split), which scores the test part itself (the same windows and
+n-best span decoding as `answer_question`).
 
     python benchmarks/bench_qa.py                                    # baseline + pretrain + fine-tune
     python benchmarks/bench_qa.py --skip_model                       # the baseline only
@@ -152,55 +152,41 @@ def pretrain_base(train, workdir: Path, steps: int, vocab_size: int) -> tuple[Pa
                     "metrics": {k: v for k, v in record.get("metrics", {}).items() if k.startswith("eval_")}}
 
 
-def finetune_qa(base: Path, train, workdir: Path, args) -> tuple:
-    """Full fine-tuning of `AutoModelForQuestionAnswering` on the windows of `train`."""
-    from transformers import (
-        AutoModelForQuestionAnswering,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
-    )
-
-    from scratchlm.training.data.qa import QAReport, build_features
-
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForQuestionAnswering.from_pretrained(base)
-    report = QAReport(split="train")
-    features = build_features(train, tokenizer, max_length=args.max_length, stride=args.stride, report=report)
-    training_args = TrainingArguments(
-        output_dir=str(workdir / "qa"), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
-        learning_rate=args.learning_rate, lr_scheduler_type="linear", warmup_ratio=0.05, weight_decay=0.01,
-        logging_steps=20, save_strategy="no", report_to=[], use_cpu=not args.device_ok, disable_tqdm=True,
-        seed=args.seed,
-    )
-    trainer = Trainer(model=model, args=training_args, data_collator=DataCollatorWithPadding(tokenizer),
-                      train_dataset=features.remove_columns(["example_id", "offset_mapping"]))
-    started = time.perf_counter()
-    result = trainer.train()
-    model.save_pretrained(workdir / "qa")
-    tokenizer.save_pretrained(workdir / "qa")
-    return model, tokenizer, {"windows": len(features), "train_loss": result.training_loss,
-                              "wall_s": round(time.perf_counter() - started, 1), "data_report": report.to_dict()}
+def write_jsonl(path: Path, examples) -> str:
+    columns = ("id", "title", "context", "question", "answers")
+    path.write_text("".join(json.dumps({key: row[key] for key in columns}, ensure_ascii=False) + "\n"
+                            for row in examples), encoding="utf-8")
+    return str(path)
 
 
-def run_scratchlm(train, test, metric, args) -> dict:
-    from scratchlm.inference.qa import predict_answers
-    from scratchlm.training.data.qa import metric_inputs
-
+def run_scratchlm(train, test, args) -> dict:
+    """Pretrain (unless --base), then `scratchlm-finetune --task qa` on the train part, scored on the test part."""
     workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
     if args.train_questions:
         train = train.shuffle(seed=args.seed).select(range(min(args.train_questions, len(train))))
     if args.base:
         base, pretraining = Path(args.base), {"given": args.base}
     else:
         base, pretraining = pretrain_base(train, workdir, args.pretrain_steps, args.vocab_size)
-    model, tokenizer, training = finetune_qa(base, train, workdir, args)
+    output = workdir / "qa"
+    command = [sys.executable, "-m", "scratchlm.training.finetune", "--task", "qa", "--model_name_or_path", str(base),
+               "--train_files", write_jsonl(workdir / "train.jsonl", train),
+               "--test_files", write_jsonl(workdir / "test.jsonl", test), "--validation_split_fraction", "0",
+               "--eval_strategy", "no", "--save_strategy", "no", "--evaluate_before_training", "false",
+               "--max_length", str(args.max_length), "--num_train_epochs", str(args.epochs),
+               "--learning_rate", str(args.learning_rate), "--per_device_train_batch_size", str(args.batch_size),
+               "--lr_scheduler_type", "linear", "--warmup_steps", "0.05", "--seed", str(args.seed),
+               "--report_to", "none", "--overwrite_output", "--output_dir", str(output)]
     started = time.perf_counter()
-    predictions = predict_answers(model, tokenizer, test, max_length=args.max_length, stride=args.stride)
-    scores = metric.compute(**metric_inputs(predictions, test))
-    return {"test": scores, "pretraining": pretraining, "finetuning": training, "train_questions": len(train),
-            "predict_wall_s": round(time.perf_counter() - started, 1)}
+    subprocess.run(command, check=True)
+    wall = time.perf_counter() - started
+    record = json.loads((output / "scratchlm_run.json").read_text())
+    metrics = record["metrics"]
+    return {"test": {"exact_match": metrics["test_exact_match"], "f1": metrics["test_f1"]},
+            "pretraining": pretraining, "train_questions": len(train), "finetune_wall_s": round(wall, 1),
+            "training_time_s": record.get("training_time_s"), "train_loss": metrics.get("train_loss"),
+            "qa_settings": record.get("qa"), "data_report": record.get("data_report"), "output_dir": str(output)}
 
 
 # ---------------------------------------------------------------------------------------------------------- report
@@ -221,10 +207,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--learning_rate", type=float, default=5e-4)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--max_length", type=int, default=384)
-    parser.add_argument("--stride", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device_ok", action="store_true", help="Use an accelerator when there is one.")
     parser.add_argument("--workdir", default="/tmp/scratchlm-bench-qa")
+    parser.add_argument("--output", default=str(RESULTS), help="Where the JSON results go.")
     args = parser.parse_args(argv)
 
     import evaluate
@@ -237,29 +222,32 @@ def main(argv=None) -> dict:
         test = test.select(range(min(args.test_questions, len(test))))
     metric = evaluate.load(str(ROOT / "training" / "metrics" / "squad"))
     print(f"SQuAD v1.1 dev split by article: {len(train):,} train / {len(test):,} test questions "
-          f"({len(set(train['title']))} / {len(set(test['title']))} articles); bad answers skipped: {report.bad_answers}")
+          f"({len(set(train['title']))} / {len(set(test['title']))} articles); "
+          f"bad answers skipped: {report.bad_answers}")
     results = {"data": {"train_questions": len(train), "test_questions": len(test),
                         "test_articles": sorted(set(test["title"]))},
                "squad_paper_full_dev": SQUAD_PAPER_DEV}
     results["baseline"] = run_baseline(train, test, metric, args.tune_questions)
     if not args.skip_model:
-        results["scratchlm"] = run_scratchlm(train, test, metric, args)
+        results["scratchlm"] = run_scratchlm(train, test, args)
 
     print(f"\n{'system (test part)':<44} {'EM':>6} {'F1':>6}  wall")
     baseline = results["baseline"]
-    print(f"{'sliding-window overlap (' + str(baseline['max_words']) + ' words, window ' + str(baseline['window']) + ')':<44}"
+    name = f"sliding-window overlap ({baseline['max_words']} words, window {baseline['window']})"
+    print(f"{name:<44}"
           f" {baseline['test']['exact_match']:6.1f} {baseline['test']['f1']:6.1f}  {baseline['wall_s']:.0f} s")
     if "scratchlm" in results:
         model = results["scratchlm"]
         print(f"{'ScratchLM fine-tuned (' + str(model['train_questions']) + ' questions)':<44}"
               f" {model['test']['exact_match']:6.1f} {model['test']['f1']:6.1f}  "
-              f"{model['finetuning']['wall_s']:.0f} s fine-tuning, pretraining {model['pretraining']}")
+              f"{model['finetune_wall_s']:.0f} s fine-tuning, pretraining {model['pretraining']}")
     for name, scores in SQUAD_PAPER_DEV.items():
         print(f"{'SQuAD paper ' + name.replace('_', ' ') + ' (full dev)':<44} {scores['exact_match']:6.1f} "
               f"{scores['f1']:6.1f}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {RESULTS}")
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {output}")
     return results
 
 

@@ -197,7 +197,8 @@ def write_published(path: Path, examples: Dataset) -> str:
     """`examples` as a SQuAD file as published, one article per title."""
     articles: dict[str, list] = {}
     for row in examples:
-        answers = [{"text": t, "answer_start": s} for t, s in zip(row["answers"]["text"], row["answers"]["answer_start"])]
+        answers = [{"text": text, "answer_start": start}
+                   for text, start in zip(row["answers"]["text"], row["answers"]["answer_start"])]
         articles.setdefault(row["title"], []).append(
             {"context": row["context"], "qas": [{"id": row["id"], "question": row["question"], "answers": answers}]})
     data = [{"title": title, "paragraphs": paragraphs} for title, paragraphs in articles.items()]

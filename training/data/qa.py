@@ -222,7 +222,8 @@ def _question_prefixes(questions: list[str], tokenizer, max_question_tokens: int
     if tokenizer.bos_token is None or tokenizer.eos_token is None:
         raise ValueError("question answering needs a tokenizer with bos and eos tokens (bos marks 'no answer')")
     prefixes = []
-    for question, ids in zip(questions, tokenizer([q.strip() for q in questions], add_special_tokens=False)["input_ids"]):
+    encoded = tokenizer([q.strip() for q in questions], add_special_tokens=False)["input_ids"]
+    for question, ids in zip(questions, encoded):
         question = question.strip()
         if len(ids) > max_question_tokens:
             report.truncated_questions += 1
@@ -338,7 +339,8 @@ def postprocess_predictions(examples: Dataset, features: Dataset, start_logits, 
                                max_answer_length=max_answer_length)
             if spans and spans[0][0] > best[0]:
                 best = spans[0]
-            null_score = min(null_score, float(start_logits[index][NO_ANSWER_INDEX] + end_logits[index][NO_ANSWER_INDEX]))
+            no_answer = float(start_logits[index][NO_ANSWER_INDEX] + end_logits[index][NO_ANSWER_INDEX])
+            null_score = min(null_score, no_answer)
         text, start = span_text(example["context"], best[1], best[2])
         if version_2 and (best[0] == -math.inf or null_score > best[0] + null_score_threshold):
             text, start = "", -1
