@@ -34,7 +34,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from . import check_columns, load_tables
+from .tables import check_columns, load_tables
 
 logger = logging.getLogger(__name__)
 
