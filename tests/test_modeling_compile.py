@@ -55,10 +55,13 @@ def test_generate_with_a_compiled_static_cache_matches_eager_generate():
     assert torch.equal(compiled, model.generate(prompt, **kwargs))
 
 
-def test_acceleration_defaults_fall_back_to_eager_where_compilation_fails(caplog):
+def test_acceleration_defaults_fall_back_to_eager_where_compilation_fails(caplog, tmp_path):
+    from transformers import TrainingArguments
+
     from scratchlm.training.acceleration import (
         compilation_available,
         compiled_generation_kwargs,
+        enable_compiled_training,
         use_compiled_training,
     )
 
@@ -67,7 +70,10 @@ def test_acceleration_defaults_fall_back_to_eager_where_compilation_fails(caplog
     with caplog.at_level("WARNING", logger="scratchlm.training.acceleration"):
         assert use_compiled_training(10_000, requested=True, backend="no_such_backend") is False
         assert compiled_generation_kwargs(64, requested=True, backend="no_such_backend") == {}
-    assert sum("runs eagerly" in record.getMessage() for record in caplog.records) == 2
+        args = TrainingArguments(tmp_path, use_cpu=True, max_steps=10_000, torch_compile_backend="no_such_backend")
+        assert args.torch_compile and enable_compiled_training(args) is False
+        assert not args.torch_compile and args.torch_compile_backend is None
+    assert sum("runs eagerly" in record.getMessage() for record in caplog.records) == 3
     # Explicit choices and runs too short to pay back compilation decide without compiling anything.
     assert use_compiled_training(10_000, requested=False) is False
     assert use_compiled_training(5) is False and use_compiled_training(5, "cuda") is False

@@ -64,7 +64,7 @@ def use_compiled_training(max_steps: int | None, device: str | torch.device = "c
     if requested is False:
         return False
     threshold = MIN_COMPILED_TRAINING_STEPS[_device_kind(device)]
-    if not requested and (max_steps is None or 0 < max_steps < threshold):
+    if not requested and (max_steps is None or max_steps < threshold):  # -1: epochs, length unknown
         logger.info("training runs eagerly: %s steps are too few to pay back compilation (from %d)", max_steps,
                     threshold)
         return False
@@ -75,6 +75,21 @@ def use_compiled_training(max_steps: int | None, device: str | torch.device = "c
         return False
     logger.info("training is compiled (torch.compile, %s)", backend)
     return True
+
+
+def enable_compiled_training(training_args) -> bool:
+    """Set the Trainer's `torch_compile` (and its backend) on `training_args` as `use_compiled_training` decides.
+
+    `--torch_compile true` (or a `--torch_compile_backend`) is an explicit request; otherwise the default decides.
+    Call it before the Trainer is built; returns whether training is compiled.
+    """
+    requested = True if training_args.torch_compile else None
+    backend = training_args.torch_compile_backend or "inductor"
+    compiled = use_compiled_training(training_args.max_steps, training_args.device, requested=requested,
+                                     backend=backend)
+    training_args.torch_compile = compiled
+    training_args.torch_compile_backend = backend if compiled else None
+    return compiled
 
 
 def compiled_generation_kwargs(max_new_tokens: int, num_sequences: int = 1, device: str | torch.device = "cpu", *,
