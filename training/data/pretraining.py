@@ -18,7 +18,8 @@ loads it instead of preprocessing. A run killed while writing leaves a `.tmp-*` 
 run once its writer is gone. Streaming mode reads the corpus on the fly and caches no blocks: the training
 documents are read once to measure the held-out tail (and, when the run trains its tokenizer, that same pass
 feeds the tokenizer, which then also sees the held-out tail), once to store the validation documents, and then
-by training itself.
+by training itself. With validation data given there is no measuring pass, and a tokenizer trained by the run
+reads the training stream once before training does.
 """
 
 from __future__ import annotations
