@@ -160,8 +160,8 @@ def run_translation(args, direction: str, tokenizer, workdir: Path) -> dict:
                               multi30k_pairs("test_2016_flickr", source, target), tokenizer,
                               max_source_length=128, max_target_length=128, train_on="first")
     model = new_model(args, tokenizer)
-    curve_sources = data.validation.sources[:args.curve_sentences]
-    curve_refs = data.validation.references[:args.curve_sentences]
+    curve_sources = data.sources["validation"][:args.curve_sentences]
+    curve_refs = data.references["validation"][:args.curve_sentences]
 
     def probe() -> float:
         hypotheses = generate(model, tokenizer, curve_sources, num_beams=1, max_new_tokens=64, max_source_length=128)
@@ -169,9 +169,9 @@ def run_translation(args, direction: str, tokenizer, workdir: Path) -> dict:
 
     logger.info("[%s] %s parameters, training for %.1f minutes", direction, f"{model.num_parameters():,}",
                 args.minutes)
-    figures = train_seq2seq(args, model, tokenizer, data.train.examples, workdir / direction, probe)
-    test_sources = data.test.sources[:args.test_limit]
-    test_refs = data.test.references[:args.test_limit]
+    figures = train_seq2seq(args, model, tokenizer, data.train, workdir / direction, probe)
+    test_sources = data.sources["test"][:args.test_limit]
+    test_refs = data.references["test"][:args.test_limit]
     started = time.perf_counter()
     hypotheses = generate(model, tokenizer, test_sources, num_beams=args.num_beams, max_new_tokens=80,
                           max_source_length=128)
@@ -221,7 +221,7 @@ def run_summarization(args, workdir: Path) -> dict:
     tokenizer = train_joint_tokenizer([train, dev], vocab_size=args.vocab_size, num_sentinels=NUM_SENTINELS)
     data = build_seq2seq_data(train, dev, test, tokenizer, max_source_length=args.max_abstract_tokens,
                               max_target_length=64, train_on="each")
-    sources, refs = data.test.sources[:args.test_limit], data.test.references[:args.test_limit]
+    sources, refs = data.sources["test"][:args.test_limit], data.references["test"][:args.test_limit]
     results = {"test_examples": len(sources),
                "lead_1": score_generations([lead_1(a) for a in test_abstracts[:args.test_limit]], refs, ("rouge",))}
     logger.info("[scitldr] Lead-1: %s", results["lead_1"])
@@ -232,7 +232,7 @@ def run_summarization(args, workdir: Path) -> dict:
         return {**score_generations(outputs, refs, ("rouge",)), "sample": outputs[0]}
 
     scratch = new_model(args, tokenizer)
-    results["from_scratch"] = {"training": train_seq2seq(args, scratch, tokenizer, data.train.examples,
+    results["from_scratch"] = {"training": train_seq2seq(args, scratch, tokenizer, data.train,
                                                          workdir / "scitldr-scratch")}
     results["from_scratch"].update(evaluate_model(scratch))
     logger.info("[scitldr] from scratch: %s", results["from_scratch"])
@@ -250,7 +250,7 @@ def run_summarization(args, workdir: Path) -> dict:
     results["pretrained"] = {"pretraining": {"blocks": len(blocks), "block_size": args.pretrain_block_size,
                                              "steps": steps, "epochs": round(steps * args.batch_size / len(blocks), 3),
                                              "training_minutes": round(budget.trained / 60, 2)}}
-    results["pretrained"]["training"] = train_seq2seq(args, pretrained, tokenizer, data.train.examples,
+    results["pretrained"]["training"] = train_seq2seq(args, pretrained, tokenizer, data.train,
                                                       workdir / "scitldr-finetune")
     results["pretrained"].update(evaluate_model(pretrained))
     logger.info("[scitldr] pretrained + fine-tuned: %s", results["pretrained"])

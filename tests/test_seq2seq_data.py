@@ -115,9 +115,9 @@ def test_list_columns_scitldr_style(tmp_path, tokenizer):
     assert pairs["source"][0] == "First sentence. Second sentence."
     data = build_seq2seq_data(pairs, pairs, None, tokenizer, max_source_length=64, max_target_length=32)
     # training: one example per reference; evaluation: one per row, all references kept for scoring
-    assert len(data.train.examples) == 3 and len(data.validation.examples) == 2
-    assert data.validation.references == [["tldr one", "tldr two"], ["single tldr"]]
-    assert data.validation.sources == pairs["source"]
+    assert len(data.train) == 3 and len(data.validation) == 2
+    assert data.references["validation"] == [["tldr one", "tldr two"], ["single tldr"]]
+    assert data.sources["validation"] == pairs["source"]
     with pytest.raises(ValueError, match="no column 'abstract'.*--source_column"):
         load_pairs(table=str(path), source_column="abstract")
 
@@ -127,9 +127,9 @@ def test_real_data_multi30k_and_scitldr(data_dir, tokenizer):
     assert len(multi30k) == 1014 and all(len(refs) == 1 for refs in multi30k["target"])
     scitldr = load_pairs(table=str(data_dir / "scitldr-a/dev.jsonl"))
     assert len(scitldr) == 619 and max(len(refs) for refs in scitldr["target"]) > 1
-    split = build_seq2seq_data(scitldr.select(range(50)), None, None, tokenizer, max_source_length=128,
-                               max_target_length=64, train_on="first").train
-    assert split.report.truncated_sources > 0 and len(split.examples) == len(split.references)
+    data = build_seq2seq_data(scitldr.select(range(50)), None, None, tokenizer, max_source_length=128,
+                              max_target_length=64, train_on="first")
+    assert data.reports["train"].truncated_sources > 0 and len(data.train) == len(data.references["train"]) == 50
 
 
 def test_joint_tokenizer_has_both_languages_and_special_sentinels(tokenizer):

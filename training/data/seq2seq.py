@@ -92,10 +92,16 @@ def load_pairs(*, source_file: str | None = None, target_file: str | None = None
     if (source_file is None) == (table is None):
         raise ValueError("give either parallel text files (source and target) or a table, not both or neither")
     if source_file is not None:
-        dataset = read_parallel_files(source_file, target_file)
-    else:
-        dataset = load_tables(table, split=split, dataset_config=dataset_config)
-        check_columns(dataset, {"--source_column": source_column, "--target_column": target_column}, split)
+        return pairs_from_table(read_parallel_files(source_file, target_file))
+    return pairs_from_table(load_tables(table, split=split, dataset_config=dataset_config), source_column,
+                            target_column, split)
+
+
+def pairs_from_table(dataset: Dataset, source_column: str = SOURCE, target_column: str = TARGET,
+                     split: str = "train") -> Dataset:
+    """A loaded table -> `source` (a string; a list of sentences joined with spaces) and `target` (the list of
+    non-empty references); a missing column is an error naming it and the columns there are."""
+    check_columns(dataset, {"--source_column": source_column, "--target_column": target_column}, split)
     sources = [_join_source(value) for value in dataset[source_column]]
     targets = [_references(value) for value in dataset[target_column]]
     return Dataset.from_dict({SOURCE: sources, TARGET: targets})
@@ -205,47 +211,36 @@ def prepare_seq2seq_split(pairs: Dataset, tokenizer, *, split: str, max_source_l
 
 
 @dataclass
-class Seq2SeqSplit:
-    """One tokenized split with what scoring and prediction files need: the source texts and all references of
-    every kept row (for evaluation splits, one row = one example)."""
-
-    examples: Dataset
-    sources: list[str]
-    references: list[list[str]]
-    report: Seq2SeqReport
-
-
-@dataclass
 class Seq2SeqData:
-    train: Seq2SeqSplit
-    validation: Seq2SeqSplit | None = None
-    test: Seq2SeqSplit | None = None
+    """Tokenized splits (`train`, `validation`, `test`: `input_ids`, `attention_mask`, `labels`) with what scoring
+    and prediction files need: per split the source texts and all references of every kept row (for evaluation
+    splits one row is one example, in order)."""
+
+    train: Dataset
+    validation: Dataset | None = None
+    test: Dataset | None = None
+    sources: dict[str, list[str]] = field(default_factory=dict)
+    references: dict[str, list[list[str]]] = field(default_factory=dict)
     reports: dict[str, Seq2SeqReport] = field(default_factory=dict)
-
-
-def build_seq2seq_split(pairs: Dataset, tokenizer, *, split: str, max_source_length: int, max_target_length: int,
-                        train_on: str = "first", source_prefix: str = "") -> Seq2SeqSplit:
-    examples, references, report = prepare_seq2seq_split(
-        pairs, tokenizer, split=split, max_source_length=max_source_length, max_target_length=max_target_length,
-        train_on=train_on, source_prefix=source_prefix)
-    sources = [source for source, refs in zip(pairs[SOURCE], pairs[TARGET]) if source and refs]
-    return Seq2SeqSplit(examples=examples, sources=sources, references=references, report=report)
 
 
 def build_seq2seq_data(train: Dataset, validation: Dataset | None, test: Dataset | None, tokenizer, *,
                        max_source_length: int = 512, max_target_length: int = 128, train_on: str = "each",
                        source_prefix: str = "") -> Seq2SeqData:
-    """Pairs of each split -> `Seq2SeqData`; training uses `train_on` ("each" reference or the "first"),
-    evaluation splits always the first reference for the loss and all of them for scoring."""
-    splits = {}
+    """Pairs (`load_pairs`/`pairs_from_table`) of each split -> `Seq2SeqData`; training uses `train_on` ("each"
+    reference or the "first"), evaluation splits always the first reference for the loss and all for scoring."""
+    data = Seq2SeqData(train=None)
     for split, pairs in (("train", train), ("validation", validation), ("test", test)):
-        if pairs is not None:
-            splits[split] = build_seq2seq_split(
-                pairs, tokenizer, split=split, max_source_length=max_source_length,
-                max_target_length=max_target_length, train_on=train_on if split == "train" else "first",
-                source_prefix=source_prefix)
-    return Seq2SeqData(train=splits["train"], validation=splits.get("validation"), test=splits.get("test"),
-                       reports={split: data.report for split, data in splits.items()})
+        if pairs is None:
+            continue
+        examples, references, report = prepare_seq2seq_split(
+            pairs, tokenizer, split=split, max_source_length=max_source_length, max_target_length=max_target_length,
+            train_on=train_on if split == "train" else "first", source_prefix=source_prefix)
+        setattr(data, split, examples)
+        data.sources[split] = [source for source, refs in zip(pairs[SOURCE], pairs[TARGET]) if source and refs]
+        data.references[split] = references
+        data.reports[split] = report
+    return data
 
 
 # ------------------------------------------------------------------------------------------- tokenizer
@@ -276,12 +271,11 @@ def train_joint_tokenizer(pairs: Dataset | Sequence[Dataset], *, vocab_size: int
 __all__ = [
     "Seq2SeqData",
     "Seq2SeqReport",
-    "Seq2SeqSplit",
     "build_seq2seq_data",
-    "build_seq2seq_split",
     "encode_with_eos",
     "load_pairs",
     "pair_texts",
+    "pairs_from_table",
     "prepare_seq2seq_split",
     "read_lines",
     "read_parallel_files",
