@@ -56,7 +56,7 @@ def test_cli_end_to_end_report(mixed_corpus, tmp_path, capsys):
     assert len(newest) == 16
     assert any("\u4e00" <= character <= "\u9fff" for token in newest for character in token), newest
     assert not any(character in "ÃÂæåçèéäĠĊ" for token in newest for character in token), newest
-    assert report.split("sample: ", 1)[1].splitlines()[0].replace(" | ", "") == "First Citizen:"
+    assert report.split("sample (␣ is a space): ", 1)[1].splitlines()[0].replace(" | ", "") == "First␣Citizen:"
 
 
 def test_deprecated_flags_still_work(tmp_path, capsys, caplog):

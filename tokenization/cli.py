@@ -21,7 +21,7 @@ from typing import ClassVar
 
 from ..cli import command, parse_args
 from .corpus import ERRORS_CHOICES, SAMPLE_BY_CHOICES, read_corpus
-from .readable import character_coverage, readable_tokens
+from .readable import character_coverage, readable_tokens, token_bytes
 from .tokenization_scratchlm import BOS_TOKEN, DEFAULT_PRETOKENIZER, EOS_TOKEN, PAD_TOKEN, PRETOKENIZERS
 from .train import train_tokenizer
 
@@ -161,7 +161,12 @@ def run(args: TokenizerTrainingArguments):
             break
     coverage = character_coverage(tokenizer, sample)
     first_line = next((line for line in sample[0].splitlines() if line.strip()), "")[:SAMPLE_TEXT_CHARS]
-    newest_ids = range(len(tokenizer) - 1, len(tokenizer) - 1 - NEWEST_TOKENS_SHOWN, -1)
+    # The last merges learnt: the highest ids that are neither added tokens nor single bytes.
+    added = tokenizer.added_tokens_decoder
+    merged_ids = (
+        i for i in range(len(tokenizer) - 1, -1, -1) if i not in added and len(token_bytes(tokenizer, [i])[0]) > 1
+    )
+    newest_ids = list(itertools.islice(merged_ids, NEWEST_TOKENS_SHOWN))
     summary = {
         "output_dir": str(output_dir),
         "vocab_size": len(tokenizer),
@@ -180,8 +185,10 @@ def run(args: TokenizerTrainingArguments):
 
 
 def format_report(summary: dict) -> str:
-    def shown(token: str) -> str:  # line breaks and other control characters as escapes, the rest as it is
-        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in token)
+    def shown(token: str) -> str:  # spaces as ␣, line breaks and other control characters as escapes
+        return "".join(
+            "␣" if c == " " else c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in token
+        )
 
     def pieces(tokens: list[str]) -> str:
         return " | ".join(shown(token) for token in tokens)
@@ -192,7 +199,7 @@ def format_report(summary: dict) -> str:
         f"{summary['seconds']:.1f} s ({summary['megabytes_per_second']:.2f} MB/s)",
         f"on a {summary['sample_megabytes']:.2f} MB sample of the corpus: {summary['bytes_per_token']:.2f} "
         f"bytes/token, {summary['coverage'].describe()}",
-        f"sample: {pieces(summary['sample_tokens'])}",
+        f"sample (␣ is a space): {pieces(summary['sample_tokens'])}",
         f"newest tokens: {pieces(summary['newest_tokens'])}",
     ])  # fmt: skip
 
