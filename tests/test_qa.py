@@ -114,6 +114,14 @@ def test_answers_off_their_start_are_skipped_and_counted(published):
     assert "'Carolina Panthers' at 5" in report.bad_answer_example and "q2" in report.bad_answer_example
 
 
+def test_unanswerable_questions_point_at_the_no_answer_position(published, tokenizer):
+    checked, report = check_answers(load_squad(published), "train")
+    features = build_features(checked, tokenizer, max_length=96, stride=16, report=report)
+    labels = {row["example_id"]: (row["start_positions"], row["end_positions"]) for row in features}
+    assert labels["q3"] == (NO_ANSWER_INDEX, NO_ANSWER_INDEX) and labels["q1"][0] > NO_ANSWER_INDEX
+    assert features[0]["input_ids"][NO_ANSWER_INDEX] == tokenizer.bos_token_id
+
+
 def test_split_by_article_shares_no_context(squad):
     train, test = split_by_article(squad, test_fraction=0.2)
     titles = list(dict.fromkeys(squad["title"]))
