@@ -221,3 +221,33 @@ def test_sentinels_missing_is_a_clear_error_and_can_be_added(tokenizer):
     new_id = extended.convert_tokens_to_ids(sentinel_tokens(30)[-1])
     dog, beach = extended("dog")["input_ids"], extended(" beach")["input_ids"]
     assert extended.decode([*dog, new_id, *beach], skip_special_tokens=True) == "dog beach"
+
+
+# ------------------------------------------------------------------------------------------- the task
+
+
+def test_seq2seq_task_scores_generated_text_against_all_references(tokenizer, tmp_path):
+    from transformers import BartConfig, BartForConditionalGeneration, Seq2SeqTrainingArguments
+
+    from scratchlm.training.tasks.seq2seq import Seq2SeqTask
+
+    table = Dataset.from_dict({"source": EN, "target": [[de, de.upper()] for de in DE]})
+    task = Seq2SeqTask()
+    data = task.build_data(table, table, None, tokenizer, data_args=None, finetune_args=None, max_length=64)
+    assert len(data.train) == 2 * len(EN) and len(data.validation) == len(EN)
+    torch.manual_seed(0)
+    model = BartForConditionalGeneration(BartConfig(
+        vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.bos_token_id, forced_eos_token_id=None))
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), predict_with_generate=True, generation_num_beams=2,
+                                    generation_max_length=12, per_device_eval_batch_size=2, report_to=[],
+                                    include_for_metrics=["inputs"], use_cpu=True)
+    trainer = task.trainer_class(model=model, args=args, data_collator=task.collator(tokenizer),
+                                 processing_class=tokenizer, compute_metrics=task.compute_metrics(data))
+    output = trainer.predict(data.validation)
+    predictions = [" ".join(tokenizer.decode(row[row >= 0], skip_special_tokens=True).split())
+                   for row in output.predictions]
+    expected = score_generations(predictions, data.references["validation"])
+    assert {key: output.metrics[f"test_{key}"] for key in expected} == pytest.approx(expected)

@@ -1,0 +1,115 @@
+"""`--task seq2seq`: translation or summarisation with an encoder-decoder (`AutoModelForSeq2SeqLM`).
+
+Data: tables with a source and a target column (`--source_column`, `--target_column`; a list source is joined, a
+list target is a set of references), through `scratchlm.training.data.seq2seq`. Sources are cut to `--max_length`
+tokens, targets to `--max_target_length` (both counted); rows with an empty source or target are dropped (counted).
+Training uses every reference of a row (`--train_on each`) or the first; evaluation scores against all of them.
+
+Metrics are computed on generated text (`Seq2SeqTrainer` with `predict_with_generate`, beam size
+`generation_num_beams`): sacreBLEU BLEU and chrF (detokenized, cased; the BLEU the `sacrebleu` tool prints for the
+same files) and ROUGE-1/2/L (the best over each example's references), from the `evaluate` modules shipped in
+`scratchlm/training/metrics/`. The references of an evaluated example are found by its source tokens, so the
+Trainer must pass the inputs to `compute_metrics` (`include_for_metrics=["inputs"]`); without them the single
+reference in the labels is used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer
+
+from ..data.seq2seq import Seq2SeqData, build_seq2seq_data, pairs_from_table
+from ..text_metrics import score_generations
+from .base import FinetuneTask
+
+IGNORE_INDEX = -100
+DEFAULTS = {"source_column": "source", "target_column": "target", "max_target_length": 128, "train_on": "each",
+            "source_prefix": "", "metrics": ("sacrebleu", "rouge")}
+
+
+def option(finetune_args, name: str):
+    """A seq2seq option of `FinetuneArguments`, or its default while the command does not declare it."""
+    return getattr(finetune_args, name, None) or DEFAULTS[name]
+
+
+def decode_generations(token_ids, tokenizer) -> list[str]:
+    """Generated ids (padded with -100 by the Trainer) -> one line of text each."""
+    token_ids = np.where(np.asarray(token_ids) < 0, tokenizer.pad_token_id, token_ids)
+    return [" ".join(text.split()) for text in tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
+
+
+def write_predictions(path: str | Path, predictions: list[str]) -> Path:
+    """One prediction a line (the hypothesis file `sacrebleu REF -i HYP` scores)."""
+    path = Path(path)
+    path.write_text("".join(" ".join(text.split()) + "\n" for text in predictions), encoding="utf-8")
+    return path
+
+
+class Seq2SeqTask(FinetuneTask):
+    name = "seq2seq"
+    pipeline_tag = "text2text-generation"
+    card_task_name = "Sequence to sequence"
+    peft_task_type = "SEQ_2_SEQ_LM"
+    auto_model_class = AutoModelForSeq2SeqLM
+    trainer_class = Seq2SeqTrainer
+    result_metrics = (("bleu", "bleu", "sacreBLEU"), ("chrf", "chrf", "chrF"), ("rouge1", "rouge", "ROUGE-1"),
+                      ("rouge2", "rouge", "ROUGE-2"), ("rougeL", "rouge", "ROUGE-L"))
+
+    def __init__(self):
+        self.tokenizer = None
+        self.metrics = DEFAULTS["metrics"]
+        self.references_by_source: dict[tuple[int, ...], list[str]] = {}
+
+    def build_data(self, train, validation, test, tokenizer, *, data_args, finetune_args,
+                   max_length: int) -> Seq2SeqData:
+        columns = option(finetune_args, "source_column"), option(finetune_args, "target_column")
+        pairs = {split: pairs_from_table(table, *columns, split) if table is not None else None
+                 for split, table in (("train", train), ("validation", validation), ("test", test))}
+        data = build_seq2seq_data(
+            pairs["train"], pairs["validation"], pairs["test"], tokenizer, max_source_length=max_length,
+            max_target_length=option(finetune_args, "max_target_length"), train_on=option(finetune_args, "train_on"),
+            source_prefix=option(finetune_args, "source_prefix"))
+        self.tokenizer = tokenizer
+        self.metrics = tuple(option(finetune_args, "metrics"))
+        for split in ("validation", "test"):
+            examples = getattr(data, split)
+            if examples is not None:
+                for ids, refs in zip(examples["input_ids"], data.references[split]):
+                    known = self.references_by_source.setdefault(self.source_key(ids), [])
+                    known.extend(ref for ref in refs if ref not in known)  # a repeated source: all its references
+        return data
+
+    def source_key(self, ids) -> tuple[int, ...]:
+        return tuple(int(t) for t in ids if t != self.tokenizer.pad_token_id and t != IGNORE_INDEX)
+
+    def collator(self, tokenizer):
+        return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
+
+    def references_of(self, eval_prediction) -> list[list[str]]:
+        """All references of each evaluated example, found by its source ids; the labels when inputs are absent."""
+        inputs = getattr(eval_prediction, "inputs", None)
+        if inputs is None:
+            return [[text] for text in decode_generations(eval_prediction.label_ids, self.tokenizer)]
+        references = []
+        for row in np.asarray(inputs):
+            key = self.source_key(row)
+            if key not in self.references_by_source:
+                raise ValueError("an evaluated example is not in the validation or test data")
+            references.append(self.references_by_source[key])
+        return references
+
+    def compute_metrics(self, data):
+        def compute(eval_prediction):
+            generated = eval_prediction.predictions
+            generated = generated[0] if isinstance(generated, tuple) else generated
+            if generated.ndim == 3:
+                raise ValueError("seq2seq metrics need generated text: set --predict_with_generate")
+            predictions = decode_generations(generated, self.tokenizer)
+            return score_generations(predictions, self.references_of(eval_prediction), self.metrics)
+
+        return compute
+
+    def card_fields(self, data):
+        return {}
