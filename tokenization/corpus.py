@@ -228,25 +228,31 @@ def _as_text(value: Any, text_column: str, where: str) -> str | None:
     )
 
 
-def _read_json_lines(path: Path, errors: str, text_column: str) -> Iterator[str]:
+def json_records(path: Source, errors: str = "strict") -> Iterator[tuple[str, Any]]:
+    """The records of a `.jsonl` or `.json` file (a JSON array, or one JSON value per line), one at a time, each
+    with where it is ("FILE line N", "FILE item N"). Invalid JSON raises naming the file and line, and so does a
+    file holding one multi-line JSON object where records are expected."""
+    path = Path(path)
+    if format_suffix(path) == ".json":
+        with _open_binary(path) as handle:
+            head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        if head.startswith(b"["):
+            for index, record in enumerate(_load_json(path, errors)):
+                yield f"{path} item {index}", record
+            return
     for number, line in enumerate(_decoded_lines(path, errors), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
+            if number == 1:
+                _refuse_one_object(path, errors)
             raise ValueError(f"{path} line {number}: invalid JSON ({error})") from None
-        text = _text_field(record, text_column, f"{path} line {number}")
-        if text:
-            yield text
+        yield f"{path} line {number}", record
 
 
-def _read_json(path: Path, errors: str, text_column: str) -> Iterator[str]:
-    with _open_binary(path) as handle:
-        head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-    if not head.startswith(b"["):
-        yield from _read_json_lines(path, errors, text_column)
-        return
+def _load_json(path: Path, errors: str) -> Any:
     # A JSON array has to be parsed whole; JSON lines (.jsonl) is the streaming format for large corpora.
     with _open_binary(path) as handle:
         raw = handle.read()
@@ -255,13 +261,26 @@ def _read_json(path: Path, errors: str, text_column: str) -> Iterator[str]:
     except UnicodeDecodeError as error:
         raise _utf8_error(path, error.start, error) from None
     try:
-        records = json.loads(content.lstrip("\ufeff"))
+        return json.loads(content.lstrip("\ufeff"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: invalid JSON ({error})") from None
-    del raw, content
-    for index, record in enumerate(records):
-        text = _text_field(record, text_column, f"{path} item {index}")
-        if text:
+
+
+def _refuse_one_object(path: Path, errors: str) -> None:
+    try:
+        content = _load_json(path, errors)
+    except ValueError:
+        return
+    if isinstance(content, dict):
+        raise ValueError(
+            f"{path}: a JSON object (keys: {', '.join(map(str, content)) or 'none'}) where a list of records is "
+            "expected; give the records as a JSON array of objects or one object per line (JSON lines)"
+        )
+
+
+def _read_json(path: Path, errors: str, text_column: str) -> Iterator[str]:
+    for where, record in json_records(path, errors):
+        if text := _text_field(record, text_column, where):
             yield text
 
 
@@ -299,9 +318,7 @@ def read_file(path: Source, *, text_column: str = "text", errors: str = "strict"
     suffix = format_suffix(path)
     if suffix == ".txt":
         return _read_txt(path, errors, sample_by)
-    if suffix == ".jsonl":
-        return _read_json_lines(path, errors, text_column)
-    if suffix == ".json":
+    if suffix in (".jsonl", ".json"):
         return _read_json(path, errors, text_column)
     if suffix == ".csv":
         return _read_csv(path, errors, text_column)

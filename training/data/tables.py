@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import itertools
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from scratchlm.tokenization.corpus import (
     check_utf8,
     format_suffix,
     is_saved_dataset,
+    json_records,
     load_dataset_source,
     resolve_files,
 )
@@ -85,48 +85,11 @@ def _is_file_source(source: str) -> bool:
     return path.exists() or bool(path.suffix) or bool(set("*?[") & set(source)) or source.startswith((".", "/", "~"))
 
 
-def _read_text(path: Path) -> str:
-    raw = gzip.decompress(path.read_bytes()) if path.suffix.lower() == ".gz" else path.read_bytes()
-    return raw.decode("utf-8").lstrip("\ufeff")
-
-
 def _check_json_records(path: Path) -> None:
-    """Name the file and line of broken JSON, and refuse a JSON object where records are expected."""
-    text = _read_text(path)
-    if text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: invalid JSON ({error})") from None
-        for index, record in enumerate(records):
-            if not isinstance(record, dict):
-                raise ValueError(f"{path} item {index}: expected a JSON object (a record), got {type(record).__name__}")
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            if number == 1:
-                _check_not_one_object(path, text)
-            raise ValueError(f"{path} line {number}: invalid JSON ({error}); expected one JSON object per line "
-                             "or a JSON array of objects") from None
+    """Name the file and line of broken JSON, and refuse what is not a record (an object) in a JSON table."""
+    for where, record in json_records(path):
         if not isinstance(record, dict):
-            raise ValueError(f"{path} line {number}: expected a JSON object (a record), got {type(record).__name__}")
-
-
-def _check_not_one_object(path: Path, text: str) -> None:
-    """Refuse a file holding one (multi-line) JSON object: `datasets` would read it as a single row."""
-    try:
-        content = json.loads(text)
-    except json.JSONDecodeError:
-        return
-    if isinstance(content, dict):
-        raise ValueError(
-            f"{path}: a JSON object (keys: {', '.join(map(str, content)) or 'none'}) where a list of records is "
-            "expected; give the rows as a JSON array of objects or one object per line (JSON lines)"
-        )
+            raise ValueError(f"{where}: expected a JSON object (a record), got {type(record).__name__}")
 
 
 def _check_csv_has_rows(path: Path) -> None:
