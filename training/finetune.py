@@ -54,8 +54,7 @@ from .callbacks import LossCurveCallback
 from .data import check_max_length, check_tokenizer_fits, data_sources, load_splits
 from .generation import SampleArguments, sample_generations
 from .lora import DEFAULT_LORA_TARGETS, adapter_summary, apply_lora, resolvable, save_merged_model
-from .publish import push_run_to_hub
-from .run import RunDirectory, add_samples, finish_run, last_complete_checkpoint
+from .run import RunDirectory, add_samples, finish_run, last_complete_checkpoint, push_run_to_hub
 from .tasks import TASKS, FinetuneTask, get_task
 
 logger = logging.getLogger(__name__)

@@ -30,8 +30,14 @@ from .arguments import ModelArguments, PretrainingDataArguments, ScratchLMTraini
 from .callbacks import LossCurveCallback, PerplexityCallback, add_language_model_metrics
 from .data import build_pretraining_data, check_block_size, check_tokenizer_fits, prepare_documents
 from .generation import SampleArguments, sample_generations, text_prompts
-from .publish import push_run_to_hub
-from .run import TOKENIZER_DIR, RunDirectory, add_samples, finish_run, last_complete_checkpoint
+from .run import (
+    TOKENIZER_DIR,
+    RunDirectory,
+    add_samples,
+    finish_run,
+    last_complete_checkpoint,
+    push_run_to_hub,
+)
 
 logger = logging.getLogger(__name__)
 LANGUAGE_MODELLING_METRICS = (("perplexity", "perplexity", "Perplexity"),

@@ -4,7 +4,8 @@ Start: `RunDirectory` checks the output directory (new, this same run to resume,
 something else: refused), takes its lock so that two runs cannot write into it at once, and records the run's
 settings only when training really starts (`start`). End: `finish_run` saves the model (safetensors, with its
 remote code), the tokenizer, the generation config, the metrics, the loss curve, the run record and the model
-card; `add_samples` then adds sample generations, which can never lose what was saved before them.
+card; `add_samples` then adds sample generations, which can never lose what was saved before them;
+`push_run_to_hub` publishes the run as `scratchlm-publish` does.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 import transformers
 
 from scratchlm.model_cards import write_model_card
+from scratchlm.model_cards.publish import PublishResult, publish
 from scratchlm.model_cards.run_record import (
     LOSS_CURVE_FILE,
     METRICS_FILE,
@@ -299,3 +301,22 @@ def add_samples(output_dir: str | Path, record: RunRecord, generate: Callable[[]
         record.samples = samples
         save_record(Path(output_dir), record)
     return record
+
+
+def push_run_to_hub(trainer, **kwargs) -> PublishResult | None:
+    """What a training command calls after `finish_run` when `--push_to_hub` is set.
+
+    Publishes `trainer.args.output_dir` as `scratchlm-publish` does (same checks, same files, same card) to
+    `--hub_model_id` (default: the output directory's name, under the token's user), with `--hub_token` and
+    `--hub_private_repo`. Use it instead of `Trainer.push_to_hub`, which would replace the card and upload the
+    whole output directory. Does nothing on processes other than the main one.
+    """
+    if not trainer.is_world_process_zero():
+        return None
+    args = trainer.args
+    output_dir = Path(args.output_dir)
+    repo_id = args.hub_model_id or output_dir.resolve().name
+    return publish(
+        output_dir, repo_id, private=bool(args.hub_private_repo), token=args.hub_token,
+        commit_message="End of training", require_namespace=False, **kwargs,
+    )
