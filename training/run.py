@@ -123,7 +123,7 @@ class RunDirectory:
         self.overwrite = overwrite
         self.is_main = is_main
         self._locked = False
-        self.state = self._check() if is_main else "new"
+        self.state = self._check()  # on every process: all of them must agree to resume, start or stop
 
     def _check(self) -> str:
         if self.path.exists() and not self.path.is_dir():
