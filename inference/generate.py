@@ -101,6 +101,7 @@ def load_model_and_tokenizer(args: GenerateArguments):
 
 def generation_config(args: GenerateArguments, model, tokenizer) -> GenerationConfig:
     """The model's own generation config with the command's options on top."""
+    model.generation_config.max_length = None  # --max_new_tokens decides the length (no both-set warning)
     config = GenerationConfig.from_dict(model.generation_config.to_dict())
     config.update(
         max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens, num_beams=args.num_beams,

@@ -10,7 +10,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration
 
 from scratchlm.inference.generate import main
-from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
+from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM, init_seq2seq_model
 from scratchlm.training.data.seq2seq import encode_with_eos, train_joint_tokenizer
 
 LINES = ["A dog runs on the beach.", "Two men play football in a park.", "", "The cat sleeps on a red sofa.",
@@ -23,8 +23,21 @@ def tokenizer():
     return train_joint_tokenizer(pairs, vocab_size=350, min_frequency=1)
 
 
+TINY_SEQ2SEQ = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1,
+                "encoder_layers": 1, "decoder_layers": 1, "max_position_embeddings": 128}
+
+
 @pytest.fixture(scope="module")
 def seq2seq_dir(tmp_path_factory, tokenizer):
+    path = tmp_path_factory.mktemp("scratchlm-seq2seq")
+    init_seq2seq_model("tiny", TINY_SEQ2SEQ, tokenizer, seed=0).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bart_dir(tmp_path_factory, tokenizer):
+    """Another encoder-decoder (BART): its `final_logits_bias` lets a test decide what it writes."""
     torch.manual_seed(0)
     config = BartConfig(
         vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
@@ -33,8 +46,6 @@ def seq2seq_dir(tmp_path_factory, tokenizer):
         decoder_start_token_id=tokenizer.eos_token_id, forced_eos_token_id=None, forced_bos_token_id=None,
     )
     model = BartForConditionalGeneration(config)
-    # Never end early, so every line has a non-trivial output and the batching is exercised
-    model.final_logits_bias[0, tokenizer.eos_token_id] = -1e4
     path = tmp_path_factory.mktemp("bart")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -60,10 +71,10 @@ def write_input(tmp_path, lines=LINES):
     return path
 
 
-def test_seq2seq_batched_beam_output_equals_one_line_at_a_time(seq2seq_dir, tokenizer, tmp_path):
+def test_scratchlm_seq2seq_batched_beam_output_equals_one_line_at_a_time(seq2seq_dir, tokenizer, tmp_path):
     output = tmp_path / "out.txt"
     main(["--model_name_or_path", str(seq2seq_dir), "--input_file", str(write_input(tmp_path)), "--output_file",
-          str(output), "--batch_size", "2", "--num_beams", "3", "--max_new_tokens", "6"])
+          str(output), "--batch_size", "2", "--num_beams", "3", "--max_new_tokens", "6", "--min_new_tokens", "3"])
     written = output.read_text(encoding="utf-8").split("\n")
     assert written[-1] == "" and len(written) - 1 == len(LINES)
     model = AutoModelForSeq2SeqLM.from_pretrained(seq2seq_dir).eval()
@@ -72,13 +83,13 @@ def test_seq2seq_batched_beam_output_equals_one_line_at_a_time(seq2seq_dir, toke
             assert out == ""
             continue
         ids, _ = encode_with_eos([line], tokenizer, 10_000)
-        generated = model.generate(torch.tensor(ids), num_beams=3, max_new_tokens=6)
+        generated = model.generate(torch.tensor(ids), num_beams=3, max_new_tokens=6, min_new_tokens=3)
         expected = " ".join(tokenizer.decode(generated[0], skip_special_tokens=True).splitlines()).strip()
         assert out == expected and out
 
 
-def test_newlines_inside_an_output_are_replaced(seq2seq_dir, tokenizer, tmp_path):
-    model = BartForConditionalGeneration.from_pretrained(seq2seq_dir)
+def test_newlines_inside_an_output_are_replaced(bart_dir, tokenizer, tmp_path):
+    model = BartForConditionalGeneration.from_pretrained(bart_dir)
     newline = tokenizer("\n")["input_ids"]
     assert len(newline) == 1
     model.final_logits_bias[0, newline[0]] = 1e3  # the model now writes line breaks and nothing else

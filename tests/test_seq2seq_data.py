@@ -227,20 +227,17 @@ def test_sentinels_missing_is_a_clear_error_and_can_be_added(tokenizer):
 
 
 def test_seq2seq_task_scores_generated_text_against_all_references(tokenizer, tmp_path):
-    from transformers import BartConfig, BartForConditionalGeneration, Seq2SeqTrainingArguments
+    from transformers import Seq2SeqTrainingArguments
 
+    from scratchlm.modeling import init_seq2seq_model
     from scratchlm.training.tasks.seq2seq import Seq2SeqTask
 
     table = Dataset.from_dict({"source": EN, "target": [[de, de.upper()] for de in DE]})
     task = Seq2SeqTask()
     data = task.build_data(table, table, None, tokenizer, data_args=None, finetune_args=None, max_length=64)
     assert len(data.train) == 2 * len(EN) and len(data.validation) == len(EN)
-    torch.manual_seed(0)
-    model = BartForConditionalGeneration(BartConfig(
-        vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.bos_token_id, forced_eos_token_id=None))
+    model = init_seq2seq_model("tiny", {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+                                        "num_key_value_heads": 1, "encoder_layers": 1, "decoder_layers": 1}, tokenizer)
     args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), predict_with_generate=True, generation_num_beams=2,
                                     generation_max_length=12, per_device_eval_batch_size=2, report_to=[],
                                     include_for_metrics=["inputs"], use_cpu=True)
