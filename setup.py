@@ -24,6 +24,7 @@ setup(
         "datasets>=4,<6",
         "evaluate>=0.4.5,<1",
         "peft>=0.18,<1",
+        "trl>=1.16,<2",  # DPOTrainer (--task dpo); 1.16 is the version tested with transformers 5.24
         "accelerate>=1.10,<2",
         "safetensors>=0.6",
         "huggingface_hub>=1.0",

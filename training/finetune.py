@@ -80,6 +80,8 @@ class FinetuneArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most this many rows."})
     system_prompt: str | None = field(default=None, metadata={"help": "SFT: system message put before every chat."})
     packing: bool = field(default=False, metadata={"help": "SFT: pack whole training examples into --max_length."})
+    beta: float = field(default=0.1, metadata={"help": "DPO: how far the policy may move from the reference model "
+                                                    "(higher: closer)."})
     doc_stride: int | None = field(default=None, metadata={"help": "QA: tokens shared by consecutive windows of a "
                                                                    "long context (default: max_length / 4, <= 128)."})
     max_question_tokens: int = field(default=64, metadata={"help": "QA: longer questions are cut to this."})
@@ -227,16 +229,8 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
     logger.warning("%s fine-tuning (%s) of %s: %s of %s parameters trainable; %d training examples%s",
                    task.name, finetune_args.method, model_args.model_name_or_path, f"{trainable:,}",
                    f"{total:,}", len(data.train), f"; resuming from {resume_from}" if resume_from else "")
-    trainer = task.trainer_class(
-        model=model,
-        args=training_args,
-        train_dataset=data.train,
-        eval_dataset=data.validation,
-        data_collator=task.collator(tokenizer),
-        processing_class=tokenizer,
-        compute_metrics=task.compute_metrics(data),
-        callbacks=[LossCurveCallback(), *task.callbacks()],
-    )
+    trainer = task.build_trainer(model=model, args=training_args, data=data, tokenizer=tokenizer,
+                                 callbacks=[LossCurveCallback(), *task.callbacks()], finetune_args=finetune_args)
 
     run_dir.start()
     metrics: dict[str, float] = {}

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from .base import FinetuneTask
 from .classification import ClassificationTask
+from .dpo import DPOTask
 from .qa import QATask
 from .sft import SFTTask
 
-TASKS: dict[str, type[FinetuneTask]] = {task.name: task for task in (ClassificationTask, SFTTask, QATask)}
+TASKS: dict[str, type[FinetuneTask]] = {task.name: task for task in (ClassificationTask, SFTTask, QATask, DPOTask)}
 
 
 def get_task(name: str) -> FinetuneTask:
@@ -19,4 +20,4 @@ def get_task(name: str) -> FinetuneTask:
     return TASKS[name]()
 
 
-__all__ = ["TASKS", "ClassificationTask", "FinetuneTask", "QATask", "SFTTask", "get_task"]
+__all__ = ["TASKS", "ClassificationTask", "DPOTask", "FinetuneTask", "QATask", "SFTTask", "get_task"]

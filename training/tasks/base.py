@@ -37,6 +37,14 @@ class FinetuneTask:
     def callbacks(self) -> list:
         return []
 
+    def build_trainer(self, *, model, args, data, tokenizer, callbacks: list, finetune_args):
+        """The run's Trainer; a task on another library's trainer (TRL's, say) builds it here with its own config."""
+        return self.trainer_class(
+            model=model, args=args, train_dataset=data.train, eval_dataset=data.validation,
+            data_collator=self.collator(tokenizer), processing_class=tokenizer,
+            compute_metrics=self.compute_metrics(data), callbacks=callbacks,
+        )
+
     def add_metrics(self, metrics: dict[str, float]) -> None:
         """Metrics derived from the measured ones (perplexity from the loss, say), added in place."""
 
