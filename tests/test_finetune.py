@@ -435,6 +435,6 @@ def test_bad_options(base_dir, cls_files, workdir):
     with pytest.raises(ValueError, match="--merge and --adapter_name_or_path need --method lora"):
         finetune_main(cls_args(base_dir, workdir / "bad11", cls_files, "--merge"))
     with pytest.raises(ValueError, match="--task must be one of"):
-        finetune_main(cls_args(base_dir, workdir / "bad12", cls_files, "--task", "qa"))
+        finetune_main(cls_args(base_dir, workdir / "bad12", cls_files, "--task", "translation"))
     with pytest.raises(ValueError, match=r"--lora_target_modules qkv_proj not in the model.*q_proj"):
         finetune_main(cls_args(base_dir, workdir / "bad13", cls_files, "--method", "lora", "--lora_target_modules", "qkv_proj"))
