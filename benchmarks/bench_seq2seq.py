@@ -94,6 +94,7 @@ def generate(model, tokenizer, sources: list[str], *, num_beams: int, max_new_to
              batch_size: int = 32) -> list[str]:
     """Outputs in input order; batches of similar length (sorted) waste less on padding."""
     model.eval()
+    model.generation_config.max_length = None  # max_new_tokens decides
     ids, _ = encode_with_eos(sources, tokenizer, max_source_length)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     outputs = [""] * len(ids)
