@@ -224,48 +224,11 @@ def test_over_long_sample_prompts_are_skipped_before_training_and_the_run_finish
         assert (output / name).is_file(), name
 
 
-def test_a_failed_attempt_leaves_the_directory_free_for_the_corrected_command(workspace, tmp_path):
+def test_a_failed_attempt_or_a_dead_run_leaves_the_directory_free_and_a_live_one_keeps_it(workspace, tmp_path):
     output = tmp_path / "run"
     with pytest.raises(ValueError, match="block"):
         main(base_args(workspace, output, "--max_steps", "1", "--block_size", "65"))
-    assert not (output / "scratchlm_settings.json").exists()
-    main(base_args(workspace, output, "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1"))
-    assert read_record(output)["global_step"] == 1
-
-
-def test_a_failed_overwrite_keeps_the_finished_run_and_paths_are_compared_by_what_they_name(
-        workspace, tmp_path, monkeypatch):
-    monkeypatch.chdir(workspace)
-    output = tmp_path / "run"
-    args = base_args(workspace, output, "--max_steps", "2", "--eval_steps", "2", "--save_steps", "1")
-    args[args.index("--tokenizer_name_or_path") + 1] = "./tokenizer"
-    main(args)
-    settings = (output / "scratchlm_settings.json").read_text()
-    with pytest.raises(ValueError, match="block"):
-        main([*args, "--overwrite_output", "--block_size", "65"])
-    assert (output / "scratchlm_settings.json").read_text() == settings
-    assert (output / "checkpoint-2").is_dir() and (output / "scratchlm_run.json").is_file()
-    args[args.index("--tokenizer_name_or_path") + 1] = "tokenizer/"  # the same directory, spelled otherwise
-    main([*args, "--max_steps", "3"])  # continues the same run rather than refusing it as another
-    assert read_record(output)["global_step"] == 3
-
-
-def test_a_finished_run_given_again_is_left_as_it_is(workspace, tmp_path, caplog):
-    output = tmp_path / "run"
-    args = base_args(workspace, output, "--max_steps", "2", "--eval_steps", "2", "--save_steps", "1",
-                     "--save_total_limit", "2")
-    main(args)
-    before = {path.relative_to(output): path.stat().st_mtime_ns for path in output.rglob("*") if path.is_file()}
-    caplog.set_level(logging.WARNING, logger="scratchlm")
-    main(args)
-    assert "already holds this run" in caplog.text
-    after = {path.relative_to(output): path.stat().st_mtime_ns for path in output.rglob("*") if path.is_file()}
-    assert after == before
-
-
-def test_two_runs_into_one_directory_at_once_are_refused(workspace, tmp_path):
-    output = tmp_path / "run"
-    output.mkdir()
+    assert not (output / "scratchlm_settings.json").exists()  # the failed attempt recorded no run
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (output / ".scratchlm.lock").write_text(f"{other.pid}\n")
@@ -274,9 +237,31 @@ def test_two_runs_into_one_directory_at_once_are_refused(workspace, tmp_path):
     finally:
         other.kill()
         other.wait()
-    # The lock of a process that is gone is taken over, and released at the end.
+    # The corrected command takes over the lock of the process that is gone, runs, and releases the lock.
     main(base_args(workspace, output, "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1"))
     assert read_record(output)["global_step"] == 1 and not (output / ".scratchlm.lock").exists()
+
+
+def test_a_finished_run_is_left_as_it_is_and_a_failed_overwrite_keeps_it(workspace, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(workspace)
+    output = tmp_path / "run"
+    args = base_args(workspace, output, "--max_steps", "2", "--eval_steps", "2", "--save_steps", "1",
+                     "--save_total_limit", "2")
+    args[args.index("--tokenizer_name_or_path") + 1] = "./tokenizer"
+    main(args)
+    before = {path.relative_to(output): path.stat().st_mtime_ns for path in output.rglob("*") if path.is_file()}
+
+    caplog.set_level(logging.WARNING, logger="scratchlm")
+    args[args.index("--tokenizer_name_or_path") + 1] = "tokenizer/"  # the same directory, spelled otherwise
+    main(args)  # the same run, finished: nothing is retrained, deleted or rewritten
+    assert "already holds this run" in caplog.text
+    with pytest.raises(ValueError, match="block"):
+        main([*args, "--overwrite_output", "--block_size", "65"])  # fails before it starts: nothing replaced
+    after = {path.relative_to(output): path.stat().st_mtime_ns for path in output.rglob("*") if path.is_file()}
+    assert after == before and (output / "checkpoint-2").is_dir()
+
+    main([*args, "--max_steps", "3"])  # a longer run continues it
+    assert read_record(output)["global_step"] == 3
 
 
 def test_a_user_error_is_one_line_and_exit_status_2(workspace, tmp_path, capsys):
