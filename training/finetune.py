@@ -16,9 +16,9 @@ LoRA (`--method lora`, with peft): rank, alpha and dropout are options; the targ
 layer of attention and MLP (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`); the classification head is trained
 in full and saved with the adapter. It works with `--activation_checkpointing` (gradient checkpointing, non-reentrant
 unless `--activation_checkpointing_kwargs` says otherwise). `output_dir` then holds the adapter (`adapter_config.json`
-with the base model's path, `adapter_model.safetensors`), which loads with `PeftModel.from_pretrained` or
-`AutoPeftModelForCausalLM`; for
-a classifier build the base first with `AutoModelForSequenceClassification.from_pretrained(base, num_labels=...)`.
+with the base model's absolute path or Hub id, `adapter_model.safetensors`), which loads from any working directory
+with `PeftModel.from_pretrained` or `AutoPeftModelForCausalLM`; for a classifier build the base first with
+`AutoModelForSequenceClassification.from_pretrained(base, num_labels=...)`.
 `--merge` also writes `output_dir/merged`: the adapter merged into a standalone model that loads with the Auto
 classes without peft. `--adapter_name_or_path` continues training an existing adapter of the same base.
 
