@@ -36,7 +36,11 @@ setup(
         "sacrebleu>=2.4,<3",
         "rouge_score>=0.1.2",
     ],
-    extras_require={"dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"]},
+    extras_require={
+        "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "transformers[serving]>=5.24,<6", "httpx", "gguf>=0.17"],
+        "serve": ["transformers[serving]>=5.24,<6"],
+        "gguf": ["gguf>=0.17"],
+    },
     entry_points={
         "console_scripts": [
             "scratchlm-init=scratchlm.modeling.cli:init_main",
@@ -45,6 +49,9 @@ setup(
             "scratchlm-pretrain=scratchlm.training.pretrain:main",
             "scratchlm-finetune=scratchlm.training.finetune:main",
             "scratchlm-publish=scratchlm.training.publish:main",
+            "scratchlm-chat=scratchlm.inference.chat:main",
+            "scratchlm-serve=scratchlm.inference.serve:main",
+            "scratchlm-export=scratchlm.inference.export:main",
             "scratchlm-generate=scratchlm.inference.generate:main",
             "scratchlm-qa=scratchlm.inference.qa:main",
         ]
