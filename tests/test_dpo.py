@@ -171,3 +171,12 @@ def test_dpo_lora_on_chat_pairs_resumes_and_loads_with_peft(base_dir, pair_files
     ids = torch.tensor([[3, 20, 30, 40, 50]])
     with torch.no_grad():
         assert not torch.allclose(adapted(input_ids=ids).logits, base(input_ids=ids).logits)
+
+    # A continued adapter is its own reference (TRL's frozen copy): no reward before training, and the copy is
+    # not saved with the result.
+    further = workdir / "dpo-lora-further"
+    finetune_main(dpo_args(base_dir, further, pair_files["train"], pair_files["dev"], "--method", "lora",
+                           "--adapter_name_or_path", str(output), "--max_steps", "1", "--num_samples", "0"))
+    metrics = json.loads((further / "metrics.json").read_text())
+    assert metrics["eval_loss_before"] == pytest.approx(math.log(2), abs=1e-3)
+    assert not (further / "ref").exists()

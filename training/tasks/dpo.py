@@ -54,6 +54,16 @@ class ScratchLMDPOTrainer(DPOTrainer):
     def create_model_card(self, *args, **kwargs):
         return None
 
+    def _save(self, output_dir=None, state_dict=None):
+        # TRL's frozen copy of a continued adapter (the reference) is rebuilt at start, not part of the result.
+        configs = getattr(self.model, "peft_config", {})
+        reference = configs.pop("ref", None)
+        try:
+            super()._save(output_dir, state_dict)
+        finally:
+            if reference is not None:
+                configs["ref"] = reference
+
 
 class DPOTask(FinetuneTask):
     name = "dpo"
