@@ -13,6 +13,7 @@ from scratchlm.cli import CONFIG_SUFFIXES
 logger = logging.getLogger(__name__)
 
 RUN_RECORD_FILE = "scratchlm_run.json"
+CHAT_TASKS = ("sft", "dpo")  # fine-tuning tasks whose model answers through its chat template
 
 
 def move_bare_model_dir(argv: Sequence[str] | None) -> list[str]:
@@ -45,6 +46,6 @@ def is_instruction_tuned(model_dir: str | Path, tokenizer) -> bool:
     if not record_file.is_file():
         return True
     record = json.loads(record_file.read_text(encoding="utf-8"))
-    if "instruction_tuned" in record:
-        return bool(record["instruction_tuned"])
+    if record.get("finetune_task") is not None:  # the --task of scratchlm-finetune
+        return record["finetune_task"] in CHAT_TASKS
     return record.get("kind") == "finetuning" and record.get("task", "text-generation") == "text-generation"
