@@ -192,6 +192,14 @@ def run_scratchlm(train, test, args) -> dict:
 # ---------------------------------------------------------------------------------------------------------- report
 
 
+def describe_base(pretraining: dict) -> str:
+    if "given" in pretraining:
+        return pretraining["given"]
+    bits = pretraining["metrics"].get("eval_bits_per_byte")
+    return (f"{pretraining['steps']} steps, {pretraining['tokens']:,} tokens, {pretraining['minutes']} min"
+            + (f", {bits:.2f} bits/byte" if bits is not None else ""))
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(DATA / "squad-v1.1" / "dev-v1.1.json"))
@@ -240,7 +248,7 @@ def main(argv=None) -> dict:
         model = results["scratchlm"]
         print(f"{'ScratchLM fine-tuned (' + str(model['train_questions']) + ' questions)':<44}"
               f" {model['test']['exact_match']:6.1f} {model['test']['f1']:6.1f}  "
-              f"{model['finetune_wall_s']:.0f} s fine-tuning, pretraining {model['pretraining']}")
+              f"{model['finetune_wall_s']:.0f} s fine-tuning; base: {describe_base(model['pretraining'])}")
     for name, scores in SQUAD_PAPER_DEV.items():
         print(f"{'SQuAD paper ' + name.replace('_', ' ') + ' (full dev)':<44} {scores['exact_match']:6.1f} "
               f"{scores['f1']:6.1f}")
