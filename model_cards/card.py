@@ -42,6 +42,10 @@ ARCHITECTURE_LABELS = {
     "rope_type": "RoPE type",
     "tie_word_embeddings": "Tied input/output embeddings",
 }
+# A classifier whose accuracy is within this of always answering its training labels' majority class has not
+# learnt the task: its card and the command's final report say so.
+MAJORITY_MARGIN = 0.01
+CHAT_TASKS = ("sft", "dpo")  # fine-tuning tasks whose model is used through its chat template
 LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "fr": "French", "de": "German", "es": "Spanish", "ja": "Japanese"}
 ENVIRONMENT_LABELS = {"torch": "PyTorch", "transformers": "Transformers", "device": "Device"}
 
@@ -197,7 +201,7 @@ def _adapter_rows(record: RunRecord, base_model: str | None) -> list[tuple[str, 
     rows = [("Base model", _code(base_model or adapter.get("base_model_name_or_path", "?")))]
     for key, label in (("r", "Rank r"), ("lora_alpha", "Alpha"), ("lora_dropout", "Dropout"),
                        ("target_modules", "Target modules"), ("modules_to_save", "Fully trained modules")):
-        if adapter.get(key) is not None:
+        if adapter.get(key) not in (None, "", [], {}):
             rows.append((label, _cell(sorted(adapter[key]) if isinstance(adapter[key], (list, set)) else adapter[key])))
     return rows
 
@@ -205,6 +209,12 @@ def _adapter_rows(record: RunRecord, base_model: str | None) -> list[tuple[str, 
 def _labels(record: RunRecord) -> list[tuple[str, str]]:
     id2label = record.id2label or {}
     return sorted(((int(index), _cell(label)) for index, label in id2label.items()), key=lambda pair: pair[0])
+
+
+def _evaluation_data_rows(record: RunRecord) -> list[tuple[str, str]]:
+    """(split, source) of the data the run was evaluated on and did not train on."""
+    return [(split, _display_source(str(name))) for split, names in
+            (("validation", record.validation_datasets), ("test", record.test_datasets)) for name in names or []]
 
 
 def _cleaning_rows(record: RunRecord) -> list[tuple[str, str]]:
@@ -222,8 +232,31 @@ def _cleaning_rows(record: RunRecord) -> list[tuple[str, str]]:
     return rows
 
 
+def _run_length(values: dict[str, Any]) -> tuple[str, str] | None:
+    """What decided the length of the run: `max_steps` when set (the Trainer then ignores the epochs), else the
+    epochs."""
+    max_steps, epochs = values.pop("max_steps", None), values.pop("num_train_epochs", None)
+    if finite_number(max_steps) and max_steps > 0:
+        return "run length", f"max_steps {max_steps:g} (decides the length; epochs are not used)"
+    if finite_number(epochs):
+        return "run length", f"num_train_epochs {epochs:g}"
+    return None
+
+
+def _warmup(value: Any) -> str:
+    """transformers reads a `warmup_steps` below 1 as a share of the training steps."""
+    if finite_number(value) and 0 < value < 1:
+        return f"{value:.0%} of the training steps (warmup_steps {value:g})"
+    return f"{value:g} steps" if finite_number(value) else _cell(value)
+
+
 def _hyperparameter_rows(record: RunRecord) -> list[tuple[str, str]]:
-    rows = [(key, _cell(value)) for key, value in (record.hyperparameters or {}).items() if value is not None]
+    values = {key: value for key, value in (record.hyperparameters or {}).items() if value is not None}
+    length = _run_length(values)
+    rows = [("warmup" if key == "warmup_steps" else key, _warmup(value) if key == "warmup_steps" else _cell(value))
+            for key, value in values.items()]
+    if length:
+        rows.insert(0, length)
     if record.global_step is not None:
         rows.append(("optimizer steps done", _cell(record.global_step)))
     if finite_number(record.training_time_s):
@@ -250,6 +283,30 @@ def _samples(record: RunRecord) -> list[str]:
     return blocks
 
 
+def classification_summary(metrics: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """(headline lines, warnings) of a classifier's results: accuracy and macro-F1 of each evaluated split with the
+    rate of its training labels' majority class beside them; a warning for a split where the model does no better
+    than always answering that class."""
+    lines, warnings = [], []
+    for prefix, split in (("test", "test"), ("eval", "validation")):
+        accuracy, majority = metrics.get(f"{prefix}_accuracy"), metrics.get(f"{prefix}_majority_rate")
+        if not finite_number(accuracy):
+            continue
+        macro_f1 = metrics.get(f"{prefix}_macro_f1")
+        line = f"{split.capitalize()} accuracy {accuracy:.1%}"
+        if finite_number(macro_f1):
+            line += f", macro-F1 {macro_f1:.3f}"
+        if finite_number(majority):
+            line += f" (always answering the majority class of the training labels: {majority:.1%})"
+            if accuracy <= majority + MAJORITY_MARGIN:
+                warnings.append(
+                    f"On the {split} data this model does no better than always answering the majority class of its "
+                    f"training labels ({accuracy:.1%} against {majority:.1%}): it has not learnt the task."
+                )
+        lines.append(line)
+    return lines, warnings
+
+
 def _summary(record: RunRecord, task: str, adapter: bool, base_model: str | None) -> str:
     what = {"text-generation": "language model", "question-answering": "extractive question-answering model"}.get(
         task, "text classifier")
@@ -272,6 +329,8 @@ def _procedure(record: RunRecord) -> str:
     parts = [f"{kind.capitalize()} ({'LoRA' if method == 'lora' else method} training) with the 🤗 Trainer."]
     if record.finished_at:
         parts.append(f"Finished at {record.finished_at}.")
+    if record.language and record.language_inferred:
+        parts.append(f"Language tag ({', '.join(record.language)}) detected in the training text by its scripts.")
     return " ".join(parts)
 
 
@@ -300,7 +359,22 @@ def _usage(record: RunRecord, task: str, repo_id: str, adapter: bool, base_model
             f'model = {auto}.from_pretrained("{repo_id}", trust_remote_code=True)\n'
         )
     prompt = _example_prompt(record)
-    if task == "text-generation":
+    if task == "text-generation" and is_instruction_tuned(record):
+        code += (
+            f"\nmessages = [{{\"role\": \"user\", \"content\": {prompt!r}}}]\n"
+            "# the chat template the model was tuned with (a plain prompt would only be continued, not answered)\n"
+            "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, "
+            "return_tensors=\"pt\")\n"
+            "output = model.generate(**inputs, max_new_tokens=100, do_sample=True, top_p=0.9)\n"
+            "print(tokenizer.decode(output[0, inputs[\"input_ids\"].shape[1]:], skip_special_tokens=True))"
+        )
+        pipeline = (
+            "from transformers import pipeline\n\n"
+            f'chat = pipeline("text-generation", model="{repo_id}", trust_remote_code=True)\n'
+            f"messages = [{{\"role\": \"user\", \"content\": {prompt!r}}}]\n"
+            "print(chat(messages, max_new_tokens=100)[0][\"generated_text\"][-1][\"content\"])"
+        )
+    elif task == "text-generation":
         code += (
             f"\ninputs = tokenizer({prompt!r}, return_tensors=\"pt\")\n"
             "output = model.generate(**inputs, max_new_tokens=50, do_sample=True, top_p=0.9)\n"
@@ -330,6 +404,13 @@ def _usage(record: RunRecord, task: str, repo_id: str, adapter: bool, base_model
             f"print(classifier({prompt!r}))"
         )
     return code, "" if adapter else pipeline
+
+
+def is_instruction_tuned(record: RunRecord) -> bool:
+    """A model tuned on chats (SFT, DPO): it answers prompts given through its chat template."""
+    if record.finetune_task is not None:
+        return record.finetune_task in CHAT_TASKS
+    return record.kind == "finetuning" and record.task == "text-generation"
 
 
 def _example_prompt(record: RunRecord) -> str:
@@ -417,17 +498,21 @@ def render_model_card(
     if loss_curve and output_dir is not None and not (output_dir / loss_curve).is_file():
         loss_curve = None
     usage_code, pipeline_code = _usage(record, task, repo_id or model_name, adapter, base)
+    headline, warnings = classification_summary(record.metrics) if task == "text-classification" else ([], [])
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
         model_name=model_name,
         summary=_summary(record, task, adapter, base),
+        headline=headline,
+        warnings=warnings,
         architecture_rows=_architecture_rows(record),
         adapter_rows=_adapter_rows(record, base),
         labels=_labels(record) if task == "text-classification" else [],
         usage_code=usage_code,
         pipeline_code=pipeline_code,
         dataset_rows=[_display_source(str(name)) for name in record.datasets or []],
+        evaluation_data_rows=_evaluation_data_rows(record),
         cleaning_rows=_cleaning_rows(record),
         procedure=_procedure(record),
         hyperparameter_rows=_hyperparameter_rows(record),

@@ -263,9 +263,13 @@ def _stage_card(model_dir: Path, staging_dir: Path, repo_id: str | None, base_mo
     else:
         raise PublishError(f"{model_dir} has no model card ({MODEL_CARD_FILE}) and no run record ({RUN_RECORD_FILE})")
     try:
-        validate_model_card(staging_dir / MODEL_CARD_FILE, require_base_model=True)
+        card = validate_model_card(staging_dir / MODEL_CARD_FILE, require_base_model=True)
     except ValueError as error:
         raise PublishError(f"model card of {model_dir}: {error}") from None
+    if not card.data.language:
+        logger.warning("the model card of %s names no language, so the Hub cannot list the model under one: "
+                       "retrain with --language (e.g. --language zh en), or add `language:` to the card's metadata",
+                       model_dir)
     for name in extra:
         shutil.copy2(model_dir / name, staging_dir / name)
     return [MODEL_CARD_FILE, *extra]

@@ -121,8 +121,11 @@ class RunRecord:
     kind: str = "pretraining"  # pretraining or finetuning
     method: str = "full"  # full or lora
     base_model: str | None = None  # what the run started from (absolute path locally, or a Hub id)
-    datasets: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)  # the training data
+    validation_datasets: list[str] = field(default_factory=list)  # evaluation data that is not training data
+    test_datasets: list[str] = field(default_factory=list)
     language: list[str] | None = None
+    language_inferred: bool = False  # `language` was detected in the training text, not given with --language
     license: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     eval_results: list[dict[str, Any]] = field(default_factory=list)
@@ -145,6 +148,7 @@ class RunRecord:
     # fine-tuning
     data_report: dict[str, Any] | None = None
     id2label: dict[str, str] | None = None
+    finetune_task: str | None = None  # the --task of a fine-tuning run: classification, sft, qa, ...
     qa: dict[str, Any] | None = None  # extractive QA: window and span-decoding settings (read by inference.qa)
     adapter: dict[str, Any] | None = None  # LoRA: base_model_name_or_path, r, lora_alpha, ...
     merged: bool = False  # this directory holds the adapter merged into its base
@@ -152,15 +156,14 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunRecord:
+        """A record from its JSON form. Missing fields take their defaults and fields this version does not know
+        (written by a newer one) are ignored, so records written by other versions still load."""
         if isinstance(values, RunRecord):
             return values
         if not isinstance(values, Mapping):
             raise TypeError(f"a run record must be a mapping, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"run record has unknown field(s): {', '.join(unknown)}")
-        return cls(**{key: value for key, value in values.items() if value is not None})
+        return cls(**{key: value for key, value in values.items() if key in known and value is not None})
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))

@@ -130,6 +130,22 @@ def setup_logging(verbosity: int = logging.INFO) -> None:
     """Routine progress at INFO for our loggers, WARNING and up for everything else (libraries stay quiet)."""
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("scratchlm").setLevel(verbosity)
+    logging.getLogger("__main__").setLevel(verbosity)  # a command run as `python -m scratchlm.training.pretrain`
+    if not sys.stderr.isatty():
+        disable_progress_bars()
+
+
+def disable_progress_bars() -> None:
+    """No tqdm bars from datasets, transformers or huggingface_hub: written to a pipe (a log file, CI) they become
+    blank or run-together lines. The training commands log one progress line per logging step instead
+    (`scratchlm.training.callbacks.ProgressLogCallback`)."""
+    import datasets
+    import huggingface_hub
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
 
 
 def command(name: str):

@@ -115,7 +115,7 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
             f"--output_dir {output_dir} is not empty: choose another --output_dir, or pass --overwrite_output "
             "to write into it anyway"
         )
-    logger.warning("--overwrite_output: writing the tokenizer into %s, replacing its tokenizer files", output_dir)
+    logger.info("--overwrite_output: writing the tokenizer into %s, replacing its tokenizer files", output_dir)
 
 
 def run(args: TokenizerTrainingArguments):

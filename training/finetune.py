@@ -47,14 +47,23 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, set_seed
 
 from scratchlm.cli import command, parse_args
+from scratchlm.model_cards.card import classification_summary
 from scratchlm.model_cards.run_record import RunRecord, eval_results, is_adapter_dir
 
 from .arguments import FinetuneDataArguments, ModelArguments, ScratchLMTrainingArguments
-from .callbacks import LossCurveCallback
-from .data import check_max_length, check_tokenizer_fits, data_sources, load_splits
+from .callbacks import LossCurveCallback, use_log_friendly_progress
+from .data import check_max_length, check_tokenizer_fits, load_splits
 from .generation import SampleArguments, sample_generations
+from .language import run_languages, texts_of_rows
 from .lora import DEFAULT_LORA_TARGETS, adapter_summary, apply_lora, resolvable, save_merged_model
-from .run import RunDirectory, add_samples, finish_run, last_complete_checkpoint, push_run_to_hub
+from .run import (
+    RunDirectory,
+    add_samples,
+    finish_run,
+    last_complete_checkpoint,
+    push_run_to_hub,
+    warn_if_base_undertrained,
+)
 from .tasks import TASKS, FinetuneTask, get_task
 
 logger = logging.getLogger(__name__)
@@ -209,6 +218,7 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
     context = base_config.max_position_embeddings
     max_length = data_args.max_length or context
     check_max_length(max_length, base_config)
+    warn_if_base_undertrained(model_args.model_name_or_path, finetune_args.task)
     with training_args.main_process_first(desc="data and model"):
         set_seed(training_args.seed)
         tokenizer = load_tokenizer(model_args)
@@ -226,12 +236,13 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
     resume_from = (
         last_complete_checkpoint(output_dir) if training_args.resume and not training_args.overwrite_output else None
     )
-    logger.warning("%s fine-tuning (%s) of %s: %s of %s parameters trainable; %d training examples%s",
-                   task.name, finetune_args.method, model_args.model_name_or_path, f"{trainable:,}",
-                   f"{total:,}", len(data.train), f"; resuming from {resume_from}" if resume_from else "")
+    logger.info("%s fine-tuning (%s) of %s: %s of %s parameters trainable; %d training examples%s",
+                task.name, finetune_args.method, model_args.model_name_or_path, f"{trainable:,}",
+                f"{total:,}", len(data.train), f"; resuming from {resume_from}" if resume_from else "")
     trainer = task.build_trainer(model=model, args=training_args, data=data, tokenizer=tokenizer,
                                  callbacks=[LossCurveCallback(), *task.callbacks()], finetune_args=finetune_args)
 
+    use_log_friendly_progress(trainer)
     run_dir.start()
     metrics: dict[str, float] = {}
     if finetune_args.evaluate_before_training and not resume_from:
@@ -258,8 +269,10 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
         method=finetune_args.method,
         base_model=resolvable(model_args.model_name_or_path),
         model_name=output_dir.name,
-        datasets=data_sources(data_args, finetune_args.test_files),
-        language=data_args.language,
+        datasets=list(data_args.train_files or [data_args.dataset_name]),  # training data only
+        validation_datasets=list(data_args.validation_files or []),
+        test_datasets=list(finetune_args.test_files or []),
+        finetune_task=task.name,
         metrics=metrics,
         eval_results=eval_results(metrics, task.result_metrics, task_type=task.pipeline_tag,
                                   task_name=task.card_task_name, sources=_result_sources(data_args, finetune_args),
@@ -270,6 +283,7 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
         adapter=adapter_summary(trainer.model) if finetune_args.method == "lora" else None,
         **task.card_fields(data),
     )
+    record.language, record.language_inferred = run_languages(data_args.language, texts_of_rows(train))
     record = finish_run(trainer, tokenizer, record)
     if not trainer.is_world_process_zero():
         return record
@@ -298,6 +312,11 @@ def report_run(record: RunRecord, output_dir: Path) -> None:
     shown = {key: value for key, value in record.metrics.items()
              if key.startswith(("eval_", "test_")) and not key.endswith(NOT_METRICS)}
     print("\n" + ", ".join(f"{key} {value:.4f}" for key, value in shown.items() if isinstance(value, float)))
+    if record.task == "text-classification":
+        headline, warnings = classification_summary(record.metrics)
+        print("\n".join(headline))
+        for warning in warnings:
+            print(f"WARNING: {warning}")
     print(f"{record.trainable_parameters:,} trainable parameters, {record.training_time_s:.0f} s, "
           f"peak memory {record.metrics['peak_memory_mb']:.0f} MiB; model, metrics and card in {output_dir}"
           + (f"; merged model in {record.merged_model}" if record.merged_model else ""))

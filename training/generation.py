@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import set_seed
 
+from scratchlm.tokenization import decode_whole_characters
+
 logger = logging.getLogger(__name__)
 
 
@@ -88,7 +90,8 @@ def sample_generations(model, tokenizer, prompts: list[SamplePrompt], max_new_to
         output = model.generate(
             **inputs, max_new_tokens=max(1, min(max_new_tokens, limit)), do_sample=True, temperature=0.8, top_k=50,
         )
-        completion = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        # stopped before a partial UTF-8 character: a sample never shows a U+FFFD the model did not write
+        completion = decode_whole_characters(tokenizer, output[0, inputs["input_ids"].shape[1]:].tolist())
         sample = {"prompt": prompt.shown, "completion": completion.strip() if prompt.chat else completion}
         if prompt.reference is not None:
             sample["reference"] = prompt.reference

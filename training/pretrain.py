@@ -27,9 +27,10 @@ from scratchlm.modeling.initialization import init_model, parse_overrides
 from scratchlm.tokenization import train_tokenizer
 
 from .arguments import ModelArguments, PretrainingDataArguments, ScratchLMTrainingArguments
-from .callbacks import LossCurveCallback, PerplexityCallback, add_language_model_metrics
+from .callbacks import LossCurveCallback, PerplexityCallback, add_language_model_metrics, use_log_friendly_progress
 from .data import build_pretraining_data, check_block_size, check_tokenizer_fits, prepare_documents
 from .generation import SampleArguments, sample_generations, text_prompts
+from .language import run_languages, texts_of_blocks
 from .run import (
     TOKENIZER_DIR,
     RunDirectory,
@@ -56,7 +57,7 @@ def load_or_train_tokenizer(model_args: ModelArguments, data_args: PretrainingDa
     settings_file = saved / RUN_SETTINGS_FILE
     if not run_dir.overwrite and settings_file.is_file() and settings_file.read_text() == settings:
         return AutoTokenizer.from_pretrained(saved), None  # trained by an earlier (interrupted) attempt of this run
-    logger.warning("training a %d-token tokenizer on the training corpus", model_args.tokenizer_vocab_size)
+    logger.info("training a %d-token tokenizer on the training corpus", model_args.tokenizer_vocab_size)
     documents = prepare_documents(data_args)
     tokenizer = train_tokenizer(documents.training_texts(), vocab_size=model_args.tokenizer_vocab_size)
     tokenizer.save_pretrained(saved)
@@ -112,9 +113,9 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
     resume_from = (
         last_complete_checkpoint(output_dir) if training_args.resume and not training_args.overwrite_output else None
     )
-    logger.warning("%s parameters; %s training tokens, %s validation tokens%s", f"{model.num_parameters():,}",
-                   f"{data.train_tokens:,}" if data.train_tokens else "?", f"{data.validation_tokens:,}",
-                   f"; resuming from {resume_from}" if resume_from else "")
+    logger.info("%s parameters; %s training tokens, %s validation tokens%s", f"{model.num_parameters():,}",
+                f"{data.train_tokens:,}" if data.train_tokens else "?", f"{data.validation_tokens:,}",
+                f"; resuming from {resume_from}" if resume_from else "")
 
     # The Trainer's own push would upload the whole output directory (pickles included) at every save and replace
     # the card: the run is pushed once at the end instead, with exactly what `scratchlm-publish` uploads.
@@ -129,6 +130,7 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
         processing_class=tokenizer,
         callbacks=[LossCurveCallback(), PerplexityCallback(predicted_tokens, data.validation_bytes), *(callbacks or [])],
     )
+    use_log_friendly_progress(trainer)
     run_dir.start()
     started = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=resume_from)
@@ -145,7 +147,7 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
         base_model=model_args.model_name_or_path,
         model_name=output_dir.name,
         datasets=data_args.train_files or [data_args.dataset_name],
-        language=data_args.language,
+        validation_datasets=list(data_args.validation_files or []),
         metrics=metrics,
         eval_results=eval_results(metrics, LANGUAGE_MODELLING_METRICS, task_type="text-generation",
                                   task_name="Language modelling", sources={"eval": ", ".join(validation_sources)},
@@ -156,6 +158,8 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
         validation_bytes=data.validation_bytes,
         data_from_cache=data.from_cache,
     )
+    record.language, record.language_inferred = run_languages(data_args.language,
+                                                              texts_of_blocks(data.train, tokenizer))
     record = finish_run(trainer, tokenizer, record)
     if not trainer.is_world_process_zero():
         return record

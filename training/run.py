@@ -43,6 +43,10 @@ CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)")
 TOKENIZER_DIR = "tokenizer"  # a tokenizer trained by the run, kept for a retry before training starts
 # What a run leaves before it has really started: a retry with corrected options may use the directory.
 BEFORE_START = (RUN_LOCK_FILE, TOKENIZER_DIR)
+# A pretrained base whose validation bits per byte are above this has learnt little more than which characters are
+# frequent: the README's Chinese quick start reaches ~UNDERTRAINED_BITS_PER_BYTE - 0.5 and below, while fine-tuning
+# a base above it leaves classifiers at the majority class and chat replies as strings of frequent characters.
+UNDERTRAINED_BITS_PER_BYTE = 2.5
 
 
 def _checkpoint_is_complete(path: Path) -> bool:
@@ -78,6 +82,29 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
             return str(path)
         logger.warning("skipping %s: the checkpoint is incomplete or corrupt (the run was cut while saving it)", path)
     return None
+
+
+def warn_if_base_undertrained(base_model: str | Path, task: str) -> float | None:
+    """Warn before fine-tuning a base that its own pretraining record shows is clearly undertrained (validation bits
+    per byte above `UNDERTRAINED_BITS_PER_BYTE`); returns its bits per byte when it has a pretraining record."""
+    path = Path(base_model)
+    if not (path / RUN_RECORD_FILE).is_file():
+        return None
+    try:
+        record = RunRecord.load(path)
+    except ValueError:
+        return None
+    bits_per_byte = record.metrics.get("eval_bits_per_byte")
+    if record.kind != "pretraining" or not isinstance(bits_per_byte, (int, float)):
+        return None
+    if bits_per_byte > UNDERTRAINED_BITS_PER_BYTE:
+        logger.warning(
+            "the base model %s is undertrained for --task %s: its validation bits per byte are %.2f after %s steps "
+            "(%s training tokens), above %.1f, where fine-tuning learns little (a classifier stays at the majority "
+            "class, chat replies are strings of frequent characters); pretrain it longer first (README: quick start "
+            "in Chinese)", base_model, task, bits_per_byte, record.global_step or "?",
+            f"{record.train_tokens:,}" if record.train_tokens else "?", UNDERTRAINED_BITS_PER_BYTE)
+    return float(bits_per_byte)
 
 
 def _normalized(value: Any) -> Any:

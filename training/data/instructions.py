@@ -155,8 +155,8 @@ def build_sft_data(train: Dataset, validation: Dataset | None, test: Dataset | N
                                                                split=split)
     if packing:
         splits["train"] = pack_examples(splits["train"], max_length)
-        logger.warning("packed %d training examples into %d sequences of at most %d tokens",
-                       reports["train"].examples, len(splits["train"]), max_length)
+        logger.info("packed %d training examples into %d sequences of at most %d tokens",
+                    reports["train"].examples, len(splits["train"]), max_length)
     held_out = chats.get("validation") or chats.get("test") or []
     return SFTData(train=splits["train"], validation=splits.get("validation"), test=splits.get("test"),
                    reports=reports, sample_chats=[c for c in held_out if _usable_conversation(c) is None])

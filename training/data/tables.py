@@ -202,7 +202,7 @@ def load_splits(data_args: FinetuneDataArguments, *, seed: int, test_files: list
     if validation is None and data_args.validation_split_fraction > 0:
         held_out = train.train_test_split(test_size=data_args.validation_split_fraction, seed=seed, shuffle=True)
         train, validation = held_out["train"], held_out["test"]
-        logger.warning("no validation data: holding out %d of the training rows", len(validation))
+        logger.info("no validation data: holding out %d of the training rows", len(validation))
     if data_args.max_train_documents:
         train = train.select(range(min(data_args.max_train_documents, len(train))))
     if max_eval_samples:
