@@ -60,6 +60,8 @@ class ScratchLMConfig(PreTrainedConfig):
         use_qk_norm: RMSNorm on each query and key head before the rotary embedding.
         attention_bias / mlp_bias: biases in the attention and MLP projections.
         use_cache: return a KV cache from forward (generation).
+        classifier_pooling: what `ScratchLMForSequenceClassification` classifies: the hidden state of the last
+            real token ("last") or the mean over the real tokens ("mean").
 
     Example:
     ```python
@@ -105,6 +107,7 @@ class ScratchLMConfig(PreTrainedConfig):
     attention_bias: bool = False
     mlp_bias: bool = False
     use_cache: bool = True
+    classifier_pooling: str = "last"
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
@@ -143,6 +146,9 @@ class ScratchLMConfig(PreTrainedConfig):
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"ScratchLMConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.classifier_pooling not in ("last", "mean"):
+            raise ValueError(f"ScratchLMConfig.classifier_pooling must be 'last' or 'mean', got "
+                             f"{self.classifier_pooling!r}")
         if self.rms_norm_eps <= 0:
             raise ValueError(f"ScratchLMConfig.rms_norm_eps must be positive, got {self.rms_norm_eps}")
         if self.hidden_act != "silu":

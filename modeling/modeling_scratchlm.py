@@ -469,8 +469,21 @@ def _last_token_index(config, input_ids, attention_mask, batch_size: int, seq_le
     return torch.full((batch_size,), seq_len - 1, device=device)
 
 
+def _mean_over_real_tokens(config, input_ids, attention_mask, hidden_states: torch.Tensor) -> torch.Tensor:
+    """The mean hidden state of each row's real (non-pad) tokens."""
+    if attention_mask is not None and attention_mask.dim() == 2:
+        mask = attention_mask[:, -hidden_states.shape[1]:]
+    elif input_ids is not None and config.pad_token_id is not None:
+        mask = input_ids != config.pad_token_id
+    else:
+        return hidden_states.mean(1)
+    mask = mask.to(device=hidden_states.device, dtype=hidden_states.dtype).unsqueeze(-1)
+    return (hidden_states * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
 class ScratchLMForSequenceClassification(ScratchLMPreTrainedModel):
-    """Sequence classification (sentiment, topics, ...) from the hidden state of each sequence's last real token."""
+    """Sequence classification (sentiment, topics, ...) from the hidden state of each sequence's last real token,
+    or the mean over its real tokens (`config.classifier_pooling = "mean"`)."""
 
     def __init__(self, config: ScratchLMConfig):
         super().__init__(config)
@@ -504,8 +517,12 @@ class ScratchLMForSequenceClassification(ScratchLMPreTrainedModel):
         )
         hidden_states = outputs.last_hidden_state
         batch_size, seq_len = hidden_states.shape[:2]
-        last = _last_token_index(self.config, input_ids, attention_mask, batch_size, seq_len, hidden_states.device)
-        pooled_logits = self.score(hidden_states[torch.arange(batch_size, device=hidden_states.device), last])
+        if self.config.classifier_pooling == "mean":
+            pooled_logits = self.score(_mean_over_real_tokens(self.config, input_ids, attention_mask, hidden_states))
+        else:
+            last = _last_token_index(self.config, input_ids, attention_mask, batch_size, seq_len,
+                                     hidden_states.device)
+            pooled_logits = self.score(hidden_states[torch.arange(batch_size, device=hidden_states.device), last])
 
         loss = None
         if labels is not None:

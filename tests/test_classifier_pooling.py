@@ -1,0 +1,45 @@
+"""`classifier_pooling`: the sequence classifier reads the last real token or the mean over the real tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from scratchlm.modeling import ScratchLMConfig, ScratchLMForSequenceClassification
+
+TINY = dict(
+    vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, eos_token_id=1, bos_token_id=2, num_labels=2,
+)
+
+
+def classifier(pooling: str) -> ScratchLMForSequenceClassification:
+    torch.manual_seed(0)
+    return ScratchLMForSequenceClassification(ScratchLMConfig(**TINY, classifier_pooling=pooling)).eval()
+
+
+def test_mean_pooling_scores_the_mean_hidden_state_of_the_real_tokens_with_either_padding():
+    model = classifier("mean")
+    text = torch.randint(3, 256, (1, 6), generator=torch.Generator().manual_seed(1))
+    pad, ones, zeros = torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 6, dtype=torch.long), torch.zeros(1, 3,
+                                                                                                           dtype=torch.long)
+    with torch.no_grad():
+        expected = model.score(model.model(text).last_hidden_state.mean(1))
+        alone = model(text).logits
+        right = model(torch.cat([text, pad], 1), attention_mask=torch.cat([ones, zeros], 1)).logits
+        left = model(torch.cat([pad, text], 1), attention_mask=torch.cat([zeros, ones], 1)).logits
+        by_pad_id = model(torch.cat([text, pad], 1)).logits  # no mask: pad_token_id marks the padding
+        last = classifier("last")(text).logits
+    for logits in (alone, right, left, by_pad_id):
+        assert torch.allclose(logits, expected, atol=1e-5)
+    assert not torch.allclose(last, expected, atol=1e-3)  # the same weights pool differently
+
+
+def test_pooling_is_saved_with_the_model_and_bad_values_are_refused(tmp_path):
+    classifier("mean").save_pretrained(tmp_path)
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path).config.classifier_pooling == "mean"
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path, classifier_pooling="last").config \
+        .classifier_pooling == "last"
+    with pytest.raises(ValueError, match="classifier_pooling"):
+        ScratchLMConfig(**TINY, classifier_pooling="max")
