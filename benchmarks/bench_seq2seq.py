@@ -277,10 +277,15 @@ def main() -> None:
     parser.add_argument("--max_abstract_tokens", type=int, default=384)
     parser.add_argument("--pretrain_block_size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's). On a machine shared with other jobs use 1: measured "
+                             "here with the load at ~15, a training step took 1 s on one thread and 25-30 s on two.")
     parser.add_argument("--workdir", default="/tmp/scratchlm-bench-seq2seq")
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     workdir = Path(args.workdir)
     results: dict = {"settings": vars(args), "published": PUBLISHED, "torch_threads": torch.get_num_threads()}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
