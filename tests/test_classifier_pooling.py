@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
@@ -43,3 +45,20 @@ def test_pooling_is_saved_with_the_model_and_bad_values_are_refused(tmp_path):
         .classifier_pooling == "last"
     with pytest.raises(ValueError, match="classifier_pooling"):
         ScratchLMConfig(**TINY, classifier_pooling="max")
+
+
+def test_finetune_classifier_pooling_flag_is_saved_with_the_classifier(tiny_causal_lm_dir, data_dir, tmp_path, capsys):
+    from scratchlm.training.finetune import main
+
+    lines = (data_dir / "sst2-sentences" / "stsa.binary.train").read_text(encoding="utf-8").splitlines()[:48]
+    rows = [json.dumps({"text": line[2:].strip(), "label": int(line[0])}) for line in lines]
+    (tmp_path / "train.jsonl").write_text("\n".join(rows[:32]) + "\n")
+    (tmp_path / "dev.jsonl").write_text("\n".join(rows[32:]) + "\n")
+    common = ["--model_name_or_path", str(tiny_causal_lm_dir), "--train_files", str(tmp_path / "train.jsonl"),
+              "--validation_files", str(tmp_path / "dev.jsonl"), "--max_steps", "2", "--per_device_train_batch_size",
+              "16", "--report_to", "none", "--save_strategy", "no", "--evaluate_before_training", "false"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*common, "--output_dir", str(tmp_path / "bad"), "--classifier_pooling", "max"])
+    assert exit_info.value.code == 2 and "--classifier_pooling" in capsys.readouterr().err
+    main([*common, "--output_dir", str(tmp_path / "mean"), "--classifier_pooling", "mean"])
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "mean").config.classifier_pooling == "mean"

@@ -86,6 +86,10 @@ class FinetuneArguments:
         default=None, metadata={"help": "Classification: every label, in id order (default: the sorted training "
                                         "labels). Integer labels then index these names."}
     )
+    classifier_pooling: str | None = field(
+        default=None, metadata={"help": "Classification: what the head reads, the last real token (last) or the "
+                                        "mean over the real tokens (mean); default: the model config's (last)."}
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most this many rows."})
     system_prompt: str | None = field(default=None, metadata={"help": "SFT: system message put before every chat."})
     packing: bool = field(default=False, metadata={"help": "SFT: pack whole training examples into --max_length."})
@@ -123,6 +127,8 @@ class FinetuneArguments:
             raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.method != "lora" and (self.merge or self.adapter_name_or_path):
             raise ValueError("--merge and --adapter_name_or_path need --method lora")
+        if self.classifier_pooling not in (None, "last", "mean"):
+            raise ValueError(f"--classifier_pooling must be last or mean, got {self.classifier_pooling!r}")
 
 
 @dataclass

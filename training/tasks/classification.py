@@ -2,7 +2,8 @@
 
 Labels (strings or integers) become the config's `id2label`/`label2id` (the sorted training labels, or
 `--class_names` in id order). The model is `AutoModelForSequenceClassification`, pooling the last real token
-(every text ends with eos; `DataCollatorWithPadding` pads on the right). Metrics (accuracy, F1, precision, recall;
+(every text ends with eos; `DataCollatorWithPadding` pads on the right) or, with `--classifier_pooling mean`,
+the mean over the real tokens. Metrics (accuracy, F1, precision, recall;
 binary for two labels with label id 1 as the positive class, plus macro F1) come from the `evaluate` modules
 shipped in `scratchlm/training/metrics/`, loaded by path: nothing needs the Hub.
 """
@@ -63,7 +64,10 @@ class ClassificationTask(FinetuneTask):
                       ("f1", "f1", "F1 (of label 1 when binary, else macro)"))
     lora_modules_to_save = ["score"]
 
+    pooling: str | None = None  # --classifier_pooling; None keeps the model config's
+
     def build_data(self, train, validation, test, tokenizer, *, data_args, finetune_args, max_length: int):
+        self.pooling = finetune_args.classifier_pooling
         return build_classification_data(
             train, validation, test, tokenizer, text_column=data_args.text_column,
             text_pair_column=finetune_args.text_pair_column, label_column=finetune_args.label_column,
@@ -72,7 +76,7 @@ class ClassificationTask(FinetuneTask):
 
     def model_kwargs(self, data, tokenizer):
         return {"num_labels": len(data.id2label), "id2label": data.id2label, "label2id": data.label2id,
-                "pad_token_id": tokenizer.pad_token_id}
+                "pad_token_id": tokenizer.pad_token_id, **({"classifier_pooling": self.pooling} if self.pooling else {})}
 
     def collator(self, tokenizer):
         return DataCollatorWithPadding(tokenizer)
