@@ -134,7 +134,7 @@ def test_no_usable_pair_and_missing_columns_are_clear_errors(tokenizer):
 
 def test_dpo_full_run_records_reward_metrics(base_dir, pair_files, workdir):
     output = workdir / "dpo-full"
-    finetune_main(dpo_args(base_dir, output, pair_files["train"], pair_files["dev"]))
+    finetune_main(dpo_args(base_dir, output, pair_files["train"], pair_files["dev"], "--report_to", "tensorboard"))
     record = json.loads((output / "scratchlm_run.json").read_text())
     metrics = json.loads((output / "metrics.json").read_text())
     assert record["task"] == "text-generation" and record["global_step"] == 4
@@ -146,6 +146,7 @@ def test_dpo_full_run_records_reward_metrics(base_dir, pair_files, workdir):
     card = (output / "README.md").read_text()
     assert "pipeline_tag: text-generation" in card and "Reward accuracy" in card
     assert (output / "loss_curve.png").is_file() and len(record["samples"]) == 1
+    assert any(output.glob("runs/*/events.out.tfevents.*"))  # TensorBoard
     trained = AutoModelForCausalLM.from_pretrained(output)
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     assert not torch.equal(trained.model.embed_tokens.weight, base.model.embed_tokens.weight)
