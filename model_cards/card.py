@@ -308,8 +308,8 @@ def classification_summary(metrics: Mapping[str, Any]) -> tuple[list[str], list[
 
 
 def _summary(record: RunRecord, task: str, adapter: bool, base_model: str | None) -> str:
-    what = {"text-generation": "language model", "question-answering": "extractive question-answering model"}.get(
-        task, "text classifier")
+    what = {"text-generation": "language model", "question-answering": "extractive question-answering model",
+            "text2text-generation": "sequence-to-sequence (translation, summarisation) model"}.get(task, "text classifier")
     languages = " and ".join(LANGUAGE_NAMES.get(code, code) for code in record.language or [])
     in_languages = f" for {languages}" if languages else ""
     size = f" {record.num_parameters:,}-parameter" if isinstance(record.num_parameters, int) else ""
@@ -319,6 +319,10 @@ def _summary(record: RunRecord, task: str, adapter: bool, base_model: str | None
     if record.is_finetune and base_model:
         how = "LoRA (merged into the weights)" if record.method == "lora" else "full fine-tuning"
         return f"A{size} {what}{in_languages}, fine-tuned from `{base_model}` with {how} using ScratchLM."
+    if task == "text2text-generation":
+        return (f"A{size} encoder-decoder {what}{in_languages}, trained from scratch with ScratchLM: the original "
+                "Transformer's encoder and decoder built from Llama-style blocks (RMSNorm, rotary position "
+                "embeddings, grouped-query attention, SwiGLU).")
     return (f"A{size} decoder-only {what}{in_languages}, trained from scratch with ScratchLM: a Llama-style "
             "transformer (RMSNorm, rotary position embeddings, grouped-query attention, SwiGLU).")
 
@@ -336,8 +340,8 @@ def _procedure(record: RunRecord) -> str:
 
 def _usage(record: RunRecord, task: str, repo_id: str, adapter: bool, base_model: str | None) -> tuple[str, str]:
     if adapter:
-        auto = {"text-generation": "AutoPeftModelForCausalLM", "question-answering": "AutoPeftModelForQuestionAnswering"
-                }.get(task, "AutoPeftModelForSequenceClassification")
+        auto = {"text-generation": "AutoPeftModelForCausalLM", "question-answering": "AutoPeftModelForQuestionAnswering",
+                "text2text-generation": "AutoPeftModelForSeq2SeqLM"}.get(task, "AutoPeftModelForSequenceClassification")
         code = (
             f"from peft import {auto}\nfrom transformers import AutoTokenizer\n\n"
             f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)\n'
@@ -352,7 +356,8 @@ def _usage(record: RunRecord, task: str, repo_id: str, adapter: bool, base_model
             f'model = AutoModelForCausalLM.from_pretrained("{repo_id}", trust_remote_code=True)\n'
         )
     else:
-        auto = "AutoModelForQuestionAnswering" if task == "question-answering" else "AutoModelForSequenceClassification"
+        auto = {"question-answering": "AutoModelForQuestionAnswering", "text2text-generation": "AutoModelForSeq2SeqLM"
+                }.get(task, "AutoModelForSequenceClassification")
         code = (
             f"from transformers import {auto}, AutoTokenizer\n\n"
             f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)\n'
@@ -385,6 +390,13 @@ def _usage(record: RunRecord, task: str, repo_id: str, adapter: bool, base_model
             f'generator = pipeline("text-generation", model="{repo_id}", trust_remote_code=True)\n'
             f"print(generator({prompt!r}, max_new_tokens=50)[0][\"generated_text\"])"
         )
+    elif task == "text2text-generation":  # transformers 5 has no translation/summarization pipeline
+        code += (
+            "\ninputs = tokenizer([\"A man is riding a bicycle.\"], return_tensors=\"pt\")\n"
+            "output = model.generate(**inputs, num_beams=4, max_new_tokens=64)\n"
+            "print(tokenizer.batch_decode(output, skip_special_tokens=True)[0])"
+        )
+        pipeline = ""
     elif task == "question-answering":  # transformers 5 has no question-answering pipeline
         code += (
             "\n# the windows and span decoding of the evaluation (pip install scratchlm)\n"
@@ -436,6 +448,12 @@ def _limitations(record: RunRecord, task: str, adapter: bool) -> list[str]:
             "unless fine-tuned for them, and its context is limited to "
             f"{record.architecture.get('max_position_embeddings', 'a few hundred')} tokens."
         )
+    elif task == "text2text-generation":
+        paragraphs.append("**Intended use.** Learning and research on translation and summarisation with an "
+                          "encoder-decoder, on text like its training data.")
+        paragraphs.append(f"**Limitations.** A small model ({scale_text}) trained on a small corpus; its BLEU/ROUGE "
+                          "are only what the evaluation above shows. Outside its training domain it produces fluent "
+                          "but wrong output, drops or invents content, and it never says it is unsure.")
     elif task == "question-answering":
         paragraphs.append("**Intended use.** Learning and research on extractive question answering: it points at "
                           "the span of a given text that answers a question, on text like its training data.")

@@ -35,9 +35,9 @@ TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 MERGED_DIR = "merged"
 
-TASKS = ("text-generation", "text-classification", "question-answering")
+TASKS = ("text-generation", "text-classification", "question-answering", "text2text-generation")
 TASK_NAMES = {"text-generation": "Language modelling", "text-classification": "Text classification",
-              "question-answering": "Extractive question answering"}
+              "question-answering": "Extractive question answering", "text2text-generation": "Sequence to sequence"}
 # Metric key -> (metric type on the Hub, label on the card), in the order the card shows them.
 KNOWN_METRICS = {
     "eval_perplexity": ("perplexity", "Perplexity"),

@@ -1,6 +1,7 @@
 """`scratchlm-init` (a randomly initialised model, the start of pretraining) and `scratchlm-convert`.
 
     scratchlm-init --preset small --tokenizer_name_or_path tok/ --output_dir init/
+    scratchlm-init --architecture seq2seq --preset small --tokenizer_name_or_path tok/ --output_dir init-seq2seq/
     scratchlm-convert --from_llama llama/ --output_dir scratch/
 """
 
@@ -15,13 +16,23 @@ from transformers import AutoTokenizer
 from scratchlm.cli import command, parse_args
 
 from .configuration_scratchlm import PRESETS
+from .configuration_scratchlm_seq2seq import SEQ2SEQ_PRESETS
 from .initialization import init_model, parse_overrides
+from .initialization_seq2seq import init_seq2seq_model
+
+ARCHITECTURES = ("decoder", "seq2seq")
 
 
 @dataclass
 class InitArguments:
     output_dir: str = field(metadata={"help": "Directory to write the model (and its tokenizer) to."})
-    preset: str = field(default="small", metadata={"help": f"Model shape: one of {', '.join(PRESETS)}."})
+    architecture: str = field(
+        default="decoder",
+        metadata={"help": "decoder (a decoder-only language model) or seq2seq (an encoder-decoder for translation "
+                          "and summarisation).", "choices": list(ARCHITECTURES)},
+    )
+    preset: str = field(default="small", metadata={"help": f"Model shape: decoder {', '.join(PRESETS)}; seq2seq "
+                                                           f"{', '.join(SEQ2SEQ_PRESETS)}."})
     config_overrides: str | None = field(
         default=None,
         metadata={"help": "Comma-separated field=value pairs applied to the preset, e.g. 'num_hidden_layers=4,"
@@ -61,15 +72,19 @@ def init_main(argv=None) -> None:
     output_dir = Path(args.output_dir)
     check_output_dir(output_dir, args.overwrite_output)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path) if args.tokenizer_name_or_path else None
-    model = init_model(args.preset, parse_overrides(args.config_overrides), tokenizer, args.seed)
+    seq2seq = args.architecture == "seq2seq"
+    model = (init_seq2seq_model if seq2seq else init_model)(args.preset, parse_overrides(args.config_overrides),
+                                                           tokenizer, args.seed)
     model.save_pretrained(output_dir)
     if tokenizer is not None:
         tokenizer.save_pretrained(output_dir)
     config = model.config
+    layers = (f"{config.encoder_layers} + {config.decoder_layers} encoder + decoder layers" if seq2seq
+              else f"{config.num_hidden_layers} layers")
     print(
-        f"ScratchLM '{args.preset}': {model.num_parameters():,} parameters, {config.num_hidden_layers} layers, "
-        f"hidden {config.hidden_size}, vocab {config.vocab_size}, context {config.max_position_embeddings} "
-        f"-> {output_dir}"
+        f"ScratchLM{' encoder-decoder' if seq2seq else ''} '{args.preset}': {model.num_parameters():,} parameters, "
+        f"{layers}, hidden {config.hidden_size}, vocab {config.vocab_size}, context "
+        f"{config.max_position_embeddings} -> {output_dir}"
     )
 
 

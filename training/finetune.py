@@ -6,6 +6,10 @@
     # instruction following (Alpaca or chat format) with LoRA, merged into a standalone model at the end
     scratchlm-finetune --task sft --method lora --model_name_or_path out/pretrained --train_files data.json \\
         --activation_checkpointing --merge --output_dir out/sft
+    # translation / summarisation with an encoder-decoder (scratchlm-init --architecture seq2seq, or pretrained
+    # with scratchlm-pretrain --objective span_corruption): parallel text files (source first) or tables
+    scratchlm-finetune --task seq2seq --model_name_or_path init-seq2seq --train_files train.en train.de \
+        --validation_files val.en val.de --test_files test.en test.de --generation_num_beams 4 --output_dir out/mt
     scratchlm-finetune configs/finetune-sst2-lora.yaml --max_steps 10      # a config file plus overrides
     torchrun --nproc_per_node=2 -m scratchlm.training.finetune ...         # several processes, as for pretraining
 
@@ -44,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoTokenizer, set_seed
+from transformers import AutoConfig, AutoTokenizer, Seq2SeqTrainingArguments, set_seed
 
 from scratchlm.cli import command, parse_args
 from scratchlm.model_cards.card import classification_summary
@@ -52,7 +56,7 @@ from scratchlm.model_cards.run_record import RunRecord, eval_results, is_adapter
 
 from .arguments import FinetuneDataArguments, ModelArguments, ScratchLMTrainingArguments
 from .callbacks import LossCurveCallback, use_log_friendly_progress
-from .data import check_max_length, check_tokenizer_fits, load_splits
+from .data import check_max_length, check_tokenizer_fits
 from .generation import SampleArguments, sample_generations
 from .language import run_languages, texts_of_rows
 from .lora import DEFAULT_LORA_TARGETS, adapter_summary, apply_lora, resolvable, save_merged_model
@@ -98,6 +102,16 @@ class FinetuneArguments:
     doc_stride: int | None = field(default=None, metadata={"help": "QA: tokens shared by consecutive windows of a "
                                                                    "long context (default: max_length / 4, <= 128)."})
     max_question_tokens: int = field(default=64, metadata={"help": "QA: longer questions are cut to this."})
+    source_column: str = field(default="source", metadata={"help": "Seq2seq: column of the source text (a list "
+                                                                 "of sentences is joined)."})
+    target_column: str = field(default="target", metadata={"help": "Seq2seq: column of the target text (a list "
+                                                                 "holds several references)."})
+    max_target_length: int = field(default=128, metadata={"help": "Seq2seq: longer targets are cut to this many "
+                                                                  "tokens (counted)."})
+    train_on: str = field(default="each", metadata={"help": "Seq2seq: train on each reference of a row (each) or "
+                                                            "the first."})
+    source_prefix: str = field(default="", metadata={"help": "Seq2seq: text put before every source (a T5-style "
+                                                             "task prefix)."})
     n_best: int = field(default=20, metadata={"help": "QA: start and end candidates per window when decoding."})
     max_answer_length: int = field(default=30, metadata={"help": "QA: longest answer, in tokens."})
     null_score_threshold: float = field(default=0.0, metadata={"help": "QA, SQuAD 2.0 data: answer nothing when "
@@ -132,8 +146,9 @@ class FinetuneArguments:
 
 
 @dataclass
-class FinetuneTrainingArguments(ScratchLMTrainingArguments):
-    """The project's Trainer defaults, with a learning rate, schedule and checkpointing suited to fine-tuning."""
+class FinetuneTrainingArguments(ScratchLMTrainingArguments, Seq2SeqTrainingArguments):
+    """The project's Trainer defaults, with a learning rate, schedule and checkpointing suited to fine-tuning; the
+    `Seq2SeqTrainer` options (`--generation_num_beams`, `--generation_max_length`) are read by --task seq2seq."""
 
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (LoRA usually wants ~1e-3)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
@@ -142,8 +157,12 @@ class FinetuneTrainingArguments(ScratchLMTrainingArguments):
     save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no, steps, epoch."})
 
 
-def check_base_model(path: str, trust_remote_code: bool = False):
-    """The config of the ScratchLM model at `path`; a clear error for an adapter, another model type or no model."""
+SEQ2SEQ_MODEL_TYPE = "scratchlm_seq2seq"
+
+
+def check_base_model(path: str, trust_remote_code: bool = False, task: str = "classification"):
+    """The config of the ScratchLM model at `path`; a clear error for an adapter, another model type, no model, or
+    an architecture the task cannot use (the encoder-decoder is for --task seq2seq only, and only it)."""
     if is_adapter_dir(path):
         raise ValueError(f"{path} is a LoRA adapter, not a model: pass its base model as --model_name_or_path and "
                          "the adapter as --adapter_name_or_path")
@@ -151,7 +170,14 @@ def check_base_model(path: str, trust_remote_code: bool = False):
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise ValueError(f"{path} is not a model directory (or Hub id) with a config.json: {error}") from None
-    if config.model_type != "scratchlm":
+    if task == "seq2seq" and config.model_type != SEQ2SEQ_MODEL_TYPE:
+        raise ValueError(f"{path} holds a {config.model_type!r} model, but --task seq2seq needs a ScratchLM "
+                         "encoder-decoder (scratchlm-init --architecture seq2seq, or scratchlm-pretrain "
+                         "--objective span_corruption)")
+    if task != "seq2seq" and config.model_type == SEQ2SEQ_MODEL_TYPE:
+        raise ValueError(f"{path} holds a ScratchLM encoder-decoder, which only --task seq2seq fine-tunes; --task "
+                         f"{task} needs a decoder-only ScratchLM model")
+    if config.model_type not in ("scratchlm", SEQ2SEQ_MODEL_TYPE):
         raise ValueError(f"{path} holds a {config.model_type!r} model, not a ScratchLM model: scratchlm-finetune "
                          "fine-tunes ScratchLM models (a Llama model converts with scratchlm-convert)")
     return config
@@ -200,7 +226,7 @@ def finetune(model_args: ModelArguments, data_args: FinetuneDataArguments, finet
     sample_args = sample_args or SampleArguments()
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required: the pretrained ScratchLM directory to fine-tune")
-    base_config = check_base_model(model_args.model_name_or_path, model_args.trust_remote_code)
+    base_config = check_base_model(model_args.model_name_or_path, model_args.trust_remote_code, finetune_args.task)
     if finetune_args.method == "lora" and training_args.activation_checkpointing:
         # Reentrant checkpointing needs inputs that require grad, which frozen embeddings do not give.
         # (transformers 5.24 reads activation_checkpointing*; gradient_checkpointing* are its deprecated aliases.)
@@ -228,9 +254,10 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
     with training_args.main_process_first(desc="data and model"):
         set_seed(training_args.seed)
         tokenizer = load_tokenizer(model_args)
-        train, validation, test = load_splits(data_args, seed=training_args.seed, test_files=finetune_args.test_files,
-                                              test_split=finetune_args.test_split,
-                                              max_eval_samples=finetune_args.max_eval_samples)
+        train, validation, test = task.load_splits(data_args, seed=training_args.seed,
+                                                   test_files=finetune_args.test_files,
+                                                   test_split=finetune_args.test_split,
+                                                   max_eval_samples=finetune_args.max_eval_samples)
         data = task.build_data(train, validation, test, tokenizer, data_args=data_args, finetune_args=finetune_args,
                                max_length=max_length)  # the data is checked before the model is loaded
         model = load_model(task, model_args, finetune_args, tokenizer, data)
@@ -264,7 +291,7 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
     if data.validation is not None:
         metrics.update(trainer.evaluate())
     if data.test is not None:
-        metrics.update(trainer.evaluate(data.test, metric_key_prefix="test"))
+        metrics.update(task.test(trainer, data, output_dir))
     task.add_metrics(metrics)
     metrics["peak_memory_mb"] = round(peak_memory_mb(), 1)
     trainer.log_metrics("all", metrics)

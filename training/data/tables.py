@@ -197,6 +197,13 @@ def load_splits(data_args: FinetuneDataArguments, *, seed: int, test_files: list
         train, validation, test = split(data_args.train_split), split(data_args.validation_split), split(test_split)
     else:
         raise ValueError("no training data: give --train_files or --dataset_name")
+    return hold_out_and_limit(train, validation, test, data_args, seed=seed, max_eval_samples=max_eval_samples)
+
+
+def hold_out_and_limit(train, validation, test, data_args: FinetuneDataArguments, *, seed: int,
+                       max_eval_samples: int | None = None):
+    """Loaded (train, validation, test) -> the same with validation held out of train when there is none and the
+    --max_train_documents / --max_eval_samples limits applied."""
     if len(train) == 0:
         raise ValueError("the training data is empty")
     if validation is None and data_args.validation_split_fraction > 0:

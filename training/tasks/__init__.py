@@ -9,9 +9,11 @@ from .base import FinetuneTask
 from .classification import ClassificationTask
 from .dpo import DPOTask
 from .qa import QATask
+from .seq2seq import Seq2SeqTask
 from .sft import SFTTask
 
-TASKS: dict[str, type[FinetuneTask]] = {task.name: task for task in (ClassificationTask, SFTTask, QATask, DPOTask)}
+TASKS: dict[str, type[FinetuneTask]] = {task.name: task for task in (ClassificationTask, SFTTask, QATask, DPOTask,
+                                                                    Seq2SeqTask)}
 
 
 def get_task(name: str) -> FinetuneTask:
@@ -20,4 +22,4 @@ def get_task(name: str) -> FinetuneTask:
     return TASKS[name]()
 
 
-__all__ = ["TASKS", "ClassificationTask", "DPOTask", "FinetuneTask", "QATask", "SFTTask", "get_task"]
+__all__ = ["TASKS", "ClassificationTask", "DPOTask", "FinetuneTask", "QATask", "SFTTask", "Seq2SeqTask", "get_task"]

@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 
 from transformers import AutoModelForCausalLM, Trainer
 
+from ..data import load_splits
+
 
 class FinetuneTask:
     name: ClassVar[str]  # the --task value
@@ -18,6 +20,11 @@ class FinetuneTask:
     # (metric key without its eval_/test_ prefix, metric type on the Hub, label on the card)
     result_metrics: ClassVar[tuple[tuple[str, str, str], ...]] = ()
     lora_modules_to_save: ClassVar[list[str] | None] = None  # layers trained in full next to a LoRA adapter
+
+    def load_splits(self, data_args, *, seed: int, test_files=None, test_split=None, max_eval_samples=None):
+        """The (train, validation, test) tables the task's `build_data` reads."""
+        return load_splits(data_args, seed=seed, test_files=test_files, test_split=test_split,
+                           max_eval_samples=max_eval_samples)
 
     def build_data(self, train, validation, test, tokenizer, *, data_args, finetune_args, max_length: int):
         """The tokenized splits (checked: bad data fails here, before the model is loaded)."""
@@ -44,6 +51,10 @@ class FinetuneTask:
             data_collator=self.collator(tokenizer), processing_class=tokenizer,
             compute_metrics=self.compute_metrics(data), callbacks=callbacks,
         )
+
+    def test(self, trainer, data, output_dir) -> dict[str, float]:
+        """The test metrics (`test_*`) at the end of the run; a task may also write its predictions to output_dir."""
+        return trainer.evaluate(data.test, metric_key_prefix="test")
 
     def add_metrics(self, metrics: dict[str, float]) -> None:
         """Metrics derived from the measured ones (perplexity from the loss, say), added in place."""

@@ -1,6 +1,7 @@
 """`--task seq2seq`: translation or summarisation with an encoder-decoder (`AutoModelForSeq2SeqLM`).
 
-Data: tables with a source and a target column (`--source_column`, `--target_column`; a list source is joined, a
+Data: two aligned text files per split, source first (`--train_files train.en train.de`, `.gz` fine; any two
+files that are not tables), or tables with a source and a target column (`--source_column`, `--target_column`; a list source is joined, a
 list target is a set of references), through `scratchlm.training.data.seq2seq`. Sources are cut to `--max_length`
 tokens, targets to `--max_target_length` (both counted); rows with an empty source or target are dropped (counted).
 Training uses every reference of a row (`--train_on each`) or the first; evaluation scores against all of them.
@@ -15,15 +16,18 @@ reference in the labels is used.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer
 
-from ..data.seq2seq import Seq2SeqData, build_seq2seq_data, pairs_from_table
+from ..data.seq2seq import SOURCE, TARGET, Seq2SeqData, build_seq2seq_data, pairs_from_table, read_parallel_files
+from ..data.tables import TABLE_BUILDERS, hold_out_and_limit
 from ..text_metrics import score_generations
 from .base import FinetuneTask
 
+logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 DEFAULTS = {"source_column": "source", "target_column": "target", "max_target_length": 128, "train_on": "each",
             "source_prefix": "", "metrics": ("sacrebleu", "rouge")}
@@ -38,6 +42,18 @@ def decode_generations(token_ids, tokenizer) -> list[str]:
     """Generated ids (padded with -100 by the Trainer) -> one line of text each."""
     token_ids = np.where(np.asarray(token_ids) < 0, tokenizer.pad_token_id, token_ids)
     return [" ".join(text.split()) for text in tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
+
+
+def parallel_files(files) -> tuple[str, str] | None:
+    """(source, target) when `files` are two aligned text files (neither a table nor a directory), else None."""
+    if not files or len(files) != 2:
+        return None
+    for file in files:
+        path = Path(file)
+        suffix = Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+        if path.is_dir() or suffix in TABLE_BUILDERS:
+            return None
+    return files[0], files[1]
 
 
 def write_predictions(path: str | Path, predictions: list[str]) -> Path:
@@ -61,10 +77,30 @@ class Seq2SeqTask(FinetuneTask):
         self.tokenizer = None
         self.metrics = DEFAULTS["metrics"]
         self.references_by_source: dict[tuple[int, ...], list[str]] = {}
+        self.parallel = False  # the splits came from parallel text files (columns `source` and `target`)
+
+    def load_splits(self, data_args, *, seed: int, test_files=None, test_split=None, max_eval_samples=None):
+        """Parallel text files (two a split, source first) or tables (as every task reads them)."""
+        pairs = [parallel_files(files) for files in (data_args.train_files, data_args.validation_files, test_files)]
+        if pairs[0] is None:
+            if any(pairs):
+                raise ValueError("--validation_files/--test_files are parallel text files but --train_files is not: "
+                                 "give every split in the same form (two text files, source first, or tables)")
+            return super().load_splits(data_args, seed=seed, test_files=test_files, test_split=test_split,
+                                       max_eval_samples=max_eval_samples)
+        for flag, files, pair in (("--validation_files", data_args.validation_files, pairs[1]),
+                                  ("--test_files", test_files, pairs[2])):
+            if files and pair is None:
+                raise ValueError(f"{flag} must be two parallel text files (source first) like --train_files, got "
+                                 f"{' '.join(map(str, files))}")
+        self.parallel = True
+        train, validation, test = (read_parallel_files(*pair) if pair else None for pair in pairs)
+        return hold_out_and_limit(train, validation, test, data_args, seed=seed, max_eval_samples=max_eval_samples)
 
     def build_data(self, train, validation, test, tokenizer, *, data_args, finetune_args,
                    max_length: int) -> Seq2SeqData:
-        columns = option(finetune_args, "source_column"), option(finetune_args, "target_column")
+        columns = ((SOURCE, TARGET) if self.parallel
+                   else (option(finetune_args, "source_column"), option(finetune_args, "target_column")))
         pairs = {split: pairs_from_table(table, *columns, split) if table is not None else None
                  for split, table in (("train", train), ("validation", validation), ("test", test))}
         data = build_seq2seq_data(
@@ -86,6 +122,22 @@ class Seq2SeqTask(FinetuneTask):
 
     def collator(self, tokenizer):
         return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
+
+    def build_trainer(self, *, model, args, data, tokenizer, callbacks: list, finetune_args):
+        args.predict_with_generate = True  # the metrics are on generated text
+        if "inputs" not in args.include_for_metrics:
+            args.include_for_metrics = [*args.include_for_metrics, "inputs"]  # to find each example's references
+        return super().build_trainer(model=model, args=args, data=data, tokenizer=tokenizer, callbacks=callbacks,
+                                     finetune_args=finetune_args)
+
+    def test(self, trainer, data, output_dir) -> dict[str, float]:
+        """Test metrics, and the generated test outputs in output_dir/test_predictions.txt (one line each)."""
+        result = trainer.predict(data.test, metric_key_prefix="test")
+        generated = result.predictions[0] if isinstance(result.predictions, tuple) else result.predictions
+        path = write_predictions(Path(output_dir) / "test_predictions.txt", decode_generations(generated,
+                                                                                              self.tokenizer))
+        logger.info("test predictions in %s", path)
+        return result.metrics
 
     def references_of(self, eval_prediction) -> list[list[str]]:
         """All references of each evaluated example, found by its source ids; the labels when inputs are absent."""
