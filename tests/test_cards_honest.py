@@ -20,7 +20,7 @@ from scratchlm.model_cards.publish import publish
 from scratchlm.model_cards.run_record import RUN_RECORD_FILE, RunRecord
 from scratchlm.training.finetune import report_run
 from scratchlm.training.generation import SamplePrompt, sample_generations
-from scratchlm.training.language import infer_languages
+from scratchlm.training.language import infer_languages, texts_of_rows
 from scratchlm.training.run import UNDERTRAINED_BITS_PER_BYTE, warn_if_base_undertrained
 from scratchlm.training.tasks import ClassificationTask
 
@@ -122,6 +122,18 @@ def test_records_from_other_versions_load():
 ])
 def test_languages_are_inferred_from_the_scripts(texts, expected):
     assert infer_languages(texts) == expected
+
+
+def test_a_tables_languages_come_from_its_text_not_from_where_its_rows_came_from(tmp_path):
+    from scratchlm.training.arguments import FinetuneDataArguments
+    from scratchlm.training.data import load_splits
+
+    table = tmp_path / "hotel_reviews_with_a_long_english_file_name.csv"
+    table.write_text("label,review\n" + "".join(f"{i % 2},房间很干净，服务也好，下次还住{i}\n" for i in range(30)),
+                     encoding="utf-8")
+    data_args = FinetuneDataArguments(train_files=[str(table)], text_column="review", validation_split_fraction=0.1)
+    train, _, _ = load_splits(data_args, seed=0)
+    assert infer_languages(texts_of_rows(train)) == ["zh"]
 
 
 def test_the_card_says_a_language_was_detected(tmp_path):

@@ -95,7 +95,7 @@ class ProgressLogCallback(TrainerCallback):
     output that is not a terminal, where tqdm's redrawn bar becomes blank or run-together lines."""
 
     def __init__(self):
-        self.started = None
+        self.started, self.first_step = None, None  # on_log comes before on_train_begin when evaluating first
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started, self.first_step = time.perf_counter(), state.global_step
@@ -106,7 +106,10 @@ class ProgressLogCallback(TrainerCallback):
         shown = ", ".join(f"{key} {value:.4g}" for key, value in logs.items()
                           if isinstance(value, float) and key in ("loss", "eval_loss", "eval_bits_per_byte",
                                                                   "eval_accuracy", "learning_rate"))
-        line = f"step {state.global_step}/{state.max_steps} ({state.global_step / max(state.max_steps, 1):.0%})"
+        if not state.max_steps:  # an evaluation before training starts
+            logger.info("before training%s", f": {shown}" if shown else "")
+            return
+        line = f"step {state.global_step}/{state.max_steps} ({state.global_step / state.max_steps:.0%})"
         done = state.global_step - (self.first_step or 0)
         if self.started is not None and done > 0:
             per_step = (time.perf_counter() - self.started) / done

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 
 from scratchlm.tokenization.readable import is_han
 
+from .data.tables import ROW_ORIGIN
+
 MIN_HAN_SHARE = 0.1
 MIN_LATIN_SHARE = 0.3
 MIN_LETTERS = 20  # fewer letters than this decide nothing
@@ -46,9 +48,12 @@ def infer_languages(texts: Iterable[str], max_characters: int = SAMPLE_CHARACTER
 
 
 def texts_of_rows(dataset, limit: int = 2000) -> Iterable[str]:
-    """The string cells (and strings in list cells, and chat message contents) of a table's first `limit` rows."""
+    """The string cells (and strings in list cells, and chat message contents) of a table's first `limit` rows;
+    not where each row came from (file paths are no text of the data)."""
     for row in itertools.islice(iter(dataset), limit):
-        for value in row.values():
+        for key, value in row.items():
+            if key == ROW_ORIGIN:
+                continue
             for item in value if isinstance(value, list) else [value]:
                 if isinstance(item, str):
                     yield item
