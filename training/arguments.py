@@ -77,6 +77,9 @@ def _check_positive(flag: str, value: int | None) -> None:
         raise ValueError(f"--{flag} must be a positive integer, got {value!r}")
 
 
+OBJECTIVES = ("auto", "causal", "span_corruption")
+
+
 @dataclass
 class PretrainingDataArguments(DataSourceArguments):
     """The data options of `scratchlm-pretrain`: reading, cleaning, holding out and packing a corpus."""
@@ -108,6 +111,14 @@ class PretrainingDataArguments(DataSourceArguments):
     streaming: bool = field(
         default=False, metadata={"help": "Stream the corpus instead of loading it (larger than memory)."}
     )
+    objective: str = field(
+        default="auto",
+        metadata={"help": "causal (next-token prediction, a decoder-only model) or span_corruption (T5 denoising, "
+                          "an encoder-decoder: --preset then names a seq2seq preset); auto: span_corruption for an "
+                          "encoder-decoder --model_name_or_path, else causal.", "choices": list(OBJECTIVES)},
+    )
+    noise_density: float = field(default=0.15, metadata={"help": "Span corruption: fraction of tokens masked."})
+    mean_noise_span_length: float = field(default=3.0, metadata={"help": "Span corruption: mean masked span."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})
     data_cache_dir: str | None = field(
         default=None,
@@ -144,6 +155,8 @@ class PretrainingDataArguments(DataSourceArguments):
             self.text_column = [self.text_column]
         if self.sample_by not in SAMPLE_BY_CHOICES:
             raise ValueError(f"--sample_by must be one of {', '.join(SAMPLE_BY_CHOICES)}, got {self.sample_by!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.errors not in ERRORS_CHOICES:
             raise ValueError(f"--errors must be one of {', '.join(ERRORS_CHOICES)}, got {self.errors!r}")
         if not 0 < self.near_duplicate_threshold <= 1:

@@ -10,6 +10,14 @@ directory to continue from), load -> clean -> split -> tokenize -> pack the text
 (warmup + cosine, checkpoints, TensorBoard, loss curve), evaluate loss / perplexity / bits per byte, save
 everything with a model card, then print a few sample generations (after the run is saved: a failing sample
 cannot lose it). A finished run given again is left as it is.
+
+An encoder-decoder (`--objective span_corruption`, or an encoder-decoder `--model_name_or_path`) is pretrained by
+T5 span corruption instead (`scratchlm.training.data.denoising`): `--preset` names a seq2seq preset, the tokenizer
+gets the sentinels `<extra_id_0>`... (trained with them, or added), raw blocks are cut so that a corrupted block
+fills the encoder's `--block_size` exactly, and the validation loss is the loss on the masked spans (fresh spans
+each evaluation). The result fine-tunes with `scratchlm-finetune --task seq2seq`:
+
+    scratchlm-pretrain --objective span_corruption --preset small --train_files corpus.txt --output_dir out/t5
 """
 
 from __future__ import annotations
@@ -19,16 +27,19 @@ import json
 import logging
 import time
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, set_seed
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, Trainer, set_seed
 
 from scratchlm.cli import command, parse_args
 from scratchlm.model_cards.run_record import RUN_SETTINGS_FILE, RunRecord, eval_results
 from scratchlm.modeling.initialization import init_model, parse_overrides
+from scratchlm.modeling.initialization_seq2seq import init_seq2seq_model
 from scratchlm.tokenization import train_tokenizer
 
+from .acceleration import enable_compiled_training
 from .arguments import ModelArguments, PretrainingDataArguments, ScratchLMTrainingArguments
 from .callbacks import LossCurveCallback, PerplexityCallback, add_language_model_metrics, use_log_friendly_progress
 from .data import build_pretraining_data, check_block_size, check_tokenizer_fits, prepare_documents
+from .data.denoising import SpanCorruptionCollator, add_sentinel_tokens, input_and_target_lengths, sentinel_tokens
 from .generation import SampleArguments, sample_generations, text_prompts
 from .language import run_languages, texts_of_blocks
 from .run import (
@@ -44,14 +55,50 @@ logger = logging.getLogger(__name__)
 LANGUAGE_MODELLING_METRICS = (("perplexity", "perplexity", "Perplexity"),
                               ("bits_per_byte", "bits_per_byte", "Bits per byte"),
                               ("loss", "loss", "Loss (nats per token)"))
+SPAN_CORRUPTION_METRICS = (("loss", "loss", "Span-corruption loss (nats per target token)"),)
+SEQ2SEQ_MODEL_TYPE = "scratchlm_seq2seq"
+NUM_SENTINELS = 100
 
 
-def load_or_train_tokenizer(model_args: ModelArguments, data_args: PretrainingDataArguments, run_dir: RunDirectory):
+def uses_span_corruption(model_args: ModelArguments, data_args: PretrainingDataArguments) -> bool:
+    """Whether this run pretrains an encoder-decoder by span corruption; an objective the model cannot take is an
+    error."""
+    if not model_args.model_name_or_path:
+        return data_args.objective == "span_corruption"
+    model_type = AutoConfig.from_pretrained(model_args.model_name_or_path,
+                                            trust_remote_code=model_args.trust_remote_code).model_type
+    seq2seq = model_type == SEQ2SEQ_MODEL_TYPE
+    if data_args.objective == "causal" and seq2seq:
+        raise ValueError(f"{model_args.model_name_or_path} is an encoder-decoder: it pretrains with --objective "
+                         "span_corruption, not causal")
+    if data_args.objective == "span_corruption" and not seq2seq:
+        raise ValueError(f"--objective span_corruption needs an encoder-decoder, but {model_args.model_name_or_path} "
+                         f"holds a {model_type!r} model")
+    return seq2seq
+
+
+def raw_block_size(encoder_length: int, noise_density: float, mean_noise_span_length: float) -> int:
+    """The longest block of text whose span-corrupted input (sentinels and eos included) fits `encoder_length`."""
+    length = encoder_length
+    while length > 2 and input_and_target_lengths(length + 1, noise_density, mean_noise_span_length)[0] \
+            <= encoder_length:
+        length += 1
+    while length > 2 and input_and_target_lengths(length, noise_density, mean_noise_span_length)[0] > encoder_length:
+        length -= 1
+    return length
+
+
+def load_or_train_tokenizer(model_args: ModelArguments, data_args: PretrainingDataArguments, run_dir: RunDirectory,
+                            num_sentinels: int = 0):
     """(tokenizer, the cleaned documents it was trained on, or None): a trained tokenizer and the packer share the
-    documents, so the corpus is read and cleaned once."""
+    documents, so the corpus is read and cleaned once. `num_sentinels` span-corruption sentinels are special tokens
+    of a trained tokenizer and added to a given one that lacks them."""
     source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     if source:
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=model_args.trust_remote_code), None
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=model_args.trust_remote_code)
+        if num_sentinels and (added := add_sentinel_tokens(tokenizer, num_sentinels)):
+            logger.info("added %d span-corruption sentinel tokens to the tokenizer", added)
+        return tokenizer, None
     saved = run_dir.path / TOKENIZER_DIR
     settings = json.dumps(run_dir.settings, sort_keys=True)
     settings_file = saved / RUN_SETTINGS_FILE
@@ -59,19 +106,25 @@ def load_or_train_tokenizer(model_args: ModelArguments, data_args: PretrainingDa
         return AutoTokenizer.from_pretrained(saved), None  # trained by an earlier (interrupted) attempt of this run
     logger.info("training a %d-token tokenizer on the training corpus", model_args.tokenizer_vocab_size)
     documents = prepare_documents(data_args)
-    tokenizer = train_tokenizer(documents.training_texts(), vocab_size=model_args.tokenizer_vocab_size)
+    tokenizer = train_tokenizer(documents.training_texts(), vocab_size=model_args.tokenizer_vocab_size,
+                                special_tokens=sentinel_tokens(num_sentinels))
     tokenizer.save_pretrained(saved)
     settings_file.write_text(settings)
     return tokenizer, documents
 
 
-def load_or_init_model(model_args: ModelArguments, tokenizer, seed: int):
+def load_or_init_model(model_args: ModelArguments, tokenizer, seed: int, seq2seq: bool = False):
     if model_args.model_name_or_path:
-        model = AutoModelForCausalLM.from_pretrained(
+        model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(
             model_args.model_name_or_path,
             attn_implementation=model_args.attn_implementation,
             trust_remote_code=model_args.trust_remote_code,
         )
+        if seq2seq and len(tokenizer) > model.config.vocab_size:  # sentinels added to the tokenizer
+            model.resize_token_embeddings(len(tokenizer))
+    elif seq2seq:
+        model = init_seq2seq_model(model_args.preset, parse_overrides(model_args.config_overrides), tokenizer, seed)
+        model.set_attn_implementation(model_args.attn_implementation)
     else:
         overrides = {"attn_implementation": model_args.attn_implementation,
                      **parse_overrides(model_args.config_overrides)}
@@ -103,13 +156,22 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
         # The main process goes first: it trains the tokenizer and fills the data cache; the others then read
         # what it wrote.
         set_seed(training_args.seed)
-        tokenizer, documents = load_or_train_tokenizer(model_args, data_args, run_dir)
-        model = load_or_init_model(model_args, tokenizer, training_args.seed)
+        seq2seq = uses_span_corruption(model_args, data_args)
+        tokenizer, documents = load_or_train_tokenizer(model_args, data_args, run_dir,
+                                                       NUM_SENTINELS if seq2seq else 0)
+        model = load_or_init_model(model_args, tokenizer, training_args.seed, seq2seq)
         context = model.config.max_position_embeddings
         block_size = data_args.block_size or context
         check_block_size(block_size, model.config)
+        if seq2seq:  # blocks of raw text that corrupt into encoder inputs of exactly block_size tokens
+            block_size = raw_block_size(block_size, data_args.noise_density, data_args.mean_noise_span_length)
         data = build_pretraining_data(data_args, tokenizer, block_size, seed=training_args.seed, documents=documents)
-        prompts = text_prompts(sample_args, data.validation, tokenizer, context)
+        if seq2seq:
+            data = dataclasses.replace(data, collator=SpanCorruptionCollator(
+                tokenizer, noise_density=data_args.noise_density,
+                mean_noise_span_length=data_args.mean_noise_span_length, num_sentinels=NUM_SENTINELS,
+                seed=training_args.seed))
+        prompts = [] if seq2seq else text_prompts(sample_args, data.validation, tokenizer, context)
     resume_from = (
         last_complete_checkpoint(output_dir) if training_args.resume and not training_args.overwrite_output else None
     )
@@ -121,6 +183,7 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
     # the card: the run is pushed once at the end instead, with exactly what `scratchlm-publish` uploads.
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     predicted_tokens = data.validation_tokens - len(data.validation)  # each block predicts all but its first token
+    enable_compiled_training(training_args)
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -128,7 +191,9 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
         eval_dataset=data.validation,
         data_collator=data.collator,
         processing_class=tokenizer,
-        callbacks=[LossCurveCallback(), PerplexityCallback(predicted_tokens, data.validation_bytes), *(callbacks or [])],
+        callbacks=[LossCurveCallback(),
+                   *([] if seq2seq else [PerplexityCallback(predicted_tokens, data.validation_bytes)]),
+                   *(callbacks or [])],
     )
     use_log_friendly_progress(trainer)
     run_dir.start()
@@ -136,12 +201,13 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
     train_result = trainer.train(resume_from_checkpoint=resume_from)
     training_time = time.perf_counter() - started
     metrics = {**train_result.metrics, **trainer.evaluate()}
-    add_language_model_metrics(metrics, predicted_tokens, data.validation_bytes)
+    if not seq2seq:  # perplexity and bits per byte are of next-token prediction, not of the masked spans
+        add_language_model_metrics(metrics, predicted_tokens, data.validation_bytes)
     trainer.log_metrics("all", metrics)
 
     validation_sources = data_args.validation_files or data_args.train_files or [data_args.dataset_name]
     record = RunRecord(
-        task="text-generation",
+        task="text2text-generation" if seq2seq else "text-generation",
         kind="pretraining",
         method="full",
         base_model=model_args.model_name_or_path,
@@ -149,8 +215,10 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
         datasets=data_args.train_files or [data_args.dataset_name],
         validation_datasets=list(data_args.validation_files or []),
         metrics=metrics,
-        eval_results=eval_results(metrics, LANGUAGE_MODELLING_METRICS, task_type="text-generation",
-                                  task_name="Language modelling", sources={"eval": ", ".join(validation_sources)},
+        eval_results=eval_results(metrics, SPAN_CORRUPTION_METRICS if seq2seq else LANGUAGE_MODELLING_METRICS,
+                                  task_type="text2text-generation" if seq2seq else "text-generation",
+                                  task_name="Span corruption" if seq2seq else "Language modelling",
+                                  sources={"eval": ", ".join(validation_sources)},
                                   dataset_type=data_args.dataset_name or "text"),
         training_time_s=round(training_time, 1),
         cleaning_report=data.report.to_dict(),
@@ -169,6 +237,10 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
         model, tokenizer, prompts, sample_args.sample_max_new_tokens, training_args.seed))
     for sample in record.samples:
         print(f"\n--- sample ---\n{sample['prompt']}{sample['completion']}")
+    if seq2seq:
+        print(f"\nvalidation: span-corruption loss {metrics['eval_loss']:.4f}\nmodel, tokenizer, loss curve and card "
+              f"in {output_dir}; fine-tune it with scratchlm-finetune --task seq2seq")
+        return record
     print(f"\nvalidation: loss {metrics['eval_loss']:.4f}, perplexity {metrics['eval_perplexity']:.2f}"
           + (f", bits per byte {metrics['eval_bits_per_byte']:.4f}" if "eval_bits_per_byte" in metrics else "")
           + f"\nmodel, tokenizer, loss curve and card in {output_dir}")
