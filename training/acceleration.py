@@ -7,9 +7,9 @@ unsupported Python, a broken toolchain) they fall back to eager execution with o
 
 Measured on the project's 2-core CPU (benchmarks/bench_model.py; a shared, heavily loaded machine, so only the
 orders of magnitude are trusted): compiling the small preset's training step takes minutes, and a compiled
-static-cache decode was not faster than the eager one at batch 1. Hence on a CPU training compiles only for long
-runs and generation only when asked; on an accelerator (where transformers itself compiles static-cache decoding)
-both are on by default.
+static-cache decode was not faster than the eager one at batch 1, nor compiled training steps than eager ones.
+Hence on a CPU both are compiled only when asked (`--torch_compile true`); on an accelerator (where transformers
+itself compiles static-cache decoding) both are on by default.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch._dynamo
 logger = logging.getLogger(__name__)
 
 # Training steps from which compilation pays back (compile time / per-step saving, bench_model.py figures).
-MIN_COMPILED_TRAINING_STEPS = {"cpu": 1000, "accelerator": 100}
+MIN_COMPILED_TRAINING_STEPS = {"cpu": None, "accelerator": 100}
 # Tokens (new tokens x sequences) from which a compiled decode pays back; None: never by default.
 MIN_COMPILED_GENERATION_TOKENS = {"cpu": None, "accelerator": 512}
 
@@ -64,6 +64,9 @@ def use_compiled_training(max_steps: int | None, device: str | torch.device = "c
     if requested is False:
         return False
     threshold = MIN_COMPILED_TRAINING_STEPS[_device_kind(device)]
+    if not requested and threshold is None:
+        logger.info("training runs eagerly: compiled training was not measured faster on this kind of device")
+        return False
     if not requested and (max_steps is None or max_steps < threshold):  # -1: epochs, length unknown
         logger.info("training runs eagerly: %s steps are too few to pay back compilation (from %d)", max_steps,
                     threshold)

@@ -54,6 +54,7 @@ from scratchlm.cli import command, parse_args
 from scratchlm.model_cards.card import classification_summary
 from scratchlm.model_cards.run_record import RunRecord, eval_results, is_adapter_dir
 
+from .acceleration import enable_compiled_training
 from .arguments import FinetuneDataArguments, ModelArguments, ScratchLMTrainingArguments
 from .callbacks import LossCurveCallback, use_log_friendly_progress
 from .data import check_max_length, check_tokenizer_fits
@@ -272,6 +273,7 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
     logger.info("%s fine-tuning (%s) of %s: %s of %s parameters trainable; %d training examples%s",
                 task.name, finetune_args.method, model_args.model_name_or_path, f"{trainable:,}",
                 f"{total:,}", len(data.train), f"; resuming from {resume_from}" if resume_from else "")
+    enable_compiled_training(training_args)
     trainer = task.build_trainer(model=model, args=training_args, data=data, tokenizer=tokenizer,
                                  callbacks=[LossCurveCallback(), *task.callbacks()], finetune_args=finetune_args)
 
