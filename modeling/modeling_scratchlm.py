@@ -537,6 +537,10 @@ class ScratchLMForSequenceClassification(ScratchLMPreTrainedModel):
         )
 
 
+# The heads below are written out rather than taken from transformers' GenericFor* classes, which would save their
+# forward: those build the base with `AutoModel.from_config`, which asks for trust_remote_code again (and fails)
+# when a saved head loads as remote code where ScratchLM is not installed, and they read `last_hidden_state` from
+# a base that returns a tuple under `config.return_dict=False`.
 class ScratchLMForTokenClassification(ScratchLMPreTrainedModel):
     """A label per token (named entities, tagging)."""
 
