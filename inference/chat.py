@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, TextStreamer, set_seed
 
-from scratchlm.cli import command, parse_args
+from scratchlm.cli import command, move_bare_argument, parse_args
 
-from .model_dir import check_model_dir, is_instruction_tuned, move_bare_model_dir
+from .model_dir import check_model_dir, is_instruction_tuned
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def load(args: ChatArguments):
 
 @command("scratchlm-chat")
 def main(argv=None) -> None:
-    (args,) = parse_args([ChatArguments], move_bare_model_dir(argv), description=__doc__.split("\n\n")[0])
+    (args,) = parse_args([ChatArguments], move_bare_argument(argv), description=__doc__.split("\n\n")[0])
     model_dir, model, tokenizer = load(args)
     config = generation_config(args, model)
     chat_tuned = is_instruction_tuned(model_dir, tokenizer)

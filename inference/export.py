@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scratchlm.cli import command, parse_args
+from scratchlm.cli import command, move_bare_argument, parse_args
 
 from .gguf_export import OUTTYPES, export_gguf
-from .model_dir import check_model_dir, move_bare_model_dir
+from .model_dir import check_model_dir
 
 FORMATS = ("gguf",)
 
@@ -44,7 +44,7 @@ def output_path(args: ExportArguments, model_dir: Path) -> Path:
 
 @command("scratchlm-export")
 def main(argv=None) -> None:
-    (args,) = parse_args([ExportArguments], move_bare_model_dir(argv), description=__doc__.split("\n\n")[0])
+    (args,) = parse_args([ExportArguments], move_bare_argument(argv), description=__doc__.split("\n\n")[0])
     if args.format not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
     if args.outtype not in OUTTYPES:

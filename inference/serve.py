@@ -22,9 +22,9 @@ from pathlib import Path
 
 import transformers
 
-from scratchlm.cli import command, parse_args
+from scratchlm.cli import command, move_bare_argument, parse_args
 
-from .model_dir import check_model_dir, move_bare_model_dir
+from .model_dir import check_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def start_server(args: ServeArguments, non_blocking: bool = False):
 
 @command("scratchlm-serve")
 def main(argv=None) -> None:
-    (args,) = parse_args([ServeArguments], move_bare_model_dir(argv), description=__doc__.split("\n\n")[0])
+    (args,) = parse_args([ServeArguments], move_bare_argument(argv), description=__doc__.split("\n\n")[0])
     from transformers.utils.import_utils import is_serve_available
 
     if not is_serve_available():  # one line, not a traceback: a missing install is the user's to fix

@@ -45,7 +45,6 @@ ARCHITECTURE_LABELS = {
 # A classifier whose accuracy is within this of always answering its training labels' majority class has not
 # learnt the task: its card and the command's final report say so.
 MAJORITY_MARGIN = 0.01
-CHAT_TASKS = ("sft", "dpo")  # fine-tuning tasks whose model is used through its chat template
 LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "fr": "French", "de": "German", "es": "Spanish", "ja": "Japanese"}
 ENVIRONMENT_LABELS = {"torch": "PyTorch", "transformers": "Transformers", "device": "Device"}
 
@@ -364,7 +363,7 @@ def _usage(record: RunRecord, task: str, repo_id: str, adapter: bool, base_model
             f'model = {auto}.from_pretrained("{repo_id}", trust_remote_code=True)\n'
         )
     prompt = _example_prompt(record)
-    if task == "text-generation" and is_instruction_tuned(record):
+    if task == "text-generation" and record.is_instruction_tuned:
         code += (
             f"\nmessages = [{{\"role\": \"user\", \"content\": {prompt!r}}}]\n"
             "# the chat template the model was tuned with (a plain prompt would only be continued, not answered)\n"
@@ -416,13 +415,6 @@ def _usage(record: RunRecord, task: str, repo_id: str, adapter: bool, base_model
             f"print(classifier({prompt!r}))"
         )
     return code, "" if adapter else pipeline
-
-
-def is_instruction_tuned(record: RunRecord) -> bool:
-    """A model tuned on chats (SFT, DPO): it answers prompts given through its chat template."""
-    if record.finetune_task is not None:
-        return record.finetune_task in CHAT_TASKS
-    return record.kind == "finetuning" and record.task == "text-generation"
 
 
 def _example_prompt(record: RunRecord) -> str:

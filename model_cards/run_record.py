@@ -20,6 +20,7 @@ from huggingface_hub.utils import validate_repo_id
 
 # The files of a run directory.
 RUN_RECORD_FILE = "scratchlm_run.json"
+CHAT_TASKS = ("sft", "dpo")  # fine-tuning tasks whose model is used through its chat template
 RUN_SETTINGS_FILE = "scratchlm_settings.json"
 RUN_LOCK_FILE = ".scratchlm.lock"
 METRICS_FILE = "metrics.json"
@@ -181,6 +182,13 @@ class RunRecord:
         path = Path(directory) / RUN_RECORD_FILE
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return path
+
+    @property
+    def is_instruction_tuned(self) -> bool:
+        """Tuned on chats (SFT, DPO): the model answers prompts given through its chat template."""
+        if self.finetune_task is not None:
+            return self.finetune_task in CHAT_TASKS
+        return self.kind == "finetuning" and self.task == "text-generation"
 
     @property
     def is_finetune(self) -> bool:

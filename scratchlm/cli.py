@@ -95,6 +95,21 @@ def _rename_deprecated_keys(values: dict[str, Any], renames: dict[str, str]) -> 
     return renamed
 
 
+def move_bare_argument(argv: Sequence[str] | None, name: str = "model_dir") -> list[str]:
+    """`cmd VALUE ...` -> `cmd --NAME VALUE ...` for commands whose main argument may be given bare, first
+    (`scratchlm-chat MODEL_DIR`); a bare config file stays where it is, an explicit --NAME wins."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    spellings = (f"--{name}", f"--{name.replace('_', '-')}")
+    if any(arg in spellings or arg.startswith(tuple(f"{s}=" for s in spellings)) for arg in argv):
+        return argv
+    for position, arg in enumerate(argv[:2]):
+        if arg.startswith("-"):
+            break
+        if not (position == 0 and arg.endswith(CONFIG_SUFFIXES)):
+            return [*argv[:position], spellings[0], arg, *argv[position + 1 :]]
+    return argv
+
+
 def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, description: str | None = None):
     """Parse `argv` (default: sys.argv[1:]) into one instance of each dataclass, in order.
 

@@ -8,10 +8,9 @@ What is checked, staged and uploaded is described in `scratchlm.model_cards.publ
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
-from scratchlm.cli import CONFIG_SUFFIXES, command, parse_args
+from scratchlm.cli import command, move_bare_argument, parse_args
 from scratchlm.model_cards.publish import format_file_list, publish
 
 
@@ -28,17 +27,9 @@ class PublishArguments:
     commit_message: str | None = field(default=None, metadata={"help": "the commit message on the Hub"})
 
 
-def _move_bare_model_dir(argv: list[str]) -> list[str]:
-    """`scratchlm-publish MODEL_DIR ...` -> `scratchlm-publish --model_dir MODEL_DIR ...`."""
-    if argv and not argv[0].startswith("-") and not argv[0].endswith(CONFIG_SUFFIXES) and not any(a in ("--model_dir", "--model-dir") or
-                                                        a.startswith(("--model_dir=", "--model-dir=")) for a in argv):
-        return ["--model_dir", argv[0], *argv[1:]]
-    return argv
-
-
 @command("scratchlm-publish")
 def main(argv: list[str] | None = None) -> None:
-    argv = _move_bare_model_dir(list(sys.argv[1:] if argv is None else argv))
+    argv = move_bare_argument(argv)
     (args,) = parse_args([PublishArguments], argv, description=__doc__.split("\n\n")[0])
     result = publish(
         args.model_dir, args.repo_id, private=args.private, dry_run=args.dry_run, staging_dir=args.staging_dir,
