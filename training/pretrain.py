@@ -140,6 +140,7 @@ def pretrain(model_args: ModelArguments, data_args: PretrainingDataArguments,
     sample_args = sample_args or SampleArguments()
     if not (data_args.train_files or data_args.dataset_name):
         raise ValueError("no training data: give --train_files or --dataset_name")
+    seq2seq = uses_span_corruption(model_args, data_args)  # refuses an objective the model cannot take, first
     settings = {"model": dataclasses.asdict(model_args), "data": dataclasses.asdict(data_args),
                 "training": training_args.run_identity()}
     run_dir = RunDirectory(training_args.output_dir, settings, training_args.overwrite_output,
@@ -147,16 +148,16 @@ def pretrain(model_args: ModelArguments, data_args: PretrainingDataArguments,
     if finished := run_dir.finished_record(training_args.max_steps, training_args.num_train_epochs):
         return finished
     with run_dir:
-        return _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_dir)
+        return _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_dir, seq2seq)
 
 
-def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_dir: RunDirectory) -> RunRecord:
+def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_dir: RunDirectory,
+              seq2seq: bool = False) -> RunRecord:
     output_dir = run_dir.path
     with training_args.main_process_first(desc="tokenizer, model and data"):
         # The main process goes first: it trains the tokenizer and fills the data cache; the others then read
         # what it wrote.
         set_seed(training_args.seed)
-        seq2seq = uses_span_corruption(model_args, data_args)
         tokenizer, documents = load_or_train_tokenizer(model_args, data_args, run_dir,
                                                        NUM_SENTINELS if seq2seq else 0)
         model = load_or_init_model(model_args, tokenizer, training_args.seed, seq2seq)
