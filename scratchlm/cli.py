@@ -125,13 +125,14 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     argv = _rename_deprecated_arguments(argv, renames)
     if config_path is not None:
         values = _rename_deprecated_keys(load_config_file(config_path), renames)
-        known = {action.dest: action for action in parser._actions}
-        unknown = sorted(set(values) - set(known))
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown option(s) in {config_path}: {', '.join(unknown)}")
-        for key, value in values.items():
-            known[key].required = False
-            known[key].default = value
+        for action in parser._actions:  # every action of an option: a bool has --x and --no_x, one dest
+            if action.dest in values:
+                action.required = False
+                action.default = values[action.dest]
     *parsed, _config = parser.parse_args_into_dataclasses(args=argv)
     return tuple(parsed)
 

@@ -78,6 +78,7 @@ class Seq2SeqTask(FinetuneTask):
         self.metrics = DEFAULTS["metrics"]
         self.references_by_source: dict[tuple[int, ...], list[str]] = {}
         self.parallel = False  # the splits came from parallel text files (columns `source` and `target`)
+        self.model = None  # the model being trained, whose decoder inputs the collator builds from the labels
 
     def load_splits(self, data_args, *, seed: int, test_files=None, test_split=None, max_eval_samples=None):
         """Parallel text files (two a split, source first) or tables (as every task reads them)."""
@@ -121,9 +122,11 @@ class Seq2SeqTask(FinetuneTask):
         return tuple(int(t) for t in ids if t != self.tokenizer.pad_token_id and t != IGNORE_INDEX)
 
     def collator(self, tokenizer):
-        return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
+        # With the model, batches carry `decoder_input_ids`: label smoothing takes the labels out of the batch.
+        return DataCollatorForSeq2Seq(tokenizer, model=self.model, label_pad_token_id=IGNORE_INDEX, padding=True)
 
     def build_trainer(self, *, model, args, data, tokenizer, callbacks: list, finetune_args):
+        self.model = model
         args.predict_with_generate = True  # the metrics are on generated text
         if "inputs" not in args.include_for_metrics:
             args.include_for_metrics = [*args.include_for_metrics, "inputs"]  # to find each example's references
