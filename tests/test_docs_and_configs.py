@@ -129,15 +129,14 @@ def test_finetune_configs_build_their_data(config, data_dir, tiny_causal_lm_dir)
     tokenizer: the columns, labels and formats it names are right."""
     from transformers import AutoTokenizer
 
-    from scratchlm.training.data import load_splits
-
     model_args, data_args, finetune_args, training_args, _ = parse_args(
         CONFIG_COMMANDS["finetune"], [str(config), "--max_train_documents", "40", "--max_eval_samples", "8"])
     data_args.train_files = [str(ROOT / name) for name in data_args.train_files]
     tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm_dir)
-    train, validation, test = load_splits(data_args, seed=training_args.seed, test_files=finetune_args.test_files,
-                                          max_eval_samples=finetune_args.max_eval_samples)
-    data = get_task(finetune_args.task).build_data(train, validation, test, tokenizer, data_args=data_args,
+    task = get_task(finetune_args.task)  # the task reads its data (tables, or parallel text for seq2seq)
+    train, validation, test = task.load_splits(data_args, seed=training_args.seed, test_files=finetune_args.test_files,
+                                               max_eval_samples=finetune_args.max_eval_samples)
+    data = task.build_data(train, validation, test, tokenizer, data_args=data_args,
                                                    finetune_args=finetune_args, max_length=64)
     assert len(data.train) > 0 and data.validation is not None
 
