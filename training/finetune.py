@@ -1,4 +1,5 @@
-"""`scratchlm-finetune`: adapt a pretrained ScratchLM model to text classification or to following instructions.
+"""`scratchlm-finetune`: adapt a pretrained ScratchLM model to text classification, following instructions, or
+(an encoder-decoder, `--task seq2seq`) translation and summarisation.
 
     # sentiment: text (or text pair) -> label, full fine-tuning
     scratchlm-finetune --task classification --model_name_or_path out/pretrained --train_files train.csv \\
@@ -361,7 +362,8 @@ def report_run(record: RunRecord, output_dir: Path) -> None:
 def main(argv=None) -> None:
     model_args, data_args, finetune_args, training_args, sample_args = parse_args(
         [ModelArguments, FinetuneDataArguments, FinetuneArguments, FinetuneTrainingArguments, SampleArguments], argv,
-        description="Fine-tune a pretrained ScratchLM model for text classification or instruction following.",
+        description="Fine-tune a ScratchLM model for text classification, instruction following, question "
+                    "answering, preference tuning or (an encoder-decoder) translation and summarisation.",
     )
     finetune(model_args, data_args, finetune_args, training_args, sample_args)
 
