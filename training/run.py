@@ -45,9 +45,9 @@ TOKENIZER_DIR = "tokenizer"  # a tokenizer trained by the run, kept for a retry 
 BEFORE_START = (RUN_LOCK_FILE, TOKENIZER_DIR)
 # A pretrained base whose validation bits per byte are above this has learnt little more than which tokens are
 # frequent (README, quick start in Chinese: a unigram model of that corpus scores 2.86, the pretraining 2.49 after
-# 100 steps and 2.39 after 300); fine-tuning such a base leaves classifiers near the majority class and chat replies
-# as strings of frequent characters. Below it is no guarantee: the 2.39 base still classified worse than no
-# pretraining at all.
+# 100 steps, 2.39 after 300, 2.33 after 600); fine-tuning such a base leaves classifiers near the majority class and
+# chat replies as strings of frequent characters. Below it is no guarantee: the 2.39 and 2.33 bases still classified
+# worse than no pretraining at all.
 UNDERTRAINED_BITS_PER_BYTE = 2.5
 
 
