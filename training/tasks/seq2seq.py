@@ -2,8 +2,9 @@
 
 Data: two aligned text files per split, source first (`--train_files train.en train.de`, `.gz` fine; any two
 files that are not tables), or tables with a source and a target column (`--source_column`, `--target_column`; a
-list source is joined, a list target is a set of references), through `scratchlm.training.data.seq2seq`. Sources are cut to `--max_length`
-tokens, targets to `--max_target_length` (both counted); rows with an empty source or target are dropped (counted).
+list source is joined, a list target is a set of references), through `scratchlm.training.data.seq2seq`. Sources
+are cut to `--max_length` tokens, targets to `--max_target_length` (both counted); rows with an empty source or
+target are dropped (counted).
 Training uses every reference of a row (`--train_on each`) or the first; evaluation scores against all of them.
 
 Metrics are computed on generated text (`Seq2SeqTrainer` with `predict_with_generate`, beam size
