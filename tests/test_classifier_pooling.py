@@ -16,6 +16,15 @@ TINY = dict(
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny matrices: one thread is faster, and much faster on a machine shared with other work.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def classifier(pooling: str) -> ScratchLMForSequenceClassification:
     torch.manual_seed(0)
     return ScratchLMForSequenceClassification(ScratchLMConfig(**TINY, classifier_pooling=pooling)).eval()
