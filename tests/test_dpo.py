@@ -22,19 +22,13 @@ from scratchlm.tokenization import train_tokenizer
 from scratchlm.training import finetune as ft
 from scratchlm.training.data.preferences import build_preference_data, preference_pairs
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 finetune_main = ft.main.__wrapped__  # the command without its console wrapper: user errors arrive as exceptions
 
 CONTEXT = 128
 TINY = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": CONTEXT}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:

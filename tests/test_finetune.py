@@ -25,21 +25,14 @@ from scratchlm.training import finetune as ft
 from scratchlm.training.data import IGNORE_INDEX, build_classification_data, build_sft_data
 from scratchlm.training.tasks.classification import classification_metrics, load_metric
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # The command without its console wrapper, so that a user error reaches the test as the exception it is.
 finetune_main = ft.main.__wrapped__
 
 CONTEXT = 128
 TINY = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": CONTEXT}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matrices: one thread is faster, and much faster on a machine shared with other work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def sst2_rows(data_dir: Path, count: int, start: int = 0, names=("negative", "positive")) -> list[dict]:

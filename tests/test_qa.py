@@ -39,6 +39,8 @@ from scratchlm.training.data.qa import (
 )
 from scratchlm.training.finetune import main as finetune_main
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 METRIC_DIR = Path(scratchlm.__file__).resolve().parents[1] / "training" / "metrics" / "squad"
 CONTEXT = "The Denver Broncos defeated the Carolina Panthers 24-10 to win Super Bowl 50 in Santa Clara."
 PUBLISHED = {"version": "2.0", "data": [
@@ -54,14 +56,6 @@ PUBLISHED = {"version": "2.0", "data": [
 ]}  # fmt: skip
 TINY = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": 256}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -17,19 +17,12 @@ from scratchlm.training.data.seq2seq import load_pairs, read_lines, train_joint_
 from scratchlm.training.finetune import main as finetune_main
 from scratchlm.training.pretrain import main as pretrain_main
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TRAIN_PAIRS, TEST_PAIRS = 48, 6
 FAST = ["--report_to", "none", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8",
         "--generation_max_length", "12", "--evaluate_before_training", "false", "--save_strategy", "no",
         "--eval_strategy", "no", "--seed", "0"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on the shared, overloaded 2-core machine it is many times faster per step than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
