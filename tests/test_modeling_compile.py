@@ -77,7 +77,7 @@ def test_acceleration_defaults_fall_back_to_eager_where_compilation_fails(caplog
     # Explicit choices and runs too short to pay back compilation decide without compiling anything.
     assert use_compiled_training(10_000, requested=False) is False
     assert use_compiled_training(5) is False and use_compiled_training(5, "cuda") is False
-    assert use_compiled_training(10_000, "cpu") is False  # compiled training was not measured faster on a CPU
+    assert use_compiled_training(999, "cpu") is False  # below the measured pay-back on a CPU
     assert compiled_generation_kwargs(16) == {} and compiled_generation_kwargs(10_000, 8, "cpu") == {}
     eager_backend = compiled_generation_kwargs(16, requested=True, backend="eager")
     assert eager_backend["cache_implementation"] == "static" and eager_backend["compile_config"].fullgraph
