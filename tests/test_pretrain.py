@@ -155,6 +155,7 @@ def test_missing_training_file_is_named(workspace, tmp_path):
     args[args.index("--train_files") + 1] = str(tmp_path / "nowhere.txt")
     with pytest.raises(FileNotFoundError, match="nowhere.txt"):
         main(args)
+    assert not (tmp_path / "run").exists()  # nothing half-written: the failed attempt leaves no output directory
 
 
 def test_corpus_empty_after_cleaning(workspace, tmp_path):

@@ -152,6 +152,7 @@ class RunDirectory:
         self.overwrite = overwrite
         self.is_main = is_main
         self._locked = False
+        self._created = False  # this run made the directory: a failure before anything was written removes it
         self.state = self._check()  # on every process: all of them must agree to resume, start or stop
 
     def _check(self) -> str:
@@ -192,6 +193,7 @@ class RunDirectory:
         taken over."""
         if not self.is_main:
             return
+        self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         lock_file = self.path / RUN_LOCK_FILE
         for _ in range(2):
@@ -216,6 +218,8 @@ class RunDirectory:
         if self._locked:
             (self.path / RUN_LOCK_FILE).unlink(missing_ok=True)
             self._locked = False
+            if self._created and not any(self.path.iterdir()):
+                self.path.rmdir()
 
     def __enter__(self) -> RunDirectory:
         self.lock()
