@@ -52,7 +52,7 @@ from scratchlm.training.data.seq2seq import (
     train_joint_tokenizer,
 )
 from scratchlm.training.data.tables import load_table
-from scratchlm.training.text_metrics import score_generations
+from scratchlm.training.evaluation import score_generations
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -32,7 +32,7 @@ from scratchlm.training.data.seq2seq import (
     read_lines,
     train_joint_tokenizer,
 )
-from scratchlm.training.text_metrics import load_text_metric, score_generations
+from scratchlm.training.evaluation import load_metric, score_generations
 
 EN = ["A dog runs on the beach.", "Two men play football in a park.", "The cat sleeps on a red sofa.",
       "A woman reads a book under a tree.", "Children are swimming in the lake."]
@@ -156,7 +156,7 @@ def test_bleu_equals_the_sacrebleu_command_line(data_dir, tmp_path):
     printed = subprocess.run([str(cli), *map(str, ref_files), "-i", str(hyp_file), "-m", "bleu", "chrf", "-b",
                               "-w", "4"], capture_output=True, text=True, check=True).stdout
     printed = json.loads(printed)  # with -b and two metrics the tool prints a JSON list of the two scores
-    ours = load_text_metric("sacrebleu").compute(
+    ours = load_metric("sacrebleu").compute(
         predictions=hypotheses, references=[[ref, extra] if extra else [ref] for ref, extra in zip(references,
                                                                                               second)])
     assert 10 < ours["bleu"] < 90
@@ -164,7 +164,7 @@ def test_bleu_equals_the_sacrebleu_command_line(data_dir, tmp_path):
 
 
 def test_rouge_takes_the_best_reference_per_example():
-    rouge = load_text_metric("rouge")
+    rouge = load_metric("rouge")
     predictions = ["we propose a new loss for training", "a model for text"]
     first, second = ["a new loss is proposed", "models of text"], ["we propose a loss", "a model for images"]
     both = rouge.compute(predictions=predictions, references=[[a, b] for a, b in zip(first, second)])

@@ -10,27 +10,12 @@ shipped in `scratchlm/training/metrics/`, loaded by path: nothing needs the Hub.
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
-
-import evaluate
 import numpy as np
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
 from ..data import build_classification_data
+from ..evaluation import load_metric
 from .base import FinetuneTask
-
-METRICS_DIR = Path(__file__).resolve().parents[1] / "metrics"
-
-
-@cache
-def load_metric(name: str):
-    """One of the `evaluate` metric modules shipped with the package (accuracy, f1, precision, recall), by path."""
-    path = METRICS_DIR / name
-    if not (path / f"{name}.py").is_file():
-        raise ValueError(f"no metric {name!r} in {METRICS_DIR} (there are: "
-                         f"{', '.join(sorted(p.name for p in METRICS_DIR.iterdir() if p.is_dir()))})")
-    return evaluate.load(str(path))
 
 
 def classification_metrics(predictions, references, num_labels: int) -> dict[str, float]:

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import evaluate
 import numpy as np
 from datasets import Dataset
 from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, TrainerCallback
@@ -39,15 +37,10 @@ from ..data.qa import (
     metric_inputs,
     postprocess_predictions,
 )
+from ..evaluation import load_metric
 from .base import FinetuneTask
 
-METRIC_DIR = Path(__file__).resolve().parents[1] / "metrics" / "squad"
 MODEL_COLUMNS = ["input_ids", "attention_mask", "start_positions", "end_positions"]
-
-
-@cache
-def squad_metric():
-    return evaluate.load(str(METRIC_DIR))
 
 
 @dataclass
@@ -157,7 +150,7 @@ class QATask(FinetuneTask):
                 null_score_threshold=settings.null_score_threshold,
             )
             self.last_predictions = (split, predictions)
-            return squad_metric().compute(**metric_inputs(predictions, data.examples[split]))
+            return load_metric("squad").compute(**metric_inputs(predictions, data.examples[split]))
 
         return compute
 

@@ -25,7 +25,7 @@ from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqT
 
 from ..data.seq2seq import SOURCE, TARGET, Seq2SeqData, build_seq2seq_data, pairs_from_table, read_parallel_files
 from ..data.tables import TABLE_BUILDERS, hold_out_and_limit
-from ..text_metrics import score_generations
+from ..evaluation import score_generations
 from .base import FinetuneTask
 
 logger = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
-"""Scores of generated text against references, through the `evaluate` modules shipped in `training/metrics/`
-(loaded by path, so nothing needs the Hub): sacreBLEU (BLEU, chrF) for translation, ROUGE-1/2/L for summaries."""
+"""The `evaluate` metric modules shipped in `training/metrics/`, loaded by path so that nothing needs the Hub
+(accuracy, f1, precision, recall, squad, sacrebleu, rouge), and the scores of generated text against references:
+sacreBLEU (BLEU, chrF) for translation, ROUGE-1/2/L for summaries."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ SCORES = {"sacrebleu": ("bleu", "chrf"), "rouge": ("rouge1", "rouge2", "rougeL")
 
 
 @cache
-def load_text_metric(name: str):
+def load_metric(name: str):
+    """One of the `evaluate` metric modules shipped with the package, by path."""
     path = METRICS_DIR / name
-    if name not in TEXT_METRICS or not (path / f"{name}.py").is_file():
-        raise ValueError(f"unknown text metric {name!r}; choose from {', '.join(TEXT_METRICS)}")
+    if not (path / f"{name}.py").is_file():
+        raise ValueError(f"no metric {name!r} in {METRICS_DIR} (there are: "
+                         f"{', '.join(sorted(p.name for p in METRICS_DIR.iterdir() if p.is_dir()))})")
     return evaluate.load(str(path))
 
 
@@ -31,6 +34,6 @@ def score_generations(predictions: Sequence[str], references: Sequence[Sequence[
     references = [[refs] if isinstance(refs, str) else list(refs) for refs in references]
     scores: dict[str, float] = {}
     for name in metrics:
-        result = load_text_metric(name).compute(predictions=list(predictions), references=references)
+        result = load_metric(name).compute(predictions=list(predictions), references=references)
         scores.update({key: result[key] for key in SCORES[name]})
     return scores
