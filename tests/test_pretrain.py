@@ -230,8 +230,10 @@ def test_a_failed_attempt_or_a_dead_run_leaves_the_directory_free_and_a_live_one
     with pytest.raises(ValueError, match="block"):
         main(base_args(workspace, output, "--max_steps", "1", "--block_size", "65"))
     assert not (output / "scratchlm_settings.json").exists()  # the failed attempt recorded no run
+    assert not output.exists()  # and left no directory behind
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
+        output.mkdir()  # a run of another process holds the directory
         (output / ".scratchlm.lock").write_text(f"{other.pid}\n")
         with pytest.raises(FileExistsError, match=f"another run \\(process {other.pid}\\) is writing into"):
             main(base_args(workspace, output, "--max_steps", "1"))
