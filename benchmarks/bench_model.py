@@ -6,6 +6,9 @@ compared as the median of the per-round ratios with its spread (ScratchLM / Llam
 - training tokens/s (AdamW, batch 8 x 256), fp32 and bf16 autocast, eager and under `torch.compile`;
 - `generate` tokens/s for greedy decoding at batch 1 and 8: the default (eager, dynamic cache) and a compiled
   static-cache decode (`cache_implementation="static"` + a full-graph `CompileConfig`);
+- greedy decoding tokens/s through inference/decoding.py's `StaticCacheDecoder` (a static cache and one forward per
+  token without `generate`'s per-token Python; the forward compiled in compiled runs), for both models, so the
+  gain of the loop (shared by Llama) and the model's own part can be told apart;
 - headline ratios of ScratchLM's fastest path against Llama's default (eager) path, next to the same-settings
   ratios that say which part of a gain is the model's own and which is torch.compile's;
 - compilation time, the fraction of the measured matmul peak (6N FLOPs per token), and peak memory of
@@ -32,6 +35,7 @@ from pathlib import Path
 import torch
 from transformers import CompileConfig, LlamaConfig, LlamaForCausalLM
 
+from scratchlm.inference.decoding import StaticCacheDecoder
 from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
 
 SHAPE = dict(
@@ -40,7 +44,7 @@ SHAPE = dict(
 )
 BATCH, SEQ, PROMPT = 8, 256, 16
 MODELS = ("llama", "scratchlm")
-FIGURES = ("train_fp32", "train_bf16", "generate_b1", "generate_b8")
+FIGURES = ("train_fp32", "train_bf16", "generate_b1", "generate_b8", "decode_b1", "decode_b8")
 
 
 def build(name: str, **overrides):
@@ -63,6 +67,7 @@ class TrainingRun:
         self.forward = torch.compile(model) if compiled else model
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         self.batch = torch.randint(0, SHAPE["vocab_size"], (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
+        self.decoder = StaticCacheDecoder(model, compile=compiled)
 
     def step(self, bf16: bool) -> float:
         start = time.perf_counter()
@@ -83,15 +88,28 @@ def compiled_decode_config() -> CompileConfig:
     return config
 
 
+def prompt_batch(batch_size: int) -> torch.Tensor:
+    return torch.randint(1, SHAPE["vocab_size"], (batch_size, PROMPT), generator=torch.Generator().manual_seed(1))
+
+
 @torch.no_grad()
 def generate_seconds(model, batch_size: int, new_tokens: int, compiled: bool) -> float:
     model.eval()
-    prompt = torch.randint(1, SHAPE["vocab_size"], (batch_size, PROMPT), generator=torch.Generator().manual_seed(1))
+    prompt = prompt_batch(batch_size)
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=None)
     if compiled:
         kwargs.update(cache_implementation="static", compile_config=compiled_decode_config())
     start = time.perf_counter()
     model.generate(prompt, **kwargs)
+    return time.perf_counter() - start
+
+
+def decode_seconds(run: TrainingRun, batch_size: int, new_tokens: int) -> float:
+    """Greedy decoding through inference/decoding.py's StaticCacheDecoder (its step compiled in compiled runs)."""
+    run.model.eval()
+    prompt = prompt_batch(batch_size)
+    start = time.perf_counter()
+    run.decoder.generate(prompt, max_new_tokens=new_tokens)
     return time.perf_counter() - start
 
 
@@ -146,6 +164,7 @@ def main() -> None:
         parser.error(f"unknown figure(s) {', '.join(sorted(unknown))} (known: {', '.join(FIGURES)})")
     precisions = [bf16 for bf16 in (False, True) if f"train_{'bf16' if bf16 else 'fp32'}" in wanted]
     batch_sizes = [size for size in (1, 8) if f"generate_b{size}" in wanted]
+    decode_batch_sizes = [size for size in (1, 8) if f"decode_b{size}" in wanted]
 
     runs = {(name, mode): TrainingRun(build(name), mode == "compiled") for name in MODELS for mode in modes}
     assert runs["llama", "eager"].model.num_parameters() == runs["scratchlm", "eager"].model.num_parameters()
@@ -157,6 +176,9 @@ def main() -> None:
             started = time.perf_counter()
             generate_seconds(run.model, batch_size, new_tokens if mode == "compiled" else 8, mode == "compiled")
             compile_seconds[f"{name}_{mode}_generate_b{batch_size}_first_call"] = round(time.perf_counter() - started, 1)
+        for batch_size in decode_batch_sizes:
+            compile_seconds[f"{name}_{mode}_decode_b{batch_size}_first_call"] = round(
+                decode_seconds(run, batch_size, new_tokens), 1)
         print(f"warm {name} {mode} {compile_seconds}", flush=True)
 
     keys = [f"{what}_{mode}" for mode in modes for what in FIGURES if what in wanted]
@@ -170,6 +192,9 @@ def main() -> None:
                 for batch_size in batch_sizes:
                     seconds = generate_seconds(run.model, batch_size, new_tokens, compiled=mode == "compiled")
                     f[f"generate_b{batch_size}_{mode}"].append(batch_size * new_tokens / seconds)
+                for batch_size in decode_batch_sizes:
+                    seconds = decode_seconds(run, batch_size, new_tokens)
+                    f[f"decode_b{batch_size}_{mode}"].append(batch_size * new_tokens / seconds)
             print(f"round {round_index + 1}/{rounds} {name}: "
                   + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in figures[name].items()), flush=True)
 
@@ -181,6 +206,11 @@ def main() -> None:
         for what in wanted:
             fastest_vs_llama_default[what] = ratio_summary(
                 figures["scratchlm"][f"{what}_compiled"], figures["llama"][f"{what}_eager"])
+        for batch_size in decode_batch_sizes:  # the headline: our decoding against the generate a user calls
+            if f"generate_b{batch_size}" in wanted:
+                fastest_vs_llama_default[f"decode_b{batch_size}_vs_generate"] = ratio_summary(
+                    figures["scratchlm"][f"decode_b{batch_size}_compiled"],
+                    figures["llama"][f"generate_b{batch_size}_eager"])
     parameters = runs["llama", "eager"].model.num_parameters()
     peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
     fraction_of_peak = {

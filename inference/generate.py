@@ -28,6 +28,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 import scratchlm  # noqa: F401  (registers the ScratchLM models with the Auto classes)
 from scratchlm.cli import command, parse_args
+from scratchlm.inference.decoding import StaticCacheDecoder
+from scratchlm.training.acceleration import compilation_available, compiled_generation_kwargs
 from scratchlm.training.data.seq2seq import encode_with_eos
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,12 @@ class GenerateArguments:
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda when available)."})
     dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, float32, bfloat16, float16."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from a Hub model repository."})
+    compile: bool | None = field(default=None, metadata={
+        "help": "Compile the decoding (torch.compile; falls back to eager where it is unavailable). A decoder-only "
+                "model decoding greedily or by sampling runs inference/decoding.py's static-cache loop, anything "
+                "else generate's compiled static cache. Default: on accelerators; on a CPU only when asked, as "
+                "compilation takes longer than most files take to generate."})
+    compile_backend: str = field(default="inductor", metadata={"help": "The torch.compile backend for --compile."})
 
 
 def check_arguments(args: GenerateArguments) -> None:
@@ -148,14 +156,50 @@ def encode_inputs(texts: list[str], tokenizer, is_encoder_decoder: bool, max_len
     return ids
 
 
+def compiled_decoder(args: GenerateArguments, model, config: GenerationConfig) -> StaticCacheDecoder | None:
+    """The compiled static-cache loop where it applies and is wanted; None: `generate` decodes. The loop does
+    greedy decoding and sampling (temperature, top-k, top-p); any other option of `config` needs `generate`."""
+    plain = (config.num_beams == 1 and not config.no_repeat_ngram_size and not config.min_new_tokens
+             and config.repetition_penalty in (None, 1.0) and not config.bad_words_ids
+             and config.min_p is None and config.typical_p in (None, 1.0))
+    if model.config.is_encoder_decoder or not plain:
+        return None
+    wanted = args.compile if args.compile is not None else model.device.type not in ("cpu", "mps")
+    if not wanted:
+        return None
+    available, why = compilation_available(args.compile_backend)
+    if not available:
+        logger.warning("decoding runs eagerly: torch.compile is not available here (%s)", why)
+        return None
+    logger.info("decoding with a compiled static-cache step (the first batch compiles it)")
+    return StaticCacheDecoder(model, backend=args.compile_backend)
+
+
+def compiled_generate_kwargs(args: GenerateArguments, model, decoder: StaticCacheDecoder | None) -> dict:
+    """For what the loop does not cover (beam search, encoder-decoders, ...): generate's compiled static cache."""
+    if decoder is not None:
+        return {}
+    device = model.device
+    return compiled_generation_kwargs(args.max_new_tokens, args.batch_size * args.num_beams, device,
+                                      requested=args.compile, backend=args.compile_backend)
+
+
 @torch.no_grad()
-def generate_batch(lines: list[str], model, tokenizer, config: GenerationConfig, args: GenerateArguments) -> list[str]:
+def generate_batch(lines: list[str], model, tokenizer, config: GenerationConfig, args: GenerateArguments,
+                   decoder: StaticCacheDecoder | None = None, generate_kwargs: dict | None = None) -> list[str]:
     """Outputs of non-empty lines; for a decoder-only model only the new tokens are decoded."""
     is_encoder_decoder = model.config.is_encoder_decoder
     ids = encode_inputs([args.source_prefix + line for line in lines], tokenizer, is_encoder_decoder,
                         args.max_source_length)
     batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(model.device)
-    output = model.generate(**batch, generation_config=config)
+    if decoder is not None:
+        output = decoder.generate(
+            batch["input_ids"], batch["attention_mask"], max_new_tokens=config.max_new_tokens,
+            do_sample=config.do_sample, temperature=config.temperature or 1.0, top_k=config.top_k,
+            top_p=config.top_p, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
+        )
+    else:
+        output = model.generate(**batch, generation_config=config, **(generate_kwargs or {}))
     if not is_encoder_decoder:
         output = output[:, batch["input_ids"].shape[1]:]
     return [one_line(text) for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
@@ -164,12 +208,15 @@ def generate_batch(lines: list[str], model, tokenizer, config: GenerationConfig,
 def generate_lines(lines: list[str], model, tokenizer, config: GenerationConfig, args: GenerateArguments,
                    ) -> Iterator[list[str]]:
     """The outputs of `lines`, one list per batch, in input order; empty lines give empty outputs."""
+    decoder = compiled_decoder(args, model, config)
+    generate_kwargs = compiled_generate_kwargs(args, model, decoder)
     for start in range(0, len(lines), args.batch_size):
         chunk = lines[start:start + args.batch_size]
         filled = [index for index, line in enumerate(chunk) if line.strip()]
         outputs = [""] * len(chunk)
         if filled:
-            generated = generate_batch([chunk[i] for i in filled], model, tokenizer, config, args)
+            generated = generate_batch([chunk[i] for i in filled], model, tokenizer, config, args, decoder,
+                                       generate_kwargs)
             for index, text in zip(filled, generated):
                 outputs[index] = text
         yield outputs

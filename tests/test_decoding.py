@@ -1,0 +1,103 @@
+"""StaticCacheDecoder: the same tokens as `model.generate`, compiled as one graph, for ScratchLM and Llama.
+
+Dynamo's "eager" backend captures the full graph as inductor would (a graph break fails the same way) without a
+minute of kernel generation on a 2-core machine; benchmarks/bench_model.py measures the inductor speed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.testing import CompileCounter
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from scratchlm.inference.decoding import StaticCacheDecoder, sample_next_token
+from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
+
+SHAPE = dict(
+    vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+)
+
+
+def tiny(kind: str):
+    torch.manual_seed(0)
+    if kind == "llama":
+        return LlamaForCausalLM(LlamaConfig(**SHAPE, attn_implementation="sdpa")).eval()
+    return ScratchLMForCausalLM(ScratchLMConfig(**SHAPE, attn_implementation="sdpa")).eval()
+
+
+def left_padded_prompts():
+    prompt = torch.randint(3, 256, (3, 7), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(prompt)
+    mask[1, :3] = 0
+    mask[2, :1] = 0
+    return prompt.masked_fill(mask == 0, 0), mask
+
+
+@pytest.mark.parametrize("kind", ["scratchlm", "llama"])
+def test_greedy_equals_generate_on_a_left_padded_batch(kind):
+    model = tiny(kind)
+    prompt, mask = left_padded_prompts()
+    expected = model.generate(prompt, attention_mask=mask, max_new_tokens=20, do_sample=False, eos_token_id=None)
+    decoder = StaticCacheDecoder(model, compile=False)
+    assert torch.equal(decoder.generate(prompt, mask, max_new_tokens=20), expected)
+    # A second call reuses the cache: stale entries from the first must not leak in.
+    assert torch.equal(decoder.generate(prompt, mask, max_new_tokens=20), expected)
+
+
+def test_the_compiled_step_is_one_graph_and_gives_the_same_tokens():
+    torch._dynamo.reset()
+    model = tiny("scratchlm")
+    prompt, mask = left_padded_prompts()
+    counter = CompileCounter()
+    decoder = StaticCacheDecoder(model, backend=counter)
+    output = decoder.generate(prompt, mask, max_new_tokens=24)
+    expected = model.generate(prompt, attention_mask=mask, max_new_tokens=24, do_sample=False, eos_token_id=None)
+    assert torch.equal(output, expected)
+    assert counter.frame_count == 1, "the decode step was not captured as one graph"
+    decoder.generate(prompt, mask, max_new_tokens=30)  # same cache bucket: no recompilation
+    assert counter.frame_count == 1
+
+
+def test_rows_stop_at_eos_and_are_padded_as_generate_pads_them():
+    model = tiny("scratchlm")
+    prompt, mask = left_padded_prompts()
+    free = model.generate(prompt, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=None)
+    eos = int(free[0, prompt.shape[1] + 3])  # row 0's fourth new token becomes the end of sequence
+    expected = model.generate(prompt, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=eos,
+                              pad_token_id=0)
+    output = StaticCacheDecoder(model, compile=False).generate(prompt, mask, max_new_tokens=12, eos_token_id=eos,
+                                                               pad_token_id=0)
+    assert torch.equal(output, expected)
+    assert (output[0, prompt.shape[1] + 4:] == 0).all()
+
+
+def test_sampling_is_seeded_and_its_filters_do_what_they_say():
+    model = tiny("scratchlm")
+    prompt, mask = left_padded_prompts()
+    decoder = StaticCacheDecoder(model, compile=False)
+
+    def sample(**kwargs):
+        return decoder.generate(prompt, mask, max_new_tokens=16, do_sample=True,
+                                generator=torch.Generator().manual_seed(7), **kwargs)
+
+    assert torch.equal(sample(temperature=0.9), sample(temperature=0.9))
+    assert not torch.equal(sample(temperature=5.0), decoder.generate(prompt, mask, max_new_tokens=16))
+    assert torch.equal(sample(top_k=1), decoder.generate(prompt, mask, max_new_tokens=16))
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.9]])
+    draws = {int(sample_next_token(logits, top_p=0.5, generator=torch.Generator().manual_seed(s)))
+             for s in range(50)}
+    assert draws == {1, 3}  # the two most likely tokens hold more than half of the mass; the rest never drawn
+    draws = {int(sample_next_token(logits, top_k=3, generator=torch.Generator().manual_seed(s))) for s in range(200)}
+    assert draws == {1, 2, 3}
+
+
+def test_bad_requests_are_refused_before_any_work():
+    model = tiny("scratchlm")
+    decoder = StaticCacheDecoder(model, compile=False)
+    prompt = torch.randint(3, 256, (1, 100))
+    with pytest.raises(ValueError, match=r"= 130 is past the model's context of 128"):
+        decoder.generate(prompt, max_new_tokens=30)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        decoder.generate(prompt, max_new_tokens=3, do_sample=True, temperature=0)
