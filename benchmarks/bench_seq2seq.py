@@ -111,8 +111,9 @@ def generate(model, tokenizer, sources: list[str], *, num_beams: int, max_new_to
 def training_arguments(args, output_dir: Path, *, seq2seq: bool = True, lr: float | None = None):
     cls = Seq2SeqTrainingArguments if seq2seq else TrainingArguments
     return cls(
-        output_dir=str(output_dir), max_steps=10**9, per_device_train_batch_size=args.batch_size,
-        learning_rate=lr or args.learning_rate, lr_scheduler_type="inverse_sqrt", warmup_steps=args.warmup_steps,
+        output_dir=str(output_dir), max_steps=args.max_steps or 10**9, per_device_train_batch_size=args.batch_size,
+        learning_rate=lr or args.learning_rate, lr_scheduler_type="cosine" if args.max_steps else "inverse_sqrt",
+        warmup_steps=args.warmup_steps,
         weight_decay=0.0, adam_beta2=0.98, label_smoothing_factor=0.1 if seq2seq else 0.0, max_grad_norm=1.0,
         logging_steps=50, save_strategy="no", report_to=[], bf16=args.bf16, use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0, seed=args.seed, disable_tqdm=True,
@@ -142,7 +143,7 @@ def run_figures(trainer, budget: TimeBudget, examples: Dataset, batch_size: int,
 
 
 def new_model(args, tokenizer):
-    overrides = {"max_position_embeddings": 512}
+    overrides = {"max_position_embeddings": 512, "hidden_dropout": args.dropout, "attention_dropout": args.dropout}
     return init_seq2seq_model(args.preset, overrides, tokenizer, seed=args.seed)
 
 
@@ -268,6 +269,11 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--warmup_steps", type=int, default=400)
+    parser.add_argument("--max_steps", type=int, default=None,
+                        help="With a step count the learning rate follows a cosine to 0 over it (training still stops "
+                             "at --minutes); without, the original Transformer's inverse square root.")
+    parser.add_argument("--dropout", type=float, default=0.1,
+                        help="hidden and attention dropout (Multi30k overfits within a few epochs without it).")
     parser.add_argument("--num_beams", type=int, default=5)
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                         help="bf16 autocast (AMX on this CPU: about 1.7x the fp32 training speed).")
@@ -281,6 +287,7 @@ def main() -> None:
                         help="torch threads (default: torch's). On a machine shared with other jobs use 1: measured "
                              "here with the load at ~15, a training step took 1 s on one thread and 25-30 s on two.")
     parser.add_argument("--workdir", default="/tmp/scratchlm-bench-seq2seq")
+    parser.add_argument("--results", default=str(RESULTS), help="where the figures are written (JSON).")
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     torch.manual_seed(args.seed)
@@ -288,10 +295,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     workdir = Path(args.workdir)
     results: dict = {"settings": vars(args), "published": PUBLISHED, "torch_threads": torch.get_num_threads()}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results_file = Path(args.results)
+    results_file.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
-        RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        results_file.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     translation = [task for task in args.tasks if task != "scitldr"]
     if translation:
@@ -311,7 +319,7 @@ def main() -> None:
     goal = results.get("multi30k_en-de", {}).get("test_bleu")
     if goal is not None and not math.isnan(goal):
         print(f"En->De test 2016 sacreBLEU {goal:.2f} (goal 35 within 60 minutes; fairseq Transformer-tiny 41.0)")
-    print(f"-> {RESULTS}")
+    print(f"-> {results_file}")
 
 
 if __name__ == "__main__":
