@@ -23,6 +23,7 @@ from scratchlm.modeling.initialization import init_model
 from scratchlm.tokenization import train_tokenizer
 from scratchlm.training import finetune as ft
 from scratchlm.training.data import IGNORE_INDEX, build_classification_data, build_sft_data
+from scratchlm.training.tasks import get_task
 from scratchlm.training.tasks.classification import classification_metrics, load_metric
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -175,6 +176,20 @@ def test_classification_full_end_to_end(base_dir, cls_files, workdir, tokenizer)
     assert model.config.pad_token_id == tokenizer.pad_token_id
     with torch.no_grad():
         torch.testing.assert_close(model(**probe(tokenizer)).logits, capture.logits)
+
+
+def test_the_learning_rate_defaults_to_the_tasks_measured_best(base_dir, cls_files, workdir):
+    output = workdir / "cls-default-lr"
+    argv = cls_args(base_dir, output, cls_files, "--max_steps", "1", "--evaluate_before_training", "false")
+    at = argv.index("--learning_rate")
+    del argv[at:at + 2]
+    finetune_main(argv)
+    record = json.loads((output / "scratchlm_run.json").read_text())
+    assert record["hyperparameters"]["learning_rate"] == 1e-3  # classification, full fine-tuning
+    finetune_main([*argv[:-2], "--method", "lora", "--output_dir", str(workdir / "cls-default-lr-lora")])
+    record = json.loads((workdir / "cls-default-lr-lora" / "scratchlm_run.json").read_text())
+    assert record["hyperparameters"]["learning_rate"] == 1e-3
+    assert get_task("sft").default_learning_rate == {"full": 1e-4, "lora": 1e-4}
 
 
 def test_classification_resumes_from_its_checkpoint(base_dir, cls_files, workdir, caplog):

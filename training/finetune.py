@@ -152,7 +152,9 @@ class FinetuneTrainingArguments(ScratchLMTrainingArguments, Seq2SeqTrainingArgum
     """The project's Trainer defaults, with a learning rate, schedule and checkpointing suited to fine-tuning; the
     `Seq2SeqTrainer` options (`--generation_num_beams`, `--generation_max_length`) are read by --task seq2seq."""
 
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (LoRA usually wants ~1e-3)."})
+    learning_rate: float | None = field(default=None, metadata={
+        "help": "Peak learning rate. Default: the task's, by --method: classification 1e-3 (measured best on SST-2 "
+                "dev: 75.9 % against 60.0 % at 1e-4), the other tasks 1e-4."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     num_train_epochs: float = field(default=3.0, metadata={"help": "Passes over the training data."})
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps, epoch."})
@@ -229,6 +231,8 @@ def finetune(model_args: ModelArguments, data_args: FinetuneDataArguments, finet
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required: the pretrained ScratchLM directory to fine-tune")
     base_config = check_base_model(model_args.model_name_or_path, model_args.trust_remote_code, finetune_args.task)
+    if training_args.learning_rate is None:
+        training_args.learning_rate = get_task(finetune_args.task).default_learning_rate[finetune_args.method]
     if finetune_args.method == "lora" and training_args.activation_checkpointing:
         # Reentrant checkpointing needs inputs that require grad, which frozen embeddings do not give.
         # (transformers 5.24 reads activation_checkpointing*; gradient_checkpointing* are its deprecated aliases.)

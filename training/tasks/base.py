@@ -20,6 +20,8 @@ class FinetuneTask:
     # (metric key without its eval_/test_ prefix, metric type on the Hub, label on the card)
     result_metrics: ClassVar[tuple[tuple[str, str, str], ...]] = ()
     lora_modules_to_save: ClassVar[list[str] | None] = None  # layers trained in full next to a LoRA adapter
+    # --learning_rate when not given, by --method
+    default_learning_rate: ClassVar[dict[str, float]] = {"full": 1e-4, "lora": 1e-4}
 
     def load_splits(self, data_args, *, seed: int, test_files=None, test_split=None, max_eval_samples=None):
         """The (train, validation, test) tables the task's `build_data` reads."""

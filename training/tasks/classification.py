@@ -48,6 +48,9 @@ class ClassificationTask(FinetuneTask):
     result_metrics = (("accuracy", "accuracy", "Accuracy"), ("macro_f1", "f1", "Macro F1"),
                       ("f1", "f1", "F1 (of label 1 when binary, else macro)"))
     lora_modules_to_save = ["score"]
+    # benchmarks/bench_finetune.py on SST-2 dev (small pretrained bases, one epoch): full fine-tuning 75.9 % at 1e-3
+    # against 60.0 % at 1e-4; LoRA (r 8) 53.6 % at 1e-3 against 51.2 % at 5e-3.
+    default_learning_rate = {"full": 1e-3, "lora": 1e-3}
 
     pooling: str | None = None  # --classifier_pooling; None keeps the model config's
 
