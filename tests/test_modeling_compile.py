@@ -74,6 +74,16 @@ def test_acceleration_defaults_fall_back_to_eager_where_compilation_fails(caplog
         assert args.torch_compile and enable_compiled_training(args) is False
         assert not args.torch_compile and args.torch_compile_backend is None
     assert sum("runs eagerly" in record.getMessage() for record in caplog.records) == 3
+    # ScratchLM's arguments tell "not said" (None: the default decides) from an explicit --torch_compile false.
+    from scratchlm.training.arguments import ScratchLMTrainingArguments
+
+    refused = ScratchLMTrainingArguments(str(tmp_path), max_steps=10_000, torch_compile=False, report_to="none")
+    assert enable_compiled_training(refused) is False and refused.torch_compile is False
+    unsaid = ScratchLMTrainingArguments(str(tmp_path), max_steps=10, report_to="none")
+    assert unsaid.torch_compile is None and enable_compiled_training(unsaid) is False
+    asked = ScratchLMTrainingArguments(str(tmp_path), max_steps=10, torch_compile=True,
+                                       torch_compile_backend="eager", report_to="none")
+    assert enable_compiled_training(asked) is True and asked.torch_compile_backend == "eager"
     # Explicit choices and runs too short to pay back compilation decide without compiling anything.
     assert use_compiled_training(10_000, requested=False) is False
     assert use_compiled_training(5) is False and use_compiled_training(5, "cuda") is False

@@ -81,10 +81,13 @@ def use_compiled_training(max_steps: int | None, device: str | torch.device = "c
 def enable_compiled_training(training_args) -> bool:
     """Set the Trainer's `torch_compile` (and its backend) on `training_args` as `use_compiled_training` decides.
 
-    `--torch_compile true` (or a `--torch_compile_backend`) is an explicit request; otherwise the default decides.
-    Call it before the Trainer is built; returns whether training is compiled.
+    `--torch_compile true` (or a `--torch_compile_backend`) is an explicit request and `--torch_compile false` an
+    explicit refusal (ScratchLM's arguments default to None, "not said"; plain `TrainingArguments` cannot say false).
+    Otherwise the default decides. Call it before the Trainer is built; returns whether training is compiled.
     """
-    requested = True if training_args.torch_compile else None
+    requested = training_args.torch_compile  # None: not said
+    if requested is False and type(training_args).__dataclass_fields__["torch_compile"].default is False:
+        requested = None  # transformers' own TrainingArguments: False is its default, not a choice
     backend = training_args.torch_compile_backend or "inductor"
     compiled = use_compiled_training(training_args.max_steps, training_args.device, requested=requested,
                                      backend=backend)

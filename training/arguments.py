@@ -231,6 +231,12 @@ class ScratchLMTrainingArguments(TrainingArguments):
     report_to: None | str | list[str] = field(
         default="tensorboard", metadata={"help": "Loggers: tensorboard (default), wandb, none, ..."}
     )
+    torch_compile: bool | None = field(
+        default=None,
+        metadata={"help": "Compile the model (torch.compile). Default: where compilation works here and the run is "
+                          "long enough to pay it back (from 1000 steps on a CPU, 100 on an accelerator); true or "
+                          "false decides."},
+    )
     precision: str = field(
         default="auto",
         metadata={"help": "auto (bf16 where the hardware supports it), bf16, fp16 or fp32."},

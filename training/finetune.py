@@ -154,7 +154,7 @@ class FinetuneTrainingArguments(ScratchLMTrainingArguments, Seq2SeqTrainingArgum
 
     learning_rate: float | None = field(default=None, metadata={
         "help": "Peak learning rate. Default: the task's, by --method: classification 1e-3 (measured best on SST-2 "
-                "dev: 75.9 % against 60.0 % at 1e-4), the other tasks 1e-4."})
+                "dev: 75.9 against 60.0 percent accuracy at 1e-4), the other tasks 1e-4."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     num_train_epochs: float = field(default=3.0, metadata={"help": "Passes over the training data."})
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps, epoch."})
