@@ -192,6 +192,19 @@ def test_the_learning_rate_defaults_to_the_tasks_measured_best(base_dir, cls_fil
     assert get_task("sft").default_learning_rate == {"full": 1e-4, "lora": 1e-4}
 
 
+def test_no_validation_data_turns_evaluation_off_instead_of_failing(base_dir, cls_files, workdir, caplog):
+    argv = common(base_dir, workdir / "cls-no-validation", "--train_files", cls_files["train"], "--text_column",
+                  "sentence", "--validation_split_fraction", "0", "--max_steps", "2", "--evaluate_before_training",
+                  "false")
+    with caplog.at_level(logging.WARNING, logger="scratchlm.training.finetune"):
+        finetune_main(argv)  # eval_strategy defaults to "epoch": the Trainer alone would refuse to start
+    assert "no evaluation during training (--eval_strategy epoch ignored)" in caplog.text
+    assert (workdir / "cls-no-validation" / "scratchlm_run.json").is_file()
+    with pytest.raises(ValueError, match="--load_best_model_at_end needs validation data"):
+        finetune_main([*argv[:2], "--output_dir", str(workdir / "cls-best"), *argv[4:], "--load_best_model_at_end",
+                       "true", "--save_strategy", "epoch"])
+
+
 def test_classification_resumes_from_its_checkpoint(base_dir, cls_files, workdir, caplog):
     output = workdir / "cls-resume"
     argv = cls_args(base_dir, output, cls_files, "--save_strategy", "steps", "--save_steps", "2")

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoTokenizer, Seq2SeqTrainingArguments, set_seed
+from transformers import AutoConfig, AutoTokenizer, IntervalStrategy, Seq2SeqTrainingArguments, set_seed
 
 from scratchlm.cli import command, parse_args
 from scratchlm.model_cards.card import classification_summary
@@ -187,6 +187,18 @@ def check_base_model(path: str, trust_remote_code: bool = False, task: str = "cl
     return config
 
 
+def no_evaluation_without_validation_data(training_args) -> None:
+    """Without validation data there is nothing to evaluate during training: the evaluation strategy is switched off
+    (the Trainer would stop with its own error), unless the run needs it to pick the best checkpoint."""
+    if training_args.load_best_model_at_end:
+        raise ValueError("--load_best_model_at_end needs validation data: give --validation_files or a "
+                         "--validation_split_fraction above 0")
+    if training_args.eval_strategy != IntervalStrategy.NO:
+        logger.warning("no validation data (no --validation_files, --validation_split_fraction 0): no evaluation "
+                       "during training (--eval_strategy %s ignored)", training_args.eval_strategy.value)
+        training_args.eval_strategy = IntervalStrategy.NO
+
+
 def load_tokenizer(model_args: ModelArguments):
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.model_name_or_path,
                                               trust_remote_code=model_args.trust_remote_code)
@@ -266,6 +278,8 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
                                                    max_eval_samples=finetune_args.max_eval_samples)
         data = task.build_data(train, validation, test, tokenizer, data_args=data_args, finetune_args=finetune_args,
                                max_length=max_length)  # the data is checked before the model is loaded
+        if data.validation is None:
+            no_evaluation_without_validation_data(training_args)
         model = load_model(task, model_args, finetune_args, tokenizer, data)
         prompts = task.sample_prompts(data, tokenizer, sample_args, context)
     if finetune_args.method == "lora" and training_args.activation_checkpointing:
