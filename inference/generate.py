@@ -179,8 +179,7 @@ def compiled_generate_kwargs(args: GenerateArguments, model, decoder: StaticCach
     """For what the loop does not cover (beam search, encoder-decoders, ...): generate's compiled static cache."""
     if decoder is not None:
         return {}
-    device = model.device
-    return compiled_generation_kwargs(args.max_new_tokens, args.batch_size * args.num_beams, device,
+    return compiled_generation_kwargs(args.max_new_tokens, args.batch_size * args.num_beams, model.device,
                                       requested=args.compile, backend=args.compile_backend)
 
 
