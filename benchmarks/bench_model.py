@@ -7,8 +7,10 @@ compared as the median of the per-round ratios with its spread (ScratchLM / Llam
 - `generate` tokens/s for greedy decoding at batch 1 and 8: the default (eager, dynamic cache) and a compiled
   static-cache decode (`cache_implementation="static"` + a full-graph `CompileConfig`);
 - greedy decoding tokens/s through inference/decoding.py's `StaticCacheDecoder` (a static cache and one forward per
-  token without `generate`'s per-token Python; the forward compiled in compiled runs), for both models, so the
-  gain of the loop (shared by Llama) and the model's own part can be told apart;
+  token without `generate`'s per-token Python; the forward compiled in compiled runs), with the weights in fp32 and
+  in bf16, for both models, so the gain of the loop (shared by Llama) and the model's own part can be told apart;
+- with `--exactness_model DIR` (a trained causal LM, e.g. the demo's outputs/shakespeare): how far bf16 weights move
+  its predictions on held-out text (next-token top-1 agreement with fp32, bits per token in both);
 - headline ratios of ScratchLM's fastest path against Llama's default (eager) path, next to the same-settings
   ratios that say which part of a gain is the model's own and which is torch.compile's;
 - compilation time, the fraction of the measured matmul peak (6N FLOPs per token), and peak memory of
@@ -17,6 +19,7 @@ compared as the median of the per-round ratios with its spread (ScratchLM / Llam
     python benchmarks/bench_model.py            # full: 5 rounds
     python benchmarks/bench_model.py --quick    # 2 rounds, fewer steps and tokens (a few minutes more for compiling)
     python benchmarks/bench_model.py --no-compile   # the eager figures only
+    python benchmarks/bench_model.py --figures decode_b1,decode_b1_bf16,generate_b1 --exactness_model outputs/shakespeare
 
 JSON goes to benchmarks/results/model.json (or --output).
 """
@@ -44,7 +47,10 @@ SHAPE = dict(
 )
 BATCH, SEQ, PROMPT = 8, 256, 16
 MODELS = ("llama", "scratchlm")
-FIGURES = ("train_fp32", "train_bf16", "generate_b1", "generate_b8", "decode_b1", "decode_b8")
+FIGURES = ("train_fp32", "train_bf16", "generate_b1", "generate_b8", "decode_b1", "decode_b8", "decode_b1_bf16",
+           "decode_b8_bf16")
+DECODES = {"decode_b1": (1, None), "decode_b8": (8, None), "decode_b1_bf16": (1, torch.bfloat16),
+           "decode_b8_bf16": (8, torch.bfloat16)}
 
 
 def build(name: str, **overrides):
@@ -60,14 +66,16 @@ def build(name: str, **overrides):
 
 
 class TrainingRun:
-    """A model with its optimizer; `compiled` wraps the model in torch.compile (as the Trainer's torch_compile)."""
+    """A model with its optimizer; `compiled` wraps the model in torch.compile (as the Trainer's torch_compile).
+    Its decoders (fp32 and bf16) decode the initial weights: speed does not depend on training."""
 
     def __init__(self, model, compiled: bool):
+        self.decoders = {dtype: StaticCacheDecoder(model.eval(), compile=compiled, dtype=dtype)
+                         for dtype in (None, torch.bfloat16)}
         self.model = model.train()
         self.forward = torch.compile(model) if compiled else model
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         self.batch = torch.randint(0, SHAPE["vocab_size"], (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
-        self.decoder = StaticCacheDecoder(model, compile=compiled)
 
     def step(self, bf16: bool) -> float:
         start = time.perf_counter()
@@ -104,13 +112,37 @@ def generate_seconds(model, batch_size: int, new_tokens: int, compiled: bool) ->
     return time.perf_counter() - start
 
 
-def decode_seconds(run: TrainingRun, batch_size: int, new_tokens: int) -> float:
+def decode_seconds(run: TrainingRun, figure: str, new_tokens: int) -> float:
     """Greedy decoding through inference/decoding.py's StaticCacheDecoder (its step compiled in compiled runs)."""
-    run.model.eval()
+    batch_size, dtype = DECODES[figure]
     prompt = prompt_batch(batch_size)
     start = time.perf_counter()
-    run.decoder.generate(prompt, max_new_tokens=new_tokens)
+    run.decoders[dtype].generate(prompt, max_new_tokens=new_tokens)
     return time.perf_counter() - start
+
+
+@torch.no_grad()
+def bf16_exactness(model_dir: str, text_file: str, *, windows: int = 16, window: int = 256) -> dict:
+    """Next-token predictions of a trained model with fp32 and with bf16 weights on the last part of `text_file`
+    (held out from the demo's training): top-1 agreement and bits per token of each."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
+    fp32 = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True, dtype=torch.float32).eval()
+    bf16 = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True, dtype=torch.bfloat16).eval()
+    text = Path(text_file).read_text(encoding="utf-8")
+    ids = tokenizer(text[-len(text) // 10:])["input_ids"]
+    batch = torch.tensor([ids[i * window:(i + 1) * window] for i in range(min(windows, len(ids) // window))])
+    logits = {name: model(input_ids=batch).logits[:, :-1].float() for name, model in (("fp32", fp32), ("bf16", bf16))}
+    targets = batch[:, 1:]
+
+    def bits_per_token(values: torch.Tensor) -> float:
+        return float(torch.nn.functional.cross_entropy(values.transpose(1, 2), targets)) / 0.6931471805599453
+
+    return {"model": model_dir, "tokens": targets.numel(),
+            "top1_agreement": round(float((logits["fp32"].argmax(-1) == logits["bf16"].argmax(-1)).float().mean()), 4),
+            "bits_per_token_fp32": round(bits_per_token(logits["fp32"]), 4),
+            "bits_per_token_bf16": round(bits_per_token(logits["bf16"]), 4)}
 
 
 def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048) -> float:
@@ -153,6 +185,10 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="eager figures only")
     parser.add_argument("--no-memory", action="store_true", help="skip the 2k-context generate memory figure")
     parser.add_argument("--figures", default=",".join(FIGURES), help=f"a subset of {','.join(FIGURES)}")
+    parser.add_argument("--exactness_model", default=None,
+                        help="a trained causal LM directory: report how bf16 weights change its predictions")
+    parser.add_argument("--exactness_text", default="../shared/data/tinyshakespeare/input.txt",
+                        help="text whose last tenth is scored for --exactness_model")
     parser.add_argument("--output", default="benchmarks/results/model.json")
     args = parser.parse_args()
     rounds = args.rounds or (2 if args.quick else 5)
@@ -164,7 +200,7 @@ def main() -> None:
         parser.error(f"unknown figure(s) {', '.join(sorted(unknown))} (known: {', '.join(FIGURES)})")
     precisions = [bf16 for bf16 in (False, True) if f"train_{'bf16' if bf16 else 'fp32'}" in wanted]
     batch_sizes = [size for size in (1, 8) if f"generate_b{size}" in wanted]
-    decode_batch_sizes = [size for size in (1, 8) if f"decode_b{size}" in wanted]
+    decodes = [figure for figure in DECODES if figure in wanted]
 
     runs = {(name, mode): TrainingRun(build(name), mode == "compiled") for name in MODELS for mode in modes}
     assert runs["llama", "eager"].model.num_parameters() == runs["scratchlm", "eager"].model.num_parameters()
@@ -176,9 +212,8 @@ def main() -> None:
             started = time.perf_counter()
             generate_seconds(run.model, batch_size, new_tokens if mode == "compiled" else 8, mode == "compiled")
             compile_seconds[f"{name}_{mode}_generate_b{batch_size}_first_call"] = round(time.perf_counter() - started, 1)
-        for batch_size in decode_batch_sizes:
-            compile_seconds[f"{name}_{mode}_decode_b{batch_size}_first_call"] = round(
-                decode_seconds(run, batch_size, new_tokens), 1)
+        for figure in decodes:
+            compile_seconds[f"{name}_{mode}_{figure}_first_call"] = round(decode_seconds(run, figure, new_tokens), 1)
         print(f"warm {name} {mode} {compile_seconds}", flush=True)
 
     keys = [f"{what}_{mode}" for mode in modes for what in FIGURES if what in wanted]
@@ -192,9 +227,9 @@ def main() -> None:
                 for batch_size in batch_sizes:
                     seconds = generate_seconds(run.model, batch_size, new_tokens, compiled=mode == "compiled")
                     f[f"generate_b{batch_size}_{mode}"].append(batch_size * new_tokens / seconds)
-                for batch_size in decode_batch_sizes:
-                    seconds = decode_seconds(run, batch_size, new_tokens)
-                    f[f"decode_b{batch_size}_{mode}"].append(batch_size * new_tokens / seconds)
+                for figure in decodes:
+                    seconds = decode_seconds(run, figure, new_tokens)
+                    f[f"{figure}_{mode}"].append(DECODES[figure][0] * new_tokens / seconds)
             print(f"round {round_index + 1}/{rounds} {name}: "
                   + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in figures[name].items()), flush=True)
 
@@ -206,11 +241,11 @@ def main() -> None:
         for what in wanted:
             fastest_vs_llama_default[what] = ratio_summary(
                 figures["scratchlm"][f"{what}_compiled"], figures["llama"][f"{what}_eager"])
-        for batch_size in decode_batch_sizes:  # the headline: our decoding against the generate a user calls
+        for figure in decodes:  # the headline: our decoding against the generate a user calls
+            batch_size = DECODES[figure][0]
             if f"generate_b{batch_size}" in wanted:
-                fastest_vs_llama_default[f"decode_b{batch_size}_vs_generate"] = ratio_summary(
-                    figures["scratchlm"][f"decode_b{batch_size}_compiled"],
-                    figures["llama"][f"generate_b{batch_size}_eager"])
+                fastest_vs_llama_default[f"{figure}_vs_generate"] = ratio_summary(
+                    figures["scratchlm"][f"{figure}_compiled"], figures["llama"][f"generate_b{batch_size}_eager"])
     parameters = runs["llama", "eager"].model.num_parameters()
     peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
     fraction_of_peak = {
@@ -219,6 +254,7 @@ def main() -> None:
         for name in MODELS
     }
     memory = {} if args.no_memory else {name: round(generate_peak_memory_gib(name), 3) for name in MODELS}
+    exactness = bf16_exactness(args.exactness_model, args.exactness_text) if args.exactness_model else {}
 
     print(f"\n{'figure':<26}{'Llama':>10}{'ScratchLM':>11}{'ratio':>8}{'spread':>16}")
     for key, summary in same_settings.items():
@@ -229,6 +265,10 @@ def main() -> None:
               f"[{summary['min']:.3f}, {summary['max']:.3f}]")
     if memory:
         print(f"generate peak RSS at 2k context (GiB): Llama {memory['llama']:.3f}, ScratchLM {memory['scratchlm']:.3f}")
+    if exactness:
+        print(f"bf16 weights on {exactness['tokens']} held-out tokens: top-1 agreement with fp32 "
+              f"{exactness['top1_agreement']:.2%}, bits/token {exactness['bits_per_token_fp32']:.4f} (fp32) vs "
+              f"{exactness['bits_per_token_bf16']:.4f} (bf16)")
     print(f"first step / first call seconds (compilation for compiled runs): {compile_seconds}")
 
     result = {
@@ -238,7 +278,7 @@ def main() -> None:
         "medians_tokens_per_second": medians, "ratios_same_settings": same_settings,
         "ratios_scratchlm_fastest_over_llama_default": fastest_vs_llama_default,
         "first_step_seconds": compile_seconds, "matmul_peak_gflops": peaks, "fraction_of_matmul_peak": fraction_of_peak,
-        "generate_2k_context_peak_rss_gib": memory, "samples": figures,
+        "generate_2k_context_peak_rss_gib": memory, "bf16_exactness": exactness, "samples": figures,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))

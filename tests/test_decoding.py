@@ -52,12 +52,29 @@ def test_the_compiled_step_is_one_graph_and_gives_the_same_tokens():
     prompt, mask = left_padded_prompts()
     counter = CompileCounter()
     decoder = StaticCacheDecoder(model, backend=counter)
+    # Compiled on a CPU, the step attends with the plain matmul-softmax attention, on the decoder's own copy.
+    assert decoder.model is not model and decoder.model.config._attn_implementation == "eager"
+    assert model.config._attn_implementation == "sdpa"
     output = decoder.generate(prompt, mask, max_new_tokens=24)
     expected = model.generate(prompt, attention_mask=mask, max_new_tokens=24, do_sample=False, eos_token_id=None)
     assert torch.equal(output, expected)
     assert counter.frame_count == 1, "the decode step was not captured as one graph"
     decoder.generate(prompt, mask, max_new_tokens=30)  # same cache bucket: no recompilation
     assert counter.frame_count == 1
+
+
+def test_bf16_decoding_is_generate_of_the_bf16_model_and_leaves_the_model_as_it_was():
+    model = tiny("scratchlm")
+    prompt, mask = left_padded_prompts()
+    decoder = StaticCacheDecoder(model, compile=False, dtype=torch.bfloat16, attention="eager")
+    output = decoder.generate(prompt, mask, max_new_tokens=16)
+    reference = ScratchLMForCausalLM(ScratchLMConfig(**SHAPE, attn_implementation="eager")).eval()
+    reference.load_state_dict(model.state_dict())
+    reference.to(torch.bfloat16)
+    expected = reference.generate(prompt, attention_mask=mask, max_new_tokens=16, do_sample=False, eos_token_id=None)
+    assert torch.equal(output, expected)
+    assert model.dtype == torch.float32 and model.config._attn_implementation == "sdpa"
+    assert decoder.model.dtype == torch.bfloat16
 
 
 def test_rows_stop_at_eos_and_are_padded_as_generate_pads_them():

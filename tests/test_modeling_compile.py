@@ -62,6 +62,7 @@ def test_acceleration_defaults_fall_back_to_eager_where_compilation_fails(caplog
         compilation_available,
         compiled_generation_kwargs,
         enable_compiled_training,
+        use_compiled_decoding,
         use_compiled_training,
     )
 
@@ -70,10 +71,11 @@ def test_acceleration_defaults_fall_back_to_eager_where_compilation_fails(caplog
     with caplog.at_level("WARNING", logger="scratchlm.training.acceleration"):
         assert use_compiled_training(10_000, requested=True, backend="no_such_backend") is False
         assert compiled_generation_kwargs(64, requested=True, backend="no_such_backend") == {}
+        assert use_compiled_decoding(10**6, requested=True, backend="no_such_backend") is False
         args = TrainingArguments(tmp_path, use_cpu=True, max_steps=10_000, torch_compile_backend="no_such_backend")
         assert args.torch_compile and enable_compiled_training(args) is False
         assert not args.torch_compile and args.torch_compile_backend is None
-    assert sum("runs eagerly" in record.getMessage() for record in caplog.records) == 3
+    assert sum("runs eagerly" in record.getMessage() for record in caplog.records) == 4
     # ScratchLM's arguments tell "not said" (None: the default decides) from an explicit --torch_compile false.
     from scratchlm.training.arguments import ScratchLMTrainingArguments
 
@@ -89,5 +91,9 @@ def test_acceleration_defaults_fall_back_to_eager_where_compilation_fails(caplog
     assert use_compiled_training(5) is False and use_compiled_training(5, "cuda") is False
     assert use_compiled_training(999, "cpu") is False  # below the measured pay-back on a CPU
     assert compiled_generation_kwargs(16) == {} and compiled_generation_kwargs(10_000, 8, "cpu") == {}
+    # The decoding loop compiles by default once the forwards ahead pay compilation back (measured on a CPU).
+    assert use_compiled_decoding(100) is False and use_compiled_decoding(10_000, requested=False) is False
+    assert use_compiled_decoding(10_000, backend="eager") is True
+    assert use_compiled_decoding(600, "cuda", backend="eager") is True
     eager_backend = compiled_generation_kwargs(16, requested=True, backend="eager")
     assert eager_backend["cache_implementation"] == "static" and eager_backend["compile_config"].fullgraph

@@ -8,9 +8,11 @@ unsupported Python, a broken toolchain) they fall back to eager execution with o
 Measured on the project's 2-core CPU, on a quiet machine: the demo's model (configs/pretrain-shakespeare.yaml, bf16)
 trains at 0.27 s/step eagerly and 0.22 s/step compiled, after about 20 s of compilation, so compilation pays back
 from roughly 500 steps (the default compiles from 1000); benchmarks/bench_model.py's shape trains 1.10x (fp32) and
-1.23x (bf16) faster compiled. A compiled static-cache decode was only 1.03-1.10x faster than an eager one, not worth
-minutes of compilation, so on a CPU generation compiles only when asked. On an accelerator (where transformers itself
-compiles static-cache decoding) both are on from modest sizes (estimates, not measured here).
+1.23x (bf16) faster compiled. inference/decoding.py's compiled static-cache loop decodes bench_model.py's shape at
+6.1 ms a token (fp32, batch 1) against 8.6 ms for the default `generate`, after ~10 s of compilation, so it pays back
+from roughly 4,000 forwards; `generate`'s own compiled static cache gains only 1.03-1.10x and stays off on a CPU
+unless asked. On an accelerator (where transformers itself compiles static-cache decoding) compilation is on from
+modest sizes (estimates, not measured here).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ logger = logging.getLogger(__name__)
 
 # Training steps from which compilation pays back (compile time / per-step saving, bench_model.py figures).
 MIN_COMPILED_TRAINING_STEPS = {"cpu": 1000, "accelerator": 100}
-# Tokens (new tokens x sequences) from which a compiled decode pays back; None: never by default.
+# Tokens (new tokens x sequences) from which generate's compiled static-cache decode pays back; None: never by default.
 MIN_COMPILED_GENERATION_TOKENS = {"cpu": None, "accelerator": 512}
+# Forwards (new tokens x batches) from which StaticCacheDecoder's compiled step pays back its compilation.
+MIN_COMPILED_DECODE_STEPS = {"cpu": 4000, "accelerator": 512}
 
 
 def _device_kind(device: str | torch.device) -> str:
@@ -54,28 +58,43 @@ def compilation_available(backend: str = "inductor") -> tuple[bool, str]:
     return True, ""
 
 
-def use_compiled_training(max_steps: int | None, device: str | torch.device = "cpu", *,
-                          requested: bool | None = None, backend: str = "inductor") -> bool:
-    """Whether a Trainer run should set `torch_compile`: the user's explicit True/False (True falls back to eager
-    with a warning where compilation fails here), else compiled where it works and the run is long enough.
-
-    Compilation works with gradient checkpointing (non-reentrant, as the Trainer uses for ScratchLM) and with
-    LoRA (peft's wrapped model is compiled as a whole).
-    """
+def worth_compiling(what: str, work: int | None, threshold: int | None, *, requested: bool | None = None,
+                    backend: str = "inductor") -> bool:
+    """Whether to compile `what`: the user's explicit True/False (True falls back to eager with a warning where
+    compilation fails here), else compiled where it works and `work` reaches the pay-back `threshold` (None: never
+    by default; a `work` of None is unknown and counts as too little)."""
     if requested is False:
         return False
-    threshold = MIN_COMPILED_TRAINING_STEPS[_device_kind(device)]
-    if not requested and (max_steps is None or max_steps < threshold):  # -1: epochs, length unknown
-        logger.info("training runs eagerly: %s steps are too few to pay back compilation (from %d)", max_steps,
-                    threshold)
+    if not requested and (work is None or threshold is None or work < threshold):
+        logger.info("%s runs eagerly: %s is too little to pay back compilation (from %s)", what, work, threshold)
         return False
     available, why = compilation_available(backend)
     if not available:
         log = logger.warning if requested else logger.info
-        log("training runs eagerly: torch.compile (%s) is not available here (%s)", backend, why)
+        log("%s runs eagerly: torch.compile (%s) is not available here (%s)", what, backend, why)
         return False
-    logger.info("training is compiled (torch.compile, %s)", backend)
+    logger.info("%s is compiled (torch.compile, %s)", what, backend)
     return True
+
+
+def use_compiled_training(max_steps: int | None, device: str | torch.device = "cpu", *,
+                          requested: bool | None = None, backend: str = "inductor") -> bool:
+    """Whether a Trainer run should set `torch_compile` (`worth_compiling` over its steps; -1: epochs, unknown).
+
+    Compilation works with gradient checkpointing (non-reentrant, as the Trainer uses for ScratchLM) and with
+    LoRA (peft's wrapped model is compiled as a whole).
+    """
+    steps = max_steps if max_steps is not None and max_steps > 0 else None
+    return worth_compiling("training", steps, MIN_COMPILED_TRAINING_STEPS[_device_kind(device)],
+                           requested=requested, backend=backend)
+
+
+def use_compiled_decoding(decode_steps: int, device: str | torch.device = "cpu", *, requested: bool | None = None,
+                          backend: str = "inductor") -> bool:
+    """Whether inference/decoding.py's StaticCacheDecoder should compile its step, for `decode_steps` forwards
+    (new tokens x batches) ahead."""
+    return worth_compiling("decoding", decode_steps, MIN_COMPILED_DECODE_STEPS[_device_kind(device)],
+                           requested=requested, backend=backend)
 
 
 def enable_compiled_training(training_args) -> bool:
@@ -102,15 +121,9 @@ def compiled_generation_kwargs(max_new_tokens: int, num_sequences: int = 1, devi
 
     The prompt is processed eagerly; each decoded token runs one compiled full-graph forward over a static cache.
     """
-    if requested is False:
-        return {}
     threshold = MIN_COMPILED_GENERATION_TOKENS[_device_kind(device)]
-    if not requested and (threshold is None or max_new_tokens * num_sequences < threshold):
-        return {}
-    available, why = compilation_available(backend)
-    if not available:
-        log = logger.warning if requested else logger.info
-        log("generation runs eagerly: torch.compile (%s) is not available here (%s)", backend, why)
+    if not worth_compiling("generation", max_new_tokens * num_sequences, threshold, requested=requested,
+                           backend=backend):
         return {}
     from transformers import CompileConfig
 
