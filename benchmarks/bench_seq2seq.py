@@ -11,8 +11,9 @@ budget.
    Transformer-tiny 41.0 En->De (beam 5). Goal here: >= 35 sacreBLEU En->De within 60 training minutes.
 2. SciTLDR-A (abstract -> one-sentence TL;DR; 1,992 / 619 / 618), ROUGE-1/2/L on test with all references (the best
    per example), side by side in one run: Lead-1 (the abstract's first sentence), the model trained from scratch
-   for `--minutes`, and the model span-corruption-pretrained for `--minutes` on unlabelled text (SciTLDR train+dev
-   abstracts and WikiText-2 valid+test; never the test abstracts) and then fine-tuned for `--minutes`.
+   for `--minutes`, and the model span-corruption-pretrained for `--pretrain_minutes` (default `--minutes`) on
+   unlabelled text (SciTLDR train+dev abstracts and WikiText-2 valid+test; never the test abstracts) and then
+   fine-tuned for `--minutes`. Both decode alike (`--num_beams`, never repeating a `--no_repeat_ngram_size`-gram).
 
 Training time excludes the evaluation done for the curve. Timings on the shared 2-core machine are noisy.
 Results go to benchmarks/results/seq2seq.json.
@@ -91,7 +92,7 @@ class TimeBudget(TrainerCallback):
 
 @torch.no_grad()
 def generate(model, tokenizer, sources: list[str], *, num_beams: int, max_new_tokens: int, max_source_length: int,
-             batch_size: int = 32) -> list[str]:
+             batch_size: int = 32, no_repeat_ngram_size: int = 0) -> list[str]:
     """Outputs in input order; batches of similar length (sorted) waste less on padding."""
     model.eval()
     model.generation_config.max_length = None  # max_new_tokens decides
@@ -101,7 +102,8 @@ def generate(model, tokenizer, sources: list[str], *, num_beams: int, max_new_to
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         batch = tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt").to(model.device)
-        generated = model.generate(**batch, num_beams=num_beams, max_new_tokens=max_new_tokens)
+        generated = model.generate(**batch, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                                   no_repeat_ngram_size=no_repeat_ngram_size)
         for index, text in zip(chunk, tokenizer.batch_decode(generated, skip_special_tokens=True)):
             outputs[index] = " ".join(text.split())
     model.train()
@@ -230,7 +232,8 @@ def run_summarization(args, workdir: Path) -> dict:
 
     def evaluate_model(model) -> dict:
         outputs = generate(model, tokenizer, sources, num_beams=args.num_beams, max_new_tokens=60,
-                           max_source_length=args.max_abstract_tokens, batch_size=16)
+                           max_source_length=args.max_abstract_tokens, batch_size=16,
+                           no_repeat_ngram_size=args.no_repeat_ngram_size)
         return {**score_generations(outputs, refs, ("rouge",)), "sample": outputs[0]}
 
     scratch = new_model(args, tokenizer)
@@ -242,7 +245,7 @@ def run_summarization(args, workdir: Path) -> dict:
 
     pretrained = new_model(args, tokenizer)
     blocks = pack_blocks(unlabelled, tokenizer, args.pretrain_block_size)
-    budget = TimeBudget(args.minutes)
+    budget = TimeBudget(args.pretrain_minutes or args.minutes)
     trainer = Trainer(model=pretrained, args=training_arguments(args, workdir / "scitldr-pretrain", seq2seq=False),
                       train_dataset=blocks, data_collator=SpanCorruptionCollator(tokenizer, num_sentinels=NUM_SENTINELS,
                                                                                  seed=args.seed),
@@ -281,6 +284,12 @@ def main() -> None:
     parser.add_argument("--curve_sentences", type=int, default=200)
     parser.add_argument("--test_limit", type=int, default=None, help="Score only the first N test examples.")
     parser.add_argument("--max_abstract_tokens", type=int, default=384)
+    parser.add_argument("--pretrain_minutes", type=float, default=None,
+                        help="Denoising-pretraining minutes for the SciTLDR model (default: --minutes); both models then "
+                             "fine-tune for --minutes.")
+    parser.add_argument("--no_repeat_ngram_size", type=int, default=3,
+                        help="Summaries never repeat an n-gram of this size (BART's summarisation setting; 0: off). "
+                             "Both SciTLDR models decode alike.")
     parser.add_argument("--pretrain_block_size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None,
