@@ -191,6 +191,10 @@ def main() -> None:
                         help="text whose last tenth is scored for --exactness_model")
     parser.add_argument("--output", default="benchmarks/results/model.json")
     args = parser.parse_args()
+    if args.exactness_model and not (Path(args.exactness_model) / "config.json").is_file():
+        parser.error(f"--exactness_model {args.exactness_model}: no model there (no config.json)")
+    if args.exactness_model and not Path(args.exactness_text).is_file():
+        parser.error(f"--exactness_text {args.exactness_text}: no such file")
     rounds = args.rounds or (2 if args.quick else 5)
     train_steps = args.train_steps or (2 if args.quick else 4)
     new_tokens = args.new_tokens or (32 if args.quick else 128)

@@ -90,7 +90,7 @@ class StaticCacheDecoder:
                         return compiled(*args)
 
                 self.step = frozen_step
-        self._caches: dict[tuple, StaticCache] = {}
+        self._caches: dict[tuple[int, int], StaticCache] = {}
 
     def _own_step_function(self):
         """`_forward_one_token` bound to this decoder with its own code object. Dynamo keeps compiled graphs per code
@@ -109,7 +109,7 @@ class StaticCacheDecoder:
         return getattr(config, "max_sequence_length", None) or config.max_position_embeddings
 
     def _cache(self, batch_size: int, length: int) -> StaticCache:
-        key = (batch_size, length, self.model.dtype, self.model.device)
+        key = (batch_size, length)
         cache = self._caches.get(key)
         if cache is None:
             cache = self._caches[key] = StaticCache(config=self.model.config, max_cache_len=length)

@@ -65,9 +65,14 @@ def worth_compiling(what: str, work: int | None, threshold: int | None, *, reque
     by default; a `work` of None is unknown and counts as too little)."""
     if requested is False:
         return False
-    if not requested and (work is None or threshold is None or work < threshold):
-        logger.info("%s runs eagerly: %s is too little to pay back compilation (from %s)", what, work, threshold)
-        return False
+    if not requested:
+        if threshold is None:
+            logger.info("%s runs eagerly: on this device it is compiled only when asked", what)
+            return False
+        if work is None or work < threshold:
+            logger.info("%s runs eagerly: %s too little to pay back compilation (from %d)", what,
+                        "an unknown amount of work is" if work is None else f"{work} is", threshold)
+            return False
     available, why = compilation_available(backend)
     if not available:
         log = logger.warning if requested else logger.info
