@@ -11,9 +11,10 @@ budget.
    Transformer-tiny 41.0 En->De (beam 5). Goal here: >= 35 sacreBLEU En->De within 60 training minutes.
 2. SciTLDR-A (abstract -> one-sentence TL;DR; 1,992 / 619 / 618), ROUGE-1/2/L on test with all references (the best
    per example), side by side in one run: Lead-1 (the abstract's first sentence), the model trained from scratch
-   for `--minutes`, and the model span-corruption-pretrained for `--pretrain_minutes` (default `--minutes`) on
-   unlabelled text (SciTLDR train+dev abstracts and WikiText-2 valid+test; never the test abstracts) and then
-   fine-tuned for `--minutes`. Both decode alike (`--num_beams`, never repeating a `--no_repeat_ngram_size`-gram).
+   for `--minutes`, and the model denoising-pretrained (`--denoising`: BART text infilling by default, or T5 span
+   corruption) for `--pretrain_minutes` (default `--minutes`) on unlabelled text (SciTLDR train+dev abstracts and
+   WikiText-2 valid+test; never the test abstracts) and then fine-tuned for `--minutes`. Both decode alike
+   (`--num_beams`, never repeating a `--no_repeat_ngram_size`-gram).
 
 Training time excludes the evaluation done for the curve. Timings on the shared 2-core machine are noisy.
 Results go to benchmarks/results/seq2seq.json.
@@ -44,7 +45,7 @@ from transformers import (
 )
 
 from scratchlm.modeling import init_seq2seq_model
-from scratchlm.training.data.denoising import SpanCorruptionCollator
+from scratchlm.training.data.denoising import SpanCorruptionCollator, TextInfillingCollator
 from scratchlm.training.data.seq2seq import (
     build_seq2seq_data,
     encode_with_eos,
@@ -244,17 +245,24 @@ def run_summarization(args, workdir: Path) -> dict:
     del scratch
 
     pretrained = new_model(args, tokenizer)
-    blocks = pack_blocks(unlabelled, tokenizer, args.pretrain_block_size)
+    if args.denoising == "text_infilling":  # the labels are the block plus eos: blocks one short of the length
+        blocks = pack_blocks(unlabelled, tokenizer, args.pretrain_block_size - 1)
+        collator = TextInfillingCollator(tokenizer, seed=args.seed)
+    else:
+        blocks = pack_blocks(unlabelled, tokenizer, args.pretrain_block_size)
+        collator = SpanCorruptionCollator(tokenizer, num_sentinels=NUM_SENTINELS, seed=args.seed)
     budget = TimeBudget(args.pretrain_minutes or args.minutes)
     trainer = Trainer(model=pretrained, args=training_arguments(args, workdir / "scitldr-pretrain", seq2seq=False),
-                      train_dataset=blocks, data_collator=SpanCorruptionCollator(tokenizer, num_sentinels=NUM_SENTINELS,
-                                                                                 seed=args.seed),
-                      callbacks=[budget])
+                      train_dataset=blocks, data_collator=collator, callbacks=[budget])
     trainer.train()
     steps = trainer.state.global_step
-    results["pretrained"] = {"pretraining": {"blocks": len(blocks), "block_size": args.pretrain_block_size,
+    results["pretrained"] = {"pretraining": {"objective": args.denoising, "blocks": len(blocks),
+                                             "block_size": len(blocks[0]["input_ids"]),
                                              "steps": steps, "epochs": round(steps * args.batch_size / len(blocks), 3),
-                                             "training_minutes": round(budget.trained / 60, 2)}}
+                                             "training_minutes": round(budget.trained / 60, 2),
+                                             "final_loss": next((entry["loss"] for entry in
+                                                                 reversed(trainer.state.log_history)
+                                                                 if "loss" in entry), None)}}
     results["pretrained"]["training"] = train_seq2seq(args, pretrained, tokenizer, data.train,
                                                       workdir / "scitldr-finetune")
     results["pretrained"].update(evaluate_model(pretrained))
@@ -291,6 +299,9 @@ def main() -> None:
                         help="Summaries never repeat an n-gram of this size (BART's summarisation setting; 0: off). "
                              "Both SciTLDR models decode alike.")
     parser.add_argument("--pretrain_block_size", type=int, default=256)
+    parser.add_argument("--denoising", choices=("text_infilling", "span_corruption"), default="text_infilling",
+                        help="The SciTLDR model's pretraining: BART text infilling (30 percent masked in Poisson-3 "
+                             "spans, the whole block reconstructed) or T5 span corruption (15 percent, spans only).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's). On a machine shared with other jobs use 1: measured "

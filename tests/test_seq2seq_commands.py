@@ -92,9 +92,11 @@ def test_init_then_finetune_translates_scores_and_loads_without_the_package(corp
     """)
 
 
-def test_span_corruption_pretraining_then_seq2seq_finetuning(corpus, tmp_path):
+@pytest.mark.parametrize("objective,card_name", [("span_corruption", "Span corruption"),
+                                                 ("text_infilling", "Text infilling")])
+def test_denoising_pretraining_then_seq2seq_finetuning(corpus, tmp_path, objective, card_name):
     pretrained = tmp_path / "t5"
-    pretrain_main(["--objective", "span_corruption", "--preset", "tiny", "--config_overrides",
+    pretrain_main(["--objective", objective, "--preset", "tiny", "--config_overrides",
                    "hidden_size=64,intermediate_size=128", "--tokenizer_name_or_path", corpus["tokenizer"],
                    "--train_files", corpus["text"], "--sample_by", "line", "--block_size", "32",
                    "--validation_fraction", "0.2", "--max_steps", "3", "--output_dir", str(pretrained),
@@ -102,6 +104,7 @@ def test_span_corruption_pretraining_then_seq2seq_finetuning(corpus, tmp_path):
     record = json.loads((pretrained / "scratchlm_run.json").read_text())
     assert record["task"] == "text2text-generation" and record["kind"] == "pretraining"
     assert record["metrics"]["eval_loss"] > 0 and "eval_perplexity" not in record["metrics"]
+    assert f"name: {card_name}" in (pretrained / "README.md").read_text()
     tokenizer = AutoTokenizer.from_pretrained(pretrained)
     assert "<extra_id_99>" in tokenizer.get_vocab()  # the sentinels were added to the given tokenizer and saved
     config = json.loads((pretrained / "config.json").read_text())
@@ -127,8 +130,7 @@ def test_an_encoder_decoder_is_refused_by_the_decoder_only_tasks(corpus, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
-def test_a_decoder_only_model_is_refused_by_seq2seq_and_span_corruption(corpus, tmp_path, tiny_causal_lm_dir,
-                                                                         capsys):
+def test_a_decoder_only_model_is_refused_by_seq2seq_and_denoising(corpus, tmp_path, tiny_causal_lm_dir, capsys):
     base = str(tiny_causal_lm_dir)
     with pytest.raises(SystemExit) as exit_info:
         finetune_main(["--task", "seq2seq", "--model_name_or_path", base, "--train_files", corpus["train", "en"],
@@ -140,6 +142,17 @@ def test_a_decoder_only_model_is_refused_by_seq2seq_and_span_corruption(corpus, 
                        corpus["text"], "--output_dir", str(tmp_path / "t5")])
     assert exit_info.value.code == 2
     assert "--objective span_corruption needs an encoder-decoder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain_main(["--objective", "text_infilling", "--model_name_or_path", base, "--train_files",
+                       corpus["text"], "--output_dir", str(tmp_path / "t5")])
+    assert exit_info.value.code == 2
+    assert "--objective text_infilling needs an encoder-decoder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain_main(["--objective", "text_infilling", "--preset", "tiny", "--mask_ratio", "1.5", "--train_files",
+                       corpus["text"], "--output_dir", str(tmp_path / "t5")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "--mask_ratio must be between 0 and 1 (exclusive), got 1.5")
     assert not (tmp_path / "mt").exists() and not (tmp_path / "t5").exists()
 
 

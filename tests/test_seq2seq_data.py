@@ -1,10 +1,12 @@
-"""Sequence-to-sequence data (parallel files, tables with list columns), sacreBLEU/ROUGE, T5 span corruption."""
+"""Sequence-to-sequence data (parallel files, tables with list columns), sacreBLEU/ROUGE, T5 span corruption and
+BART text infilling."""
 
 from __future__ import annotations
 
 import copy
 import gzip
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +18,11 @@ from datasets import Dataset
 
 from scratchlm.training.data.denoising import (
     SpanCorruptionCollator,
+    TextInfillingCollator,
     add_sentinel_tokens,
     corrupt_spans,
+    infill,
+    infilling_mask,
     input_and_target_lengths,
     noise_counts,
     random_spans_noise_mask,
@@ -210,6 +215,49 @@ def test_span_corruption_collator_on_packed_blocks(tokenizer):
         labels = [t for t in batch["labels"][row].tolist() if t != -100]
         assert reconstruct(inputs, labels, sentinels, tokenizer.eos_token_id) == block["input_ids"]
     assert not torch.equal(collator(blocks)["input_ids"], batch["input_ids"])  # fresh spans every epoch
+
+
+def expand_masks(inputs: list[int], original: list[int], mask_id: int) -> bool:
+    """Whether `inputs` is `original` with runs of tokens each replaced by one `mask_id` (in order)."""
+    pattern = "".join(f"{token}," if token != mask_id else "(?:\\d+,)+?" for token in inputs)
+    return re.fullmatch(pattern, "".join(f"{token}," for token in original)) is not None
+
+
+@pytest.mark.parametrize("length,ratio,poisson_lambda", [(128, 0.3, 3.0), (255, 0.3, 3.0), (50, 0.5, 1.0),
+                                                          (5, 0.3, 3.0)])
+def test_text_infilling_masks_the_ratio_in_spans_and_keeps_the_block_as_labels(length, ratio, poisson_lambda):
+    rng = np.random.default_rng(0)
+    mask_id, eos = 999, 1
+    runs = []
+    for _ in range(50):
+        original = rng.integers(5, 900, size=length).tolist()
+        mask = infilling_mask(length, ratio, poisson_lambda, rng)
+        assert mask.sum() == min(max(round(length * ratio), 1), length - 1) and not mask[0]
+        spans = int(np.sum(mask[1:] & ~mask[:-1]))
+        runs.append(mask.sum() / spans)
+        inputs, labels = infill(original, mask, mask_id, eos)
+        assert labels == [*original, eos]
+        assert len(inputs) == length - int(mask.sum()) + spans + 1 <= length + 1 and inputs[-1] == eos
+        assert inputs.count(mask_id) == spans and expand_masks(inputs[:-1], original, mask_id)
+    if length >= 128:  # Poisson(lambda) span lengths (merged where they touch): a mean run of about lambda or more
+        assert poisson_lambda * 0.8 < np.mean(runs) < poisson_lambda * 2
+
+
+def test_text_infilling_collator_uses_the_first_sentinel_as_mask_and_draws_afresh(tokenizer):
+    collator = TextInfillingCollator(tokenizer, mask_ratio=0.3, poisson_lambda=2.0, seed=0)
+    mask_id = sentinel_token_ids(tokenizer, 1)[0]
+    assert tokenizer.mask_token_id is None and collator.mask_token_id == mask_id
+    ids = tokenizer(" ".join(EN + DE))["input_ids"]
+    blocks = [{"input_ids": ids[:40]}, {"input_ids": ids[40:64]}]
+    batch = collator(blocks)
+    for row, block in enumerate(blocks):
+        inputs = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()
+        labels = [t for t in batch["labels"][row].tolist() if t != -100]
+        assert labels == [*block["input_ids"], tokenizer.eos_token_id]
+        assert mask_id in inputs and expand_masks(inputs[:-1], block["input_ids"], mask_id)
+    assert not torch.equal(collator(blocks)["input_ids"], batch["input_ids"])  # fresh spans every epoch
+    with pytest.raises(ValueError, match="mask_ratio must be between 0 and 1"):
+        TextInfillingCollator(tokenizer, mask_ratio=1.0)
 
 
 def test_sentinels_missing_is_a_clear_error_and_can_be_added(tokenizer):

@@ -77,7 +77,7 @@ def _check_positive(flag: str, value: int | None) -> None:
         raise ValueError(f"--{flag} must be a positive integer, got {value!r}")
 
 
-OBJECTIVES = ("auto", "causal", "span_corruption")
+OBJECTIVES = ("auto", "causal", "span_corruption", "text_infilling")
 
 
 @dataclass
@@ -113,12 +113,19 @@ class PretrainingDataArguments(DataSourceArguments):
     )
     objective: str = field(
         default="auto",
-        metadata={"help": "causal (next-token prediction, a decoder-only model) or span_corruption (T5 denoising, "
-                          "an encoder-decoder: --preset then names a seq2seq preset); auto: span_corruption for an "
-                          "encoder-decoder --model_name_or_path, else causal.", "choices": list(OBJECTIVES)},
+        metadata={"help": "causal (next-token prediction, a decoder-only model), or the denoising of an "
+                          "encoder-decoder (--preset then names a seq2seq preset): span_corruption (T5: masked spans "
+                          "as the target) or text_infilling (BART: the whole text reconstructed, which teaches "
+                          "copying; suits summarisation); auto: span_corruption for an encoder-decoder "
+                          "--model_name_or_path, else causal.", "choices": list(OBJECTIVES)},
     )
     noise_density: float = field(default=0.15, metadata={"help": "Span corruption: fraction of tokens masked."})
     mean_noise_span_length: float = field(default=3.0, metadata={"help": "Span corruption: mean masked span."})
+    mask_ratio: float = field(default=0.3, metadata={"help": "Text infilling: fraction of tokens masked."})
+    poisson_lambda: float = field(
+        default=3.0, metadata={"help": "Text infilling: mean length of a masked span (Poisson; each span becomes "
+                                       "one mask token)."}
+    )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})
     data_cache_dir: str | None = field(
         default=None,
@@ -161,6 +168,13 @@ class PretrainingDataArguments(DataSourceArguments):
             raise ValueError(f"--errors must be one of {', '.join(ERRORS_CHOICES)}, got {self.errors!r}")
         if not 0 < self.near_duplicate_threshold <= 1:
             raise ValueError(f"--near_duplicate_threshold must be in (0, 1], got {self.near_duplicate_threshold}")
+        for flag in ("noise_density", "mask_ratio"):
+            if not 0 < getattr(self, flag) < 1:
+                raise ValueError(f"--{flag} must be between 0 and 1 (exclusive), got {getattr(self, flag)}")
+        if self.mean_noise_span_length < 1:
+            raise ValueError(f"--mean_noise_span_length must be at least 1, got {self.mean_noise_span_length}")
+        if self.poisson_lambda <= 0:
+            raise ValueError(f"--poisson_lambda must be positive, got {self.poisson_lambda}")
 
 
 # The name every command used before the data options were split per command.

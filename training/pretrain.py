@@ -11,13 +11,17 @@ directory to continue from), load -> clean -> split -> tokenize -> pack the text
 everything with a model card, then print a few sample generations (after the run is saved: a failing sample
 cannot lose it). A finished run given again is left as it is.
 
-An encoder-decoder (`--objective span_corruption`, or an encoder-decoder `--model_name_or_path`) is pretrained by
-T5 span corruption instead (`scratchlm.training.data.denoising`): `--preset` names a seq2seq preset, the tokenizer
-gets the sentinels `<extra_id_0>`... (trained with them, or added), raw blocks are cut so that a corrupted block
-fills the encoder's `--block_size` exactly, and the validation loss is the loss on the masked spans (fresh spans
-each evaluation). The result fine-tunes with `scratchlm-finetune --task seq2seq`:
+An encoder-decoder is pretrained by denoising instead (`scratchlm.training.data.denoising`): T5 span corruption
+(`--objective span_corruption`, the default for an encoder-decoder `--model_name_or_path`) or BART text infilling
+(`--objective text_infilling`: it also teaches the decoder to copy, which summarisation leans on). `--preset` names
+a seq2seq preset and the tokenizer gets the sentinels `<extra_id_0>`... (trained with them, or added). For span
+corruption, raw blocks are cut so that a corrupted block fills the encoder's `--block_size` exactly and the
+validation loss is the loss on the masked spans; for text infilling, blocks are one token short of `--block_size`
+(the labels are the block plus eos) and the validation loss is the loss of reconstructing them. Fresh spans each
+evaluation. The result fine-tunes with `scratchlm-finetune --task seq2seq`:
 
     scratchlm-pretrain --objective span_corruption --preset small --train_files corpus.txt --output_dir out/t5
+    scratchlm-pretrain --objective text_infilling --preset small --train_files corpus.txt --output_dir out/bart
 """
 
 from __future__ import annotations
@@ -39,7 +43,13 @@ from .acceleration import enable_compiled_training
 from .arguments import ModelArguments, PretrainingDataArguments, ScratchLMTrainingArguments
 from .callbacks import LossCurveCallback, PerplexityCallback, add_language_model_metrics, use_log_friendly_progress
 from .data import build_pretraining_data, check_block_size, check_tokenizer_fits, prepare_documents
-from .data.denoising import SpanCorruptionCollator, add_sentinel_tokens, input_and_target_lengths, sentinel_tokens
+from .data.denoising import (
+    SpanCorruptionCollator,
+    TextInfillingCollator,
+    add_sentinel_tokens,
+    input_and_target_lengths,
+    sentinel_tokens,
+)
 from .generation import SampleArguments, sample_generations, text_prompts
 from .language import run_languages, texts_of_blocks
 from .run import (
@@ -55,26 +65,31 @@ logger = logging.getLogger(__name__)
 LANGUAGE_MODELLING_METRICS = (("perplexity", "perplexity", "Perplexity"),
                               ("bits_per_byte", "bits_per_byte", "Bits per byte"),
                               ("loss", "loss", "Loss (nats per token)"))
-SPAN_CORRUPTION_METRICS = (("loss", "loss", "Span-corruption loss (nats per target token)"),)
+DENOISING_METRICS = {
+    "span_corruption": (("loss", "loss", "Span-corruption loss (nats per target token)"),),
+    "text_infilling": (("loss", "loss", "Text-infilling loss (nats per reconstructed token)"),),
+}
+DENOISING_NAMES = {"span_corruption": "Span corruption", "text_infilling": "Text infilling"}
 SEQ2SEQ_MODEL_TYPE = "scratchlm_seq2seq"
 NUM_SENTINELS = 100
 
 
-def uses_span_corruption(model_args: ModelArguments, data_args: PretrainingDataArguments) -> bool:
-    """Whether this run pretrains an encoder-decoder by span corruption; an objective the model cannot take is an
-    error."""
+def denoising_objective(model_args: ModelArguments, data_args: PretrainingDataArguments) -> str | None:
+    """The denoising objective this run pretrains an encoder-decoder with, or None for a causal LM; an objective
+    the model cannot take is an error."""
+    denoising = data_args.objective if data_args.objective in DENOISING_METRICS else None
     if not model_args.model_name_or_path:
-        return data_args.objective == "span_corruption"
+        return denoising
     model_type = AutoConfig.from_pretrained(model_args.model_name_or_path,
                                             trust_remote_code=model_args.trust_remote_code).model_type
     seq2seq = model_type == SEQ2SEQ_MODEL_TYPE
     if data_args.objective == "causal" and seq2seq:
         raise ValueError(f"{model_args.model_name_or_path} is an encoder-decoder: it pretrains with --objective "
-                         "span_corruption, not causal")
-    if data_args.objective == "span_corruption" and not seq2seq:
-        raise ValueError(f"--objective span_corruption needs an encoder-decoder, but {model_args.model_name_or_path} "
+                         "span_corruption or text_infilling, not causal")
+    if denoising and not seq2seq:
+        raise ValueError(f"--objective {denoising} needs an encoder-decoder, but {model_args.model_name_or_path} "
                          f"holds a {model_type!r} model")
-    return seq2seq
+    return (denoising or "span_corruption") if seq2seq else None
 
 
 def raw_block_size(encoder_length: int, noise_density: float, mean_noise_span_length: float) -> int:
@@ -140,7 +155,7 @@ def pretrain(model_args: ModelArguments, data_args: PretrainingDataArguments,
     sample_args = sample_args or SampleArguments()
     if not (data_args.train_files or data_args.dataset_name):
         raise ValueError("no training data: give --train_files or --dataset_name")
-    seq2seq = uses_span_corruption(model_args, data_args)  # refuses an objective the model cannot take, first
+    denoising = denoising_objective(model_args, data_args)  # refuses an objective the model cannot take, first
     settings = {"model": dataclasses.asdict(model_args), "data": dataclasses.asdict(data_args),
                 "training": training_args.run_identity()}
     run_dir = RunDirectory(training_args.output_dir, settings, training_args.overwrite_output,
@@ -148,12 +163,13 @@ def pretrain(model_args: ModelArguments, data_args: PretrainingDataArguments,
     if finished := run_dir.finished_record(training_args.max_steps, training_args.num_train_epochs):
         return finished
     with run_dir:
-        return _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_dir, seq2seq)
+        return _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_dir, denoising)
 
 
 def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_dir: RunDirectory,
-              seq2seq: bool = False) -> RunRecord:
+              denoising: str | None = None) -> RunRecord:
     output_dir = run_dir.path
+    seq2seq = denoising is not None
     with training_args.main_process_first(desc="tokenizer, model and data"):
         # The main process goes first: it trains the tokenizer and fills the data cache; the others then read
         # what it wrote.
@@ -164,13 +180,19 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
         context = model.config.max_position_embeddings
         block_size = data_args.block_size or context
         check_block_size(block_size, model.config)
-        if seq2seq:  # blocks of raw text that corrupt into encoder inputs of exactly block_size tokens
+        if denoising == "span_corruption":  # raw blocks that corrupt into encoder inputs of exactly block_size
             block_size = raw_block_size(block_size, data_args.noise_density, data_args.mean_noise_span_length)
+        elif denoising == "text_infilling":  # the labels are the block plus eos
+            block_size -= 1
         data = build_pretraining_data(data_args, tokenizer, block_size, seed=training_args.seed, documents=documents)
-        if seq2seq:
+        if denoising == "span_corruption":
             data = dataclasses.replace(data, collator=SpanCorruptionCollator(
                 tokenizer, noise_density=data_args.noise_density,
                 mean_noise_span_length=data_args.mean_noise_span_length, num_sentinels=NUM_SENTINELS,
+                seed=training_args.seed))
+        elif denoising == "text_infilling":
+            data = dataclasses.replace(data, collator=TextInfillingCollator(
+                tokenizer, mask_ratio=data_args.mask_ratio, poisson_lambda=data_args.poisson_lambda,
                 seed=training_args.seed))
         prompts = [] if seq2seq else text_prompts(sample_args, data.validation, tokenizer, context)
     resume_from = (
@@ -216,9 +238,9 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
         datasets=data_args.train_files or [data_args.dataset_name],
         validation_datasets=list(data_args.validation_files or []),
         metrics=metrics,
-        eval_results=eval_results(metrics, SPAN_CORRUPTION_METRICS if seq2seq else LANGUAGE_MODELLING_METRICS,
+        eval_results=eval_results(metrics, DENOISING_METRICS[denoising] if seq2seq else LANGUAGE_MODELLING_METRICS,
                                   task_type="text2text-generation" if seq2seq else "text-generation",
-                                  task_name="Span corruption" if seq2seq else "Language modelling",
+                                  task_name=DENOISING_NAMES[denoising] if seq2seq else "Language modelling",
                                   sources={"eval": ", ".join(validation_sources)},
                                   dataset_type=data_args.dataset_name or "text"),
         training_time_s=round(training_time, 1),
@@ -239,7 +261,7 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
     for sample in record.samples:
         print(f"\n--- sample ---\n{sample['prompt']}{sample['completion']}")
     if seq2seq:
-        print(f"\nvalidation: span-corruption loss {metrics['eval_loss']:.4f}\nmodel, tokenizer, loss curve and card "
+        print(f"\nvalidation: {DENOISING_NAMES[denoising].lower()} loss {metrics['eval_loss']:.4f}\nmodel, tokenizer, loss curve and card "
               f"in {output_dir}; fine-tune it with scratchlm-finetune --task seq2seq")
         return record
     print(f"\nvalidation: loss {metrics['eval_loss']:.4f}, perplexity {metrics['eval_perplexity']:.2f}"

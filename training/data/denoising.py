@@ -1,10 +1,12 @@
-"""Denoising pretraining data for the encoder-decoder: T5 span corruption.
+"""Denoising pretraining data for the encoder-decoder: T5 span corruption and BART text infilling.
 
-Why span corruption and not BART's text infilling: the target holds only the corrupted spans (about
-`noise_density` of the text plus one sentinel per span), where BART reconstructs the whole text. With the default
-15 % noise the decoder works on roughly a fifth of the tokens BART's does, and on a CPU-sized budget the saved
-decoder time buys more pretraining text. It is also what T5 (and T5Gemma) pretrain with, and its inputs have an
-exact length, so packed blocks stay packed.
+The two objectives trade text for copying. T5's span corruption (`SpanCorruptionCollator`) targets only the
+corrupted spans (about `noise_density` of the text plus one sentinel per span): with the default 15 % noise the
+decoder works on roughly a fifth of the tokens BART's does, so a CPU-sized budget sees more text, and its inputs
+have an exact length, so packed blocks stay packed. It is what T5 (and T5Gemma) pretrain with, and what a
+translation model needs. BART's text infilling (`TextInfillingCollator`) reconstructs the whole block from an input
+in which spans were each replaced by one mask token, so the decoder also learns to copy from the encoder, the
+skill an extractive-leaning summary (SciTLDR's TL;DRs reuse the abstract's phrases) leans on most.
 
 A block of token ids (a packed pretraining block, `build_pretraining_data`) becomes:
 
@@ -166,23 +168,89 @@ class SpanCorruptionCollator:
         return corrupt_spans(ids, mask, self.sentinel_ids, self.eos_token_id)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        pairs = [self.corrupt(feature["input_ids"]) for feature in features]
-        input_width = max(len(inputs) for inputs, _ in pairs)
-        label_width = max(len(labels) for _, labels in pairs)
-        input_ids = torch.full((len(pairs), input_width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(pairs), input_width), dtype=torch.long)
-        labels = torch.full((len(pairs), label_width), IGNORE_INDEX, dtype=torch.long)
-        for row, (inputs, targets) in enumerate(pairs):
-            input_ids[row, :len(inputs)] = torch.tensor(inputs)
-            attention_mask[row, :len(inputs)] = 1
-            labels[row, :len(targets)] = torch.tensor(targets)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        return pad_pairs([self.corrupt(feature["input_ids"]) for feature in features], self.pad_token_id)
+
+
+def pad_pairs(pairs: list[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """A batch from (input ids, labels) pairs: inputs padded with `pad_token_id`, labels with -100."""
+    input_width = max(len(inputs) for inputs, _ in pairs)
+    label_width = max(len(labels) for _, labels in pairs)
+    input_ids = torch.full((len(pairs), input_width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(pairs), input_width), dtype=torch.long)
+    labels = torch.full((len(pairs), label_width), IGNORE_INDEX, dtype=torch.long)
+    for row, (inputs, targets) in enumerate(pairs):
+        input_ids[row, :len(inputs)] = torch.tensor(inputs)
+        attention_mask[row, :len(inputs)] = 1
+        labels[row, :len(targets)] = torch.tensor(targets)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def infilling_mask(length: int, mask_ratio: float, poisson_lambda: float, rng: np.random.Generator) -> np.ndarray:
+    """BART's span mask over `length` tokens: spans with Poisson(`poisson_lambda`) lengths (at least one token) at
+    random starts until round(length * mask_ratio) tokens are masked; the first token is always kept."""
+    mask = np.zeros(length, dtype=bool)
+    budget = min(max(int(round(length * mask_ratio)), 1), length - 1)
+    masked = 0
+    while masked < budget:
+        span = min(max(int(rng.poisson(poisson_lambda)), 1), budget - masked)
+        start = int(rng.integers(1, length - span + 1))
+        masked += int((~mask[start:start + span]).sum())
+        mask[start:start + span] = True
+    return mask
+
+
+def infill(ids: Sequence[int], mask: np.ndarray, mask_token_id: int, eos_token_id: int) -> tuple[list[int], list[int]]:
+    """(input ids, labels) of one block: each run of masked tokens replaced by one mask token in the input; the
+    labels are the whole block. Both end with eos."""
+    inputs = [mask_token_id if noise else token for index, (token, noise) in enumerate(zip(ids, mask))
+              if not (noise and index > 0 and mask[index - 1])]
+    return [*inputs, eos_token_id], [*ids, eos_token_id]
+
+
+class TextInfillingCollator:
+    """BART's text infilling: padded `input_ids`, `attention_mask` and `labels` (padded with -100) from packed
+    blocks; the labels are the block itself, the input the block with `mask_ratio` of its tokens masked in spans of
+    Poisson(`poisson_lambda`) length, each span one mask token (BART: 30 %, lambda 3). The mask token is the
+    tokenizer's `mask_token` where it has one, else the first sentinel `<extra_id_0>` (which a seq2seq tokenizer of
+    this package has). Spans are drawn afresh each time a block is seen; `seed` makes the draws reproducible.
+
+    BART also inserts mask tokens for zero-length spans; here every span masks at least one token, so an input is
+    never longer than its block and a block of the decoder's length fits the encoder too.
+    """
+
+    def __init__(self, tokenizer, *, mask_ratio: float = 0.3, poisson_lambda: float = 3.0, seed: int = 0):
+        if not 0 < mask_ratio < 1:
+            raise ValueError(f"mask_ratio must be between 0 and 1 (exclusive), got {mask_ratio}")
+        if poisson_lambda <= 0:
+            raise ValueError(f"poisson_lambda must be positive, got {poisson_lambda}")
+        if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+            raise ValueError("text infilling needs a tokenizer with an eos and a pad token")
+        self.mask_ratio = mask_ratio
+        self.poisson_lambda = poisson_lambda
+        self.mask_token_id = (tokenizer.mask_token_id if tokenizer.mask_token_id is not None
+                              else sentinel_token_ids(tokenizer, 1)[0])
+        self.eos_token_id = tokenizer.eos_token_id
+        self.pad_token_id = tokenizer.pad_token_id
+        self.rng = np.random.default_rng(seed)
+
+    def corrupt(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        ids = list(ids)
+        if len(ids) < 2:
+            raise ValueError(f"text infilling needs blocks of at least 2 tokens, got {len(ids)}")
+        mask = infilling_mask(len(ids), self.mask_ratio, self.poisson_lambda, self.rng)
+        return infill(ids, mask, self.mask_token_id, self.eos_token_id)
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return pad_pairs([self.corrupt(feature["input_ids"]) for feature in features], self.pad_token_id)
 
 
 __all__ = [
     "SpanCorruptionCollator",
+    "TextInfillingCollator",
     "add_sentinel_tokens",
     "corrupt_spans",
+    "infill",
+    "infilling_mask",
     "input_and_target_lengths",
     "noise_counts",
     "random_spans_noise_mask",
