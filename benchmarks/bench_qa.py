@@ -167,6 +167,10 @@ def run_scratchlm(train, test, args) -> dict:
         train = train.shuffle(seed=args.seed).select(range(min(args.train_questions, len(train))))
     if args.base:
         base, pretraining = Path(args.base), {"given": args.base}
+        if (record := base / "scratchlm_run.json").is_file():  # what the given base was trained on, for the report
+            base_record = json.loads(record.read_text())
+            pretraining.update(minutes=round((base_record.get("training_time_s") or 0) / 60, 1),
+                               train_tokens=base_record.get("train_tokens"), metrics=base_record.get("metrics", {}))
     else:
         base, pretraining = pretrain_base(train, workdir, args.pretrain_steps, args.vocab_size)
     output = workdir / "qa"
@@ -177,6 +181,7 @@ def run_scratchlm(train, test, args) -> dict:
                "--max_length", str(args.max_length), "--num_train_epochs", str(args.epochs),
                "--learning_rate", str(args.learning_rate), "--per_device_train_batch_size", str(args.batch_size),
                "--lr_scheduler_type", "linear", "--warmup_steps", "0.05", "--seed", str(args.seed),
+               *(["--config_overrides", args.config_overrides] if args.config_overrides else []),
                "--report_to", "none", "--overwrite_output", "--output_dir", str(output)]
     started = time.perf_counter()
     subprocess.run(command, check=True)
@@ -194,7 +199,8 @@ def run_scratchlm(train, test, args) -> dict:
 
 def describe_base(pretraining: dict) -> str:
     if "given" in pretraining:
-        return pretraining["given"]
+        bits = pretraining.get("metrics", {}).get("eval_bits_per_byte")
+        return pretraining["given"] + (f" ({pretraining['minutes']} min, {bits:.2f} bits/byte)" if bits else "")
     bits = pretraining["metrics"].get("eval_bits_per_byte")
     return (f"{pretraining['steps']} steps, {pretraining['tokens']:,} tokens, {pretraining['minutes']} min"
             + (f", {bits:.2f} bits/byte" if bits is not None else ""))
@@ -215,6 +221,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--learning_rate", type=float, default=5e-4)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--max_length", type=int, default=384)
+    parser.add_argument("--config_overrides", default=None,
+                        help="Config fields changed for fine-tuning, e.g. hidden_dropout=0.1,attention_dropout=0.1.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="/tmp/scratchlm-bench-qa")
     parser.add_argument("--output", default=str(RESULTS), help="Where the JSON results go.")

@@ -11,7 +11,17 @@ from .modeling_scratchlm import ScratchLMForCausalLM
 
 
 def parse_overrides(text: str | None) -> dict:
-    """`'num_hidden_layers=4,rope_theta=1e4'` -> `{"num_hidden_layers": 4, "rope_theta": 10000.0}` (JSON values)."""
+    """`'num_hidden_layers=4,rope_theta=1e4'` -> `{"num_hidden_layers": 4, "rope_theta": 10000.0}` (JSON values),
+    every field one of ScratchLMConfig's."""
+    overrides = parse_config_pairs(text)
+    unknown = sorted(set(overrides) - set(ScratchLMConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown ScratchLMConfig field(s) in --config_overrides: {', '.join(unknown)}")
+    return overrides
+
+
+def parse_config_pairs(text: str | None) -> dict:
+    """`'a=1,b=x'` -> `{"a": 1, "b": "x"}`: comma-separated field=value pairs, values read as JSON where they are."""
     overrides = {}
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         if "=" not in item:
@@ -21,9 +31,6 @@ def parse_overrides(text: str | None) -> dict:
             overrides[key] = json.loads(raw)
         except json.JSONDecodeError:
             overrides[key] = raw
-    unknown = sorted(set(overrides) - set(ScratchLMConfig.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"unknown ScratchLMConfig field(s) in --config_overrides: {', '.join(unknown)}")
     return overrides
 
 

@@ -192,6 +192,20 @@ def test_the_learning_rate_defaults_to_the_tasks_measured_best(base_dir, cls_fil
     assert get_task("sft").default_learning_rate == {"full": 1e-4, "lora": 1e-4}
 
 
+def test_config_overrides_change_the_fine_tuned_models_config_and_unknown_fields_are_named(base_dir, cls_files,
+                                                                                           workdir):
+    output = workdir / "cls-dropout"
+    argv = cls_args(base_dir, output, cls_files, "--max_steps", "1", "--evaluate_before_training", "false")
+    finetune_main([*argv, "--config_overrides", "hidden_dropout=0.1,attention_dropout=0.2"])
+    config = json.loads((output / "config.json").read_text())
+    assert (config["hidden_dropout"], config["attention_dropout"]) == (0.1, 0.2)
+    assert json.loads((base_dir / "config.json").read_text())["hidden_dropout"] == 0.0  # the base is untouched
+    with pytest.raises(ValueError, match=f"--config_overrides: the config of {base_dir} has no field hidden_dropuot"):
+        finetune_main([*argv[:2], "--output_dir", str(workdir / "bad-override"), *argv[4:], "--config_overrides",
+                       "hidden_dropuot=0.1"])
+    assert not (workdir / "bad-override").exists()
+
+
 def test_no_validation_data_turns_evaluation_off_instead_of_failing(base_dir, cls_files, workdir, caplog):
     argv = common(base_dir, workdir / "cls-no-validation", "--train_files", cls_files["train"], "--text_column",
                   "sentence", "--validation_split_fraction", "0", "--max_steps", "2", "--evaluate_before_training",

@@ -54,6 +54,7 @@ from transformers import AutoConfig, AutoTokenizer, IntervalStrategy, Seq2SeqTra
 from scratchlm.cli import command, parse_args
 from scratchlm.model_cards.card import classification_summary
 from scratchlm.model_cards.run_record import RunRecord, eval_results, is_adapter_dir
+from scratchlm.modeling.initialization import parse_config_pairs
 
 from .acceleration import enable_compiled_training
 from .arguments import FinetuneDataArguments, ModelArguments, ScratchLMTrainingArguments
@@ -207,11 +208,20 @@ def load_tokenizer(model_args: ModelArguments):
     return tokenizer
 
 
+def check_config_overrides(text: str | None, config, model: str) -> None:
+    """`--config_overrides` on a pretrained model change fields of its config (dropout, say); a field it lacks is an
+    error. One that changes a weight's shape fails as the weights load, naming the weight."""
+    unknown = sorted(key for key in parse_config_pairs(text) if key not in config.to_dict())
+    if unknown:
+        raise ValueError(f"--config_overrides: the config of {model} has no field {', '.join(unknown)}")
+
+
 def load_model(task: FinetuneTask, model_args: ModelArguments, finetune_args: FinetuneArguments, tokenizer, data):
     """The task's model on the pretrained base, with LoRA applied for --method lora."""
     model = task.auto_model_class.from_pretrained(
         model_args.model_name_or_path, attn_implementation=model_args.attn_implementation,
         trust_remote_code=model_args.trust_remote_code, **task.model_kwargs(data, tokenizer),
+        **parse_config_pairs(model_args.config_overrides),
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
@@ -243,6 +253,7 @@ def finetune(model_args: ModelArguments, data_args: FinetuneDataArguments, finet
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required: the pretrained ScratchLM directory to fine-tune")
     base_config = check_base_model(model_args.model_name_or_path, model_args.trust_remote_code, finetune_args.task)
+    check_config_overrides(model_args.config_overrides, base_config, model_args.model_name_or_path)
     if training_args.learning_rate is None:
         training_args.learning_rate = get_task(finetune_args.task).default_learning_rate[finetune_args.method]
     if finetune_args.method == "lora" and training_args.activation_checkpointing:
