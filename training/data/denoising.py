@@ -137,13 +137,42 @@ def input_and_target_lengths(block_size: int, noise_density: float = 0.15,
     return block_size - num_noise + num_spans + 1, num_noise + num_spans + 1
 
 
-class SpanCorruptionCollator:
-    """Collator from packed blocks (`{"input_ids": [...]}`) to padded `input_ids`, `attention_mask` and `labels`
-    tensors (labels padded with -100). Spans are drawn afresh each time a block is seen, so every epoch corrupts
-    differently, as T5 does; `seed` makes the sequence of draws reproducible.
+class DenoisingCollator:
+    """What both objectives share: a collator from packed blocks (`{"input_ids": [...]}`) to padded `input_ids`,
+    `attention_mask` and `labels` tensors (labels padded with -100), corrupting each block afresh each time it is
+    seen (every epoch differs, as in T5 and BART); `seed` makes the sequence of draws reproducible. Subclasses
+    define `corrupt_block`. The model turns `labels` into `decoder_input_ids` itself (shifted right from
+    `decoder_start_token_id`)."""
 
-    The model turns `labels` into `decoder_input_ids` itself (shifted right from `decoder_start_token_id`).
+    objective = "denoising"
+
+    def __init__(self, tokenizer, seed: int):
+        if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+            raise ValueError(f"{self.objective} needs a tokenizer with an eos and a pad token")
+        self.eos_token_id = tokenizer.eos_token_id
+        self.pad_token_id = tokenizer.pad_token_id
+        self.rng = np.random.default_rng(seed)
+
+    def corrupt_block(self, ids: list[int]) -> tuple[list[int], list[int]]:
+        raise NotImplementedError
+
+    def corrupt(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        """(input ids, labels) of one block."""
+        ids = list(ids)
+        if len(ids) < 2:
+            raise ValueError(f"{self.objective} needs blocks of at least 2 tokens, got {len(ids)}")
+        return self.corrupt_block(ids)
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return pad_pairs([self.corrupt(feature["input_ids"]) for feature in features], self.pad_token_id)
+
+
+class SpanCorruptionCollator(DenoisingCollator):
+    """T5's span corruption of packed blocks: `noise_density` of the tokens masked in spans of mean length
+    `mean_noise_span_length`, each span a sentinel in the input and the sentinel followed by the span in the labels.
     """
+
+    objective = "span corruption"
 
     def __init__(self, tokenizer, *, noise_density: float = 0.15, mean_noise_span_length: float = 3.0,
                  num_sentinels: int = 100, seed: int = 0):
@@ -151,24 +180,14 @@ class SpanCorruptionCollator:
             raise ValueError(f"noise_density must be between 0 and 1 (exclusive), got {noise_density}")
         if mean_noise_span_length < 1:
             raise ValueError(f"mean_noise_span_length must be at least 1, got {mean_noise_span_length}")
-        if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
-            raise ValueError("span corruption needs a tokenizer with an eos and a pad token")
+        super().__init__(tokenizer, seed)
         self.noise_density = noise_density
         self.mean_noise_span_length = mean_noise_span_length
         self.sentinel_ids = sentinel_token_ids(tokenizer, num_sentinels)
-        self.eos_token_id = tokenizer.eos_token_id
-        self.pad_token_id = tokenizer.pad_token_id
-        self.rng = np.random.default_rng(seed)
 
-    def corrupt(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
-        ids = list(ids)
-        if len(ids) < 2:
-            raise ValueError(f"span corruption needs blocks of at least 2 tokens, got {len(ids)}")
+    def corrupt_block(self, ids: list[int]) -> tuple[list[int], list[int]]:
         mask = random_spans_noise_mask(len(ids), self.noise_density, self.mean_noise_span_length, self.rng)
         return corrupt_spans(ids, mask, self.sentinel_ids, self.eos_token_id)
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return pad_pairs([self.corrupt(feature["input_ids"]) for feature in features], self.pad_token_id)
 
 
 def pad_pairs(pairs: list[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -207,44 +226,36 @@ def infill(ids: Sequence[int], mask: np.ndarray, mask_token_id: int, eos_token_i
     return [*inputs, eos_token_id], [*ids, eos_token_id]
 
 
-class TextInfillingCollator:
-    """BART's text infilling: padded `input_ids`, `attention_mask` and `labels` (padded with -100) from packed
-    blocks; the labels are the block itself, the input the block with `mask_ratio` of its tokens masked in spans of
-    Poisson(`poisson_lambda`) length, each span one mask token (BART: 30 %, lambda 3). The mask token is the
-    tokenizer's `mask_token` where it has one, else the first sentinel `<extra_id_0>` (which a seq2seq tokenizer of
-    this package has). Spans are drawn afresh each time a block is seen; `seed` makes the draws reproducible.
+class TextInfillingCollator(DenoisingCollator):
+    """BART's text infilling of packed blocks: the labels are the block itself, the input the block with
+    `mask_ratio` of its tokens masked in spans of Poisson(`poisson_lambda`) length, each span one mask token (BART:
+    30 %, lambda 3). The mask token is the tokenizer's `mask_token` where it has one, else the first sentinel
+    `<extra_id_0>` (which a seq2seq tokenizer of this package has).
 
     BART also inserts mask tokens for zero-length spans; here every span masks at least one token, so an input is
     never longer than its block and a block of the decoder's length fits the encoder too.
     """
+
+    objective = "text infilling"
 
     def __init__(self, tokenizer, *, mask_ratio: float = 0.3, poisson_lambda: float = 3.0, seed: int = 0):
         if not 0 < mask_ratio < 1:
             raise ValueError(f"mask_ratio must be between 0 and 1 (exclusive), got {mask_ratio}")
         if poisson_lambda <= 0:
             raise ValueError(f"poisson_lambda must be positive, got {poisson_lambda}")
-        if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
-            raise ValueError("text infilling needs a tokenizer with an eos and a pad token")
+        super().__init__(tokenizer, seed)
         self.mask_ratio = mask_ratio
         self.poisson_lambda = poisson_lambda
         self.mask_token_id = (tokenizer.mask_token_id if tokenizer.mask_token_id is not None
                               else sentinel_token_ids(tokenizer, 1)[0])
-        self.eos_token_id = tokenizer.eos_token_id
-        self.pad_token_id = tokenizer.pad_token_id
-        self.rng = np.random.default_rng(seed)
 
-    def corrupt(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
-        ids = list(ids)
-        if len(ids) < 2:
-            raise ValueError(f"text infilling needs blocks of at least 2 tokens, got {len(ids)}")
+    def corrupt_block(self, ids: list[int]) -> tuple[list[int], list[int]]:
         mask = infilling_mask(len(ids), self.mask_ratio, self.poisson_lambda, self.rng)
         return infill(ids, mask, self.mask_token_id, self.eos_token_id)
 
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return pad_pairs([self.corrupt(feature["input_ids"]) for feature in features], self.pad_token_id)
-
 
 __all__ = [
+    "DenoisingCollator",
     "SpanCorruptionCollator",
     "TextInfillingCollator",
     "add_sentinel_tokens",
