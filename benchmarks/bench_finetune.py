@@ -9,7 +9,8 @@ One run, the same splits for every row:
   on dev only (word 1-2-grams for English, character 1-3-grams for Chinese).
 - ScratchLM: a base pretrained here with `scratchlm-pretrain` for --pretrain_steps on English text that is neither
   SST dev/test nor rt-polarity (SST-2 is drawn from rt-polarity): WikiText-2 valid+test, tinyshakespeare, SciTLDR,
-  Multi30k English, the SQuAD contexts, the instruction data, the SST-2 *training* sentences (unlabelled); and on
+  Multi30k English, the SQuAD contexts of bench_qa.py's train part (so the same base serves `bench_qa.py --base`),
+  the instruction data, the SST-2 *training* sentences (unlabelled); and on
   the training reviews of waimai_10k and ChnSentiCorp (unlabelled). Then per data set: full fine-tuning, LoRA, and
   the same shape from random initialisation (`scratchlm-init`, fine-tuned with the full recipe: "from scratch").
   Test accuracy and macro-F1 (dev accuracy too: choose on dev), wall time, and the base's budget (tokens, minutes).
@@ -17,11 +18,14 @@ One run, the same splits for every row:
 
 Each run is a `scratchlm-finetune` process of its own (--parallel of them at once). The base is cached in
 --workdir (keyed by its settings) and so is every finished run (keyed by its arguments), so recipe variants reuse
-them: `--tasks sst2 --runs full --full_lr 1e-4 --tag lr1e-4`. Results go to benchmarks/results/finetune[-TAG].json
-and a Markdown table is printed. The figures in the README came from (shared 2-core CPU, see --threads):
+them: `--tasks sst2 --runs full --full_lr 1e-4 --tag lr1e-4`; `--base DIR` fine-tunes a base pretrained elsewhere.
+Results go to benchmarks/results/finetune[-TAG].json and a Markdown table is printed. The figures in the README
+came from (quiet 2-core CPU; the base alone took 24 minutes):
 
-    python benchmarks/bench_finetune.py --tasks sst2 waimai chnsenticorp --threads 1 --parallel 6 \
-        --pretrain_steps 150 --epochs 1 --full_lr 1e-3 --lora_lr 5e-3 --pooling last --zh_max_length 128
+    python benchmarks/bench_finetune.py --tasks sst2 waimai chnsenticorp --preset small \
+        --model hidden_size=256,intermediate_size=688,num_hidden_layers=4,num_attention_heads=4,num_key_value_heads=4,max_position_embeddings=512 \
+        --block_size 256 --pretrain_batch 16 --pretrain_steps 2000 --pretrain_lr 1e-3 --epochs 3 --full_lr 1e-3 \
+        --lora_lr 1e-3 --lora_r 8 --lora_alpha 16 --pooling last --zh_max_length 256 --threads 1 --parallel 2
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import hashlib
 import json
 import os
 import random
@@ -41,6 +46,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from classic_baselines import majority_class, tfidf_logistic_regression  # noqa: E402
+
+from scratchlm.training.data.qa import load_squad, split_by_article  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -103,8 +110,9 @@ def english_text() -> list[str]:
     with gzip.open(DATA / "multi30k" / "train.en.gz", "rt", encoding="utf-8") as handle:
         lines = [line.strip() for line in handle if line.strip()]
     documents += [" ".join(lines[i:i + 20]) for i in range(0, len(lines), 20)]
-    squad = json.loads((DATA / "squad-v1.1" / "dev-v1.1.json").read_text(encoding="utf-8"))
-    documents += [p["context"] for article in squad["data"] for p in article["paragraphs"]]
+    # SQuAD contexts of bench_qa.py's train part only, so the same base can be fine-tuned for QA (--base there).
+    squad_train, _ = split_by_article(load_squad(str(DATA / "squad-v1.1" / "dev-v1.1.json")))
+    documents += list(dict.fromkeys(squad_train["context"]))
     for row in json.loads((DATA / "instruction-llms-from-scratch" / "instruction-data.json").read_text()):
         documents.append("\n".join(filter(None, (row["instruction"], row["input"], row["output"]))))
     return documents
@@ -167,9 +175,11 @@ def finetune(name: str, workdir: Path, base: Path, args: list[str]) -> dict:
 
 
 def base_model(workdir: Path, options, data) -> tuple[Path, dict]:
-    """The pretrained base (cached by its settings) and its budget."""
+    """The pretrained base (cached by its settings, or --base) and its budget."""
+    if options.base:
+        return Path(options.base), budget_of(Path(options.base), options.base, options.block_size)
     shape = options.model
-    key = f"{options.preset}-{shape}-v{options.vocab_size}{options.tokenizer and '-tok'}-b{options.pretrain_batch}x{options.block_size}-" \
+    key = f"{options.preset}-{shape}-v{options.vocab_size}{'-tok' if options.tokenizer else ''}-b{options.pretrain_batch}x{options.block_size}-" \
           f"s{options.pretrain_steps}-lr{options.pretrain_lr}"
     base = workdir / "bases" / re.sub(r"[^A-Za-z0-9_.=-]+", "_", key)
     if not (base / "scratchlm_run.json").is_file():
@@ -185,22 +195,28 @@ def base_model(workdir: Path, options, data) -> tuple[Path, dict]:
             "--disable_tqdm", "true", "--logging_steps", "25", "--output_dir", str(base), "--overwrite_output",
             "--data_cache_dir", str(workdir / "cache"),
         ], base.parent / f"{base.name}.log")
+    return base, budget_of(base, key, options.block_size)
+
+
+def budget_of(base: Path, settings: str, block_size: int) -> dict:
+    """What a base cost and reached, from its `scratchlm-pretrain` run record."""
     record = json.loads((base / "scratchlm_run.json").read_text())
     steps, batch = record["global_step"], record["hyperparameters"]["total_train_batch_size"]
-    budget = {
-        "settings": key, "num_parameters": record["num_parameters"], "steps": steps,
-        "tokens_seen": steps * batch * options.block_size, "corpus_train_tokens": record.get("train_tokens"),
+    return {
+        "settings": settings, "num_parameters": record["num_parameters"], "steps": steps,
+        "tokens_seen": steps * batch * block_size,
+        "corpus_train_tokens": record.get("train_tokens"),
         "pretraining_minutes": round(record["training_time_s"] / 60, 1),
         "eval_loss": round(record["metrics"].get("eval_loss", float("nan")), 4),
         "eval_bits_per_byte": round(record["metrics"].get("eval_bits_per_byte", float("nan")), 4),
     }
-    return base, budget
 
 
 def random_init(workdir: Path, tokenizer: Path | str, options) -> Path:
     """A randomly initialised model of the base's shape with the base's tokenizer (`scratchlm-init`, seed 42)."""
+    tokenizer_key = hashlib.sha1(str(Path(tokenizer).resolve()).encode()).hexdigest()[:12]  # names stay short
     scratch = workdir / "bases" / re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"random-init-{options.preset}-{options.model}-"
-                                                                     f"{Path(tokenizer).resolve()}")
+                                                                     f"{tokenizer_key}")
     if not (scratch / "config.json").is_file():
         process = subprocess.run([
             sys.executable, "-c", "from scratchlm.modeling.cli import init_main; init_main()",
@@ -300,6 +316,8 @@ def main() -> None:
     parser.add_argument("--skip_baselines", action="store_true", help="ScratchLM rows only (recipe variants).")
     parser.add_argument("--tag", default="", help="Names this variant's runs and results file.")
     # the base
+    parser.add_argument("--base", default=None, help="A pretrained base to use instead of pretraining one (its "
+                                                     "--block_size as trained, for the tokens-seen figure).")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--model", default="", help="--config_overrides of the base's shape (on --preset).")
     parser.add_argument("--vocab_size", type=int, default=8192)
