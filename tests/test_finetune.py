@@ -250,7 +250,10 @@ def test_classification_lora_adapter_loads_with_peft(lora_classifier, base_dir, 
     output, capture = lora_classifier
     config = json.loads((output / "adapter_config.json").read_text())
     assert Path(config["base_model_name_or_path"]) == base_dir.resolve() and config["r"] == 4
-    assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    # classification adapts the embeddings too (the measured default), beside every attention and MLP projection
+    assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                                             "embed_tokens"}
+    assert any("embed_tokens.lora_embedding_A" in key for key in load_file(output / "adapter_model.safetensors"))
     assert "score" in config["modules_to_save"]
     assert "score" in " ".join(load_file(output / "adapter_model.safetensors"))  # the head is saved with it
     record = json.loads((output / "scratchlm_run.json").read_text())
@@ -352,6 +355,8 @@ def test_sft_lora_with_gradient_checkpointing(base_dir, sft_files, workdir):
     assert math.isfinite(metrics["train_loss"]) and metrics["eval_loss"] < metrics["eval_loss_before"]
     assert record["hyperparameters"]["gradient_checkpointing"] is True
     assert len(record["samples"]) == 2 and all("reference" in s for s in record["samples"])
+    # a causal LM's embeddings are tied to its output layer: not adapted by default (classification's are)
+    assert "embed_tokens" not in record["adapter"]["target_modules"] and "q_proj" in record["adapter"]["target_modules"]
     weights = load_file(output / "adapter_model.safetensors")
     lora_b = [w for name, w in weights.items() if "lora_B" in name]
     assert lora_b and all(w.abs().sum() > 0 for w in lora_b)  # B starts at zero: training changed every adapter

@@ -62,7 +62,7 @@ from .callbacks import LossCurveCallback, use_log_friendly_progress
 from .data import check_max_length, check_tokenizer_fits
 from .generation import SampleArguments, sample_generations
 from .language import run_languages, texts_of_rows
-from .lora import DEFAULT_LORA_TARGETS, adapter_summary, apply_lora, resolvable, save_merged_model
+from .lora import adapter_summary, apply_lora, resolvable, save_merged_model
 from .run import (
     RunDirectory,
     add_samples,
@@ -122,9 +122,10 @@ class FinetuneArguments:
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: float = field(default=16, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: list(DEFAULT_LORA_TARGETS),
-        metadata={"help": "Linear layers that get LoRA adapters (default: all of attention and MLP)."},
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Layers that get LoRA adapters (default: every attention and MLP projection, and for "
+                          "classification the embeddings too)."},
     )
     adapter_name_or_path: str | None = field(
         default=None, metadata={"help": "LoRA: an existing adapter of this base model to continue training."}
@@ -256,6 +257,8 @@ def finetune(model_args: ModelArguments, data_args: FinetuneDataArguments, finet
     check_config_overrides(model_args.config_overrides, base_config, model_args.model_name_or_path)
     if training_args.learning_rate is None:
         training_args.learning_rate = get_task(finetune_args.task).default_learning_rate[finetune_args.method]
+    if finetune_args.lora_target_modules is None:
+        finetune_args.lora_target_modules = list(get_task(finetune_args.task).lora_target_modules)
     if finetune_args.method == "lora" and training_args.activation_checkpointing:
         # Reentrant checkpointing needs inputs that require grad, which frozen embeddings do not give.
         # (transformers 5.24 reads activation_checkpointing*; gradient_checkpointing* are its deprecated aliases.)

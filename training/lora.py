@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,6 @@ from scratchlm.model_cards.run_record import ADAPTER_WEIGHTS_FILE, MERGED_DIR, R
 from .run import save_record
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
 
 def resolvable(name_or_path: str) -> str:
     """A local model directory as an absolute path (usable from any working directory); a Hub id as it is."""
@@ -90,12 +88,13 @@ def _adapter_weight_mismatch(key: str, shape: tuple, model, parameters: dict) ->
 
 
 def check_target_modules(model, targets: list[str]) -> None:
-    linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                     if isinstance(module, torch.nn.Linear)})
-    missing = [target for target in targets if target not in linear]
+    """Every target names a linear or embedding layer of `model` (peft adapts both)."""
+    adaptable = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                        if isinstance(module, (torch.nn.Linear, torch.nn.Embedding))})
+    missing = [target for target in targets if target not in adaptable]
     if missing:
-        raise ValueError(f"--lora_target_modules {', '.join(missing)} not in the model; its linear layers are "
-                         f"{', '.join(linear)}")
+        raise ValueError(f"--lora_target_modules {', '.join(missing)} not in the model; its linear and embedding "
+                         f"layers are {', '.join(adaptable)}")
 
 
 def apply_lora(model, base: str, finetune_args, task_type: str, modules_to_save: list[str] | None):
@@ -133,7 +132,10 @@ def adapter_summary(model) -> dict[str, Any]:
 
 def save_merged_model(model, tokenizer, output_dir: Path, record: RunRecord) -> Path:
     """Merge the LoRA weights into the base (the peft model is used up) and save a standalone model and its card."""
-    merged = model.merge_and_unload()
+    with warnings.catch_warnings():
+        if model.get_output_embeddings() is None:  # a classifier: no output layer shares the adapted embeddings
+            warnings.filterwarnings("ignore", message="Model with `tie_word_embeddings=True`")
+        merged = model.merge_and_unload()
     target = output_dir / MERGED_DIR
     merged.save_pretrained(target)
     tokenizer.save_pretrained(target)

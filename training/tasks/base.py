@@ -20,6 +20,9 @@ class FinetuneTask:
     # (metric key without its eval_/test_ prefix, metric type on the Hub, label on the card)
     result_metrics: ClassVar[tuple[tuple[str, str, str], ...]] = ()
     lora_modules_to_save: ClassVar[list[str] | None] = None  # layers trained in full next to a LoRA adapter
+    # --lora_target_modules when not given: every attention and MLP projection
+    lora_target_modules: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                      "down_proj")
     # --learning_rate when not given, by --method
     default_learning_rate: ClassVar[dict[str, float]] = {"full": 1e-4, "lora": 1e-4}
 
