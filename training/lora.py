@@ -21,6 +21,7 @@ from .run import save_record
 
 logger = logging.getLogger(__name__)
 
+
 def resolvable(name_or_path: str) -> str:
     """A local model directory as an absolute path (usable from any working directory); a Hub id as it is."""
     return str(Path(name_or_path).resolve()) if Path(name_or_path).is_dir() else name_or_path
