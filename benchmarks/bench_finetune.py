@@ -47,6 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from classic_baselines import majority_class, tfidf_logistic_regression  # noqa: E402
 
+from scratchlm.model_cards.run_record import RUN_SETTINGS_FILE  # noqa: E402
 from scratchlm.training.data.qa import load_squad, split_by_article  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +178,7 @@ def finetune(name: str, workdir: Path, base: Path, args: list[str]) -> dict:
 def base_model(workdir: Path, options, data) -> tuple[Path, dict]:
     """The pretrained base (cached by its settings, or --base) and its budget."""
     if options.base:
-        return Path(options.base), budget_of(Path(options.base), options.base, options.block_size)
+        return Path(options.base), budget_of(Path(options.base), options.base)
     shape = options.model
     key = f"{options.preset}-{shape}-v{options.vocab_size}{'-tok' if options.tokenizer else ''}-b{options.pretrain_batch}x{options.block_size}-" \
           f"s{options.pretrain_steps}-lr{options.pretrain_lr}"
@@ -195,13 +196,15 @@ def base_model(workdir: Path, options, data) -> tuple[Path, dict]:
             "--disable_tqdm", "true", "--logging_steps", "25", "--output_dir", str(base), "--overwrite_output",
             "--data_cache_dir", str(workdir / "cache"),
         ], base.parent / f"{base.name}.log")
-    return base, budget_of(base, key, options.block_size)
+    return base, budget_of(base, key)
 
 
-def budget_of(base: Path, settings: str, block_size: int) -> dict:
-    """What a base cost and reached, from its `scratchlm-pretrain` run record."""
+def budget_of(base: Path, settings: str) -> dict:
+    """What a base cost and reached, from its `scratchlm-pretrain` run record and settings."""
     record = json.loads((base / "scratchlm_run.json").read_text())
     steps, batch = record["global_step"], record["hyperparameters"]["total_train_batch_size"]
+    block_size = (json.loads((base / RUN_SETTINGS_FILE).read_text()).get("data.block_size")
+                  or json.loads((base / "config.json").read_text())["max_position_embeddings"])  # its default
     return {
         "settings": settings, "num_parameters": record["num_parameters"], "steps": steps,
         "tokens_seen": steps * batch * block_size,
@@ -316,8 +319,8 @@ def main() -> None:
     parser.add_argument("--skip_baselines", action="store_true", help="ScratchLM rows only (recipe variants).")
     parser.add_argument("--tag", default="", help="Names this variant's runs and results file.")
     # the base
-    parser.add_argument("--base", default=None, help="A pretrained base to use instead of pretraining one (its "
-                                                     "--block_size as trained, for the tokens-seen figure).")
+    parser.add_argument("--base", default=None, help="A base made by scratchlm-pretrain, used instead of "
+                                                     "pretraining one.")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--model", default="", help="--config_overrides of the base's shape (on --preset).")
     parser.add_argument("--vocab_size", type=int, default=8192)
@@ -343,6 +346,8 @@ def main() -> None:
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="Further scratchlm-finetune options for every sentiment run (last on the line).")
     options = parser.parse_args()
+    if options.base and not (Path(options.base) / "scratchlm_run.json").is_file():
+        parser.error(f"--base {options.base} is not a scratchlm-pretrain output directory (no scratchlm_run.json)")
     workdir = Path(options.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -180,20 +180,19 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
         context = model.config.max_position_embeddings
         block_size = data_args.block_size or context
         check_block_size(block_size, model.config)
+        collator = None
         if denoising == "span_corruption":  # raw blocks that corrupt into encoder inputs of exactly block_size
             block_size = raw_block_size(block_size, data_args.noise_density, data_args.mean_noise_span_length)
+            collator = SpanCorruptionCollator(tokenizer, noise_density=data_args.noise_density,
+                                              mean_noise_span_length=data_args.mean_noise_span_length,
+                                              num_sentinels=NUM_SENTINELS, seed=training_args.seed)
         elif denoising == "text_infilling":  # the labels are the block plus eos
             block_size -= 1
+            collator = TextInfillingCollator(tokenizer, mask_ratio=data_args.mask_ratio,
+                                             poisson_lambda=data_args.poisson_lambda, seed=training_args.seed)
         data = build_pretraining_data(data_args, tokenizer, block_size, seed=training_args.seed, documents=documents)
-        if denoising == "span_corruption":
-            data = dataclasses.replace(data, collator=SpanCorruptionCollator(
-                tokenizer, noise_density=data_args.noise_density,
-                mean_noise_span_length=data_args.mean_noise_span_length, num_sentinels=NUM_SENTINELS,
-                seed=training_args.seed))
-        elif denoising == "text_infilling":
-            data = dataclasses.replace(data, collator=TextInfillingCollator(
-                tokenizer, mask_ratio=data_args.mask_ratio, poisson_lambda=data_args.poisson_lambda,
-                seed=training_args.seed))
+        if collator is not None:
+            data = dataclasses.replace(data, collator=collator)
         prompts = [] if seq2seq else text_prompts(sample_args, data.validation, tokenizer, context)
     resume_from = (
         last_complete_checkpoint(output_dir) if training_args.resume and not training_args.overwrite_output else None
@@ -261,8 +260,8 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
     for sample in record.samples:
         print(f"\n--- sample ---\n{sample['prompt']}{sample['completion']}")
     if seq2seq:
-        print(f"\nvalidation: {DENOISING_NAMES[denoising].lower()} loss {metrics['eval_loss']:.4f}\nmodel, tokenizer, loss curve and card "
-              f"in {output_dir}; fine-tune it with scratchlm-finetune --task seq2seq")
+        print(f"\nvalidation: {DENOISING_NAMES[denoising].lower()} loss {metrics['eval_loss']:.4f}\nmodel, tokenizer, "
+              f"loss curve and card in {output_dir}; fine-tune it with scratchlm-finetune --task seq2seq")
         return record
     print(f"\nvalidation: loss {metrics['eval_loss']:.4f}, perplexity {metrics['eval_perplexity']:.2f}"
           + (f", bits per byte {metrics['eval_bits_per_byte']:.4f}" if "eval_bits_per_byte" in metrics else "")
