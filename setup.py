@@ -54,6 +54,7 @@ setup(
             "scratchlm-export=scratchlm.inference.export:main",
             "scratchlm-generate=scratchlm.inference.generate:main",
             "scratchlm-qa=scratchlm.inference.qa:main",
+            "scratchlm-cloze=scratchlm.training.data.cloze:main",
         ]
     },
 )

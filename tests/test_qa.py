@@ -24,6 +24,8 @@ from scratchlm.inference.qa import answer_question, predict_answers, window_sett
 from scratchlm.inference.qa import main as qa_main
 from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
 from scratchlm.tokenization import train_tokenizer
+from scratchlm.training.data.cloze import cloze_questions
+from scratchlm.training.data.cloze import main as cloze_main
 from scratchlm.training.data.qa import (
     NO_ANSWER_INDEX,
     QAReport,
@@ -121,6 +123,45 @@ def test_split_by_article_shares_no_context(squad):
     titles = list(dict.fromkeys(squad["title"]))
     assert len(train) + len(test) == len(squad) == 10570
     assert set(test["title"]) == set(titles[-10:]) and not set(train["context"]) & set(test["context"])
+
+
+def test_cloze_questions_are_valid_squad_rows_with_the_answer_blanked(squad, tokenizer):
+    paragraphs = list(dict.fromkeys(zip(squad["title"][:300], squad["context"][:300])))
+    rows = cloze_questions(paragraphs, per_paragraph=3, seed=1)
+    assert len(paragraphs) < len(rows) <= 3 * len(paragraphs)
+    assert rows == cloze_questions(paragraphs, per_paragraph=3, seed=1)  # reproducible
+    checked, report = check_answers(load_squad(Dataset.from_list(rows)), "train")
+    assert len(checked) == len(rows) and report.bad_answers == 0  # every answer is at its answer_start
+    assert all(row["question"].endswith("?") for row in rows)
+    assert not {"The", "In", "A"} & {row["answers"]["text"][0] for row in rows}
+    features = build_features(checked, tokenizer, max_length=128, stride=32, report=report)
+    assert report.answers_in_no_window == 0 and len(features) >= len(rows)
+    # Without word dropping, the question is the answer's neighbourhood in its sentence with a wh-word in its
+    # place: putting the answer back gives a piece of the context.
+    verbatim = cloze_questions(paragraphs, per_paragraph=3, drop_rate=0.0, seed=1)
+    def squeezed(text: str) -> str:  # the question re-spaces punctuation next to the blank: "( what )"
+        return "".join(text.split()).lower()
+
+    restored = sum(any(squeezed(row["question"][:-1].replace(wh, row["answers"]["text"][0], 1))
+                       in squeezed(row["context"]) for wh in ("how many", "when", "what")) for row in verbatim)
+    assert restored >= 0.95 * len(verbatim)
+
+
+def test_cloze_command_writes_squad_rows_and_names_text_without_answers(published, tmp_path, capsys):
+    output = tmp_path / "cloze" / "cloze.jsonl"
+    cloze_main(["--train_files", str(published), "--output_file", str(output), "--per_paragraph", "1"])
+    rows, report = check_answers(load_squad(str(output)), "train")
+    assert len(rows) == 2 and report.bad_answers == 0  # one per paragraph, each answer where it says
+    assert {row["context"] for row in rows} == {CONTEXT, "Santa Clara is a city in California."}
+    assert "2 cloze questions from 2 paragraphs" in capsys.readouterr().out
+
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"id": "p", "title": "t", "context": "all of it in lower case, no numbers.",
+                                 "question": "what?", "answers": {"text": ["all"], "answer_start": [0]}}) + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        cloze_main(["--train_files", str(plain), "--output_file", str(tmp_path / "none.jsonl")])
+    assert exit_info.value.code == 2 and not (tmp_path / "none.jsonl").exists()
+    assert "no cloze question could be made from the 1 paragraph(s)" in capsys.readouterr().err
 
 
 def test_span_mapping_round_trip_and_windows_keep_answers(squad, tokenizer):

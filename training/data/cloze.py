@@ -1,0 +1,125 @@
+"""Cloze questions: SQuAD-format practice questions made from unlabelled paragraphs.
+
+A small model fine-tuned on a few thousand real questions has not learnt the first skill extractive QA needs: find
+the sentence that shares the question's words and read the answer off it. Cloze questions teach that skill from
+raw text (after Lewis et al. 2019, "Unsupervised Question Answering by Cloze Translation", with their
+wh-word mapping): in a sentence of the paragraph, an answer-like span (a number, a year, a run of capitalised
+words) is replaced by a wh-word, the words around it become the question, and the span is the answer, at its
+place in the paragraph. Words of the question are dropped at random (`drop_rate`), so that it is not a verbatim
+copy of the text. Fine-tuning on these first, then on the real questions, is the intermediate-task recipe.
+
+The rows are the flat SQuAD layout that `load_squad` reads (`id`, `title`, `context`, `question`, `answers`).
+`scratchlm-cloze` writes them as jsonl from the paragraphs of SQuAD-format files; the README's question answering
+section shows the two fine-tuning runs that use them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scratchlm.cli import command, parse_args
+
+from .qa import load_squad
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+WORD = re.compile(r"\S+")
+NUMBER = re.compile(r"\b\d[\d,.]*\d\b|\b\d\b")
+YEAR = re.compile(r"^(1[0-9]|20)\d\d$")
+# a run of capitalised words, "of"/"the"/"de" allowed inside ("University of Chicago")
+NAME = re.compile(r"\b[A-Z][\w'-]*(?:\s+(?:(?:of|the|de|and)\s+)*[A-Z][\w'-]*)*")
+CAPITALISED_FUNCTION_WORDS = frozenset("A An And As At But By For From He Her His I In It Its Of On She That The Their "
+                                       "They This To We With".split())
+
+
+def _answer_candidates(sentence: str) -> list[tuple[int, int, str]]:
+    """(start, end, wh-word) of the answer-like spans in one sentence; a name opening the sentence is left out."""
+    candidates = []
+    for match in NUMBER.finditer(sentence):
+        wh = "when" if YEAR.match(match.group()) else "how many"
+        candidates.append((match.start(), match.end(), wh))
+    for match in NAME.finditer(sentence):
+        if match.start() > 0 and match.group() not in CAPITALISED_FUNCTION_WORDS:
+            candidates.append((match.start(), match.end(), "what"))
+    return candidates
+
+
+def _question(sentence: str, start: int, end: int, wh: str, rng: random.Random, *, words_around: int,
+              drop_rate: float) -> str:
+    before = WORD.findall(sentence[:start])[-words_around:]
+    after = WORD.findall(sentence[end:])[:words_around]
+    before = [word for word in before if rng.random() >= drop_rate]
+    after = [word for word in after if rng.random() >= drop_rate]
+    text = " ".join([*before, wh, *after]).rstrip(".,;:!?")
+    return text[0].upper() + text[1:] + "?"
+
+
+def cloze_questions(paragraphs: Iterable[tuple[str, str]], *, per_paragraph: int = 8, per_sentence: int = 2,
+                    words_around: int = 7, drop_rate: float = 0.1, seed: int = 0) -> list[dict]:
+    """Up to `per_paragraph` cloze questions for each `(title, paragraph)`, at most `per_sentence` from one sentence
+    (different spans), in the SQuAD layout."""
+    rng = random.Random(seed)
+    rows = []
+    for title, context in paragraphs:
+        offset, sentences = 0, []
+        for sentence in SENTENCE_END.split(context):
+            offset = context.index(sentence, offset)
+            sentences.append((offset, sentence))
+            offset += len(sentence)
+        rng.shuffle(sentences)
+        made = 0
+        for sentence_start, sentence in sentences:
+            candidates = _answer_candidates(sentence)
+            for start, end, wh in rng.sample(candidates, min(per_sentence, len(candidates))):
+                question = _question(sentence, start, end, wh, rng, words_around=words_around, drop_rate=drop_rate)
+                if made == per_paragraph or len(WORD.findall(question)) < 4:
+                    continue
+                rows.append({"id": f"cloze-{len(rows)}", "title": title, "context": context, "question": question,
+                             "answers": {"text": [sentence[start:end]], "answer_start": [sentence_start + start]}})
+                made += 1
+    return rows
+
+
+@dataclass
+class ClozeArguments:
+    train_files: list[str] = field(metadata={"help": "SQuAD-format data whose paragraphs become cloze questions: "
+                                                     "json as published, jsonl rows or a `datasets` id."})
+    output_file: str = field(metadata={"help": "The jsonl file written (flat SQuAD rows)."})
+    per_paragraph: int = field(default=16, metadata={"help": "Cloze questions per paragraph at most."})
+    per_sentence: int = field(default=2, metadata={"help": "Cloze questions per sentence at most."})
+    drop_rate: float = field(default=0.1, metadata={"help": "Chance that a word of the question is dropped."})
+    seed: int = field(default=0)
+
+    def __post_init__(self):
+        for name in ("per_paragraph", "per_sentence"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.drop_rate < 1:
+            raise ValueError(f"--drop_rate must be in [0, 1), got {self.drop_rate}")
+
+
+@command("scratchlm-cloze")
+def main(argv=None) -> None:
+    (args,) = parse_args([ClozeArguments], argv, description="Cloze questions (SQuAD jsonl) from SQuAD paragraphs.")
+    paragraphs: dict[tuple[str, str], None] = {}
+    for source in args.train_files:
+        data = load_squad(source)
+        paragraphs.update(dict.fromkeys(zip(data["title"], data["context"])))
+    rows = cloze_questions(paragraphs, per_paragraph=args.per_paragraph, per_sentence=args.per_sentence,
+                           drop_rate=args.drop_rate, seed=args.seed)
+    if not rows:
+        raise ValueError(f"no cloze question could be made from the {len(paragraphs)} paragraph(s) of "
+                         f"{', '.join(args.train_files)}: they hold no number or capitalised name past a sentence's "
+                         "first word")
+    output = Path(args.output_file)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    print(f"{len(rows):,} cloze questions from {len(paragraphs):,} paragraphs written to {output}")
+
+
+if __name__ == "__main__":
+    main()
