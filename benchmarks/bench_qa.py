@@ -17,11 +17,15 @@ candidates are parse-tree constituents; there is no parser here, so every short 
 ScratchLM: a base pretrained by `scratchlm-pretrain` within the run on the train part's contexts plus
 WikiText-2 valid+test (no test-part text), or the directory given with --base; then `scratchlm-finetune --task qa`
 on the train part (full fine-tuning, no validation split), which scores the test part itself (the same windows and
-n-best span decoding as `answer_question`).
+n-best span decoding as `answer_question`). With --cloze_per_paragraph N, an intermediate task comes first: the
+base is fine-tuned for --cloze_epochs on up to N cloze questions per train-part paragraph
+(`scratchlm.training.data.cloze`: an answer-like span of a sentence blanked with a wh-word), scored on the test part
+too, and the result is fine-tuned on the real questions.
 
     python benchmarks/bench_qa.py                                    # baseline + pretrain + fine-tune
     python benchmarks/bench_qa.py --skip_model                       # the baseline only
     python benchmarks/bench_qa.py --base lm/ --epochs 2              # fine-tune an existing base
+    python benchmarks/bench_qa.py --base lm/ --cloze_per_paragraph 8 # cloze questions first, then the real ones
     python benchmarks/bench_qa.py --pretrain_steps 50 --train_questions 400 --epochs 1   # a smoke run
 
 Results go to benchmarks/results/qa.json. Reference (SQuAD paper, Rajpurkar et al. 2016, full dev set): sliding
@@ -159,6 +163,20 @@ def write_jsonl(path: Path, examples) -> str:
     return str(path)
 
 
+def finetune_qa(model: Path, train_file: str, test_file: str, output: Path, epochs: float, args) -> Path:
+    """`scratchlm-finetune --task qa` of `model` on `train_file` (full, no validation split), scored on `test_file`."""
+    command = [sys.executable, "-m", "scratchlm.training.finetune", "--task", "qa", "--model_name_or_path", str(model),
+               "--train_files", train_file, "--test_files", test_file, "--validation_split_fraction", "0",
+               "--eval_strategy", "no", "--save_strategy", "no", "--evaluate_before_training", "false",
+               "--max_length", str(args.max_length), "--num_train_epochs", str(epochs),
+               "--learning_rate", str(args.learning_rate), "--per_device_train_batch_size", str(args.batch_size),
+               "--lr_scheduler_type", "linear", "--warmup_steps", "0.05", "--seed", str(args.seed),
+               *(["--config_overrides", args.config_overrides] if args.config_overrides else []),
+               "--report_to", "none", "--overwrite_output", "--output_dir", str(output)]
+    subprocess.run(command, check=True)
+    return output
+
+
 def run_scratchlm(train, test, args) -> dict:
     """Pretrain (unless --base), then `scratchlm-finetune --task qa` on the train part, scored on the test part."""
     workdir = Path(args.workdir)
@@ -173,23 +191,29 @@ def run_scratchlm(train, test, args) -> dict:
                                train_tokens=base_record.get("train_tokens"), metrics=base_record.get("metrics", {}))
     else:
         base, pretraining = pretrain_base(train, workdir, args.pretrain_steps, args.vocab_size)
-    output = workdir / "qa"
-    command = [sys.executable, "-m", "scratchlm.training.finetune", "--task", "qa", "--model_name_or_path", str(base),
-               "--train_files", write_jsonl(workdir / "train.jsonl", train),
-               "--test_files", write_jsonl(workdir / "test.jsonl", test), "--validation_split_fraction", "0",
-               "--eval_strategy", "no", "--save_strategy", "no", "--evaluate_before_training", "false",
-               "--max_length", str(args.max_length), "--num_train_epochs", str(args.epochs),
-               "--learning_rate", str(args.learning_rate), "--per_device_train_batch_size", str(args.batch_size),
-               "--lr_scheduler_type", "linear", "--warmup_steps", "0.05", "--seed", str(args.seed),
-               *(["--config_overrides", args.config_overrides] if args.config_overrides else []),
-               "--report_to", "none", "--overwrite_output", "--output_dir", str(output)]
+    test_file = write_jsonl(workdir / "test.jsonl", test)
+    cloze = {}
+    if args.cloze_per_paragraph:  # the intermediate task: cloze questions from the train part's paragraphs first
+        from scratchlm.training.data.cloze import cloze_questions
+
+        paragraphs = list(dict.fromkeys(zip(train["title"], train["context"])))
+        rows = cloze_questions(paragraphs, per_paragraph=args.cloze_per_paragraph, seed=args.seed)
+        started = time.perf_counter()
+        base = finetune_qa(base, write_jsonl(workdir / "cloze.jsonl", rows), test_file, workdir / "qa-cloze",
+                           args.cloze_epochs, args)
+        metrics = json.loads((base / "scratchlm_run.json").read_text())["metrics"]
+        cloze = {"questions": len(rows), "epochs": args.cloze_epochs, "wall_s": round(time.perf_counter() - started, 1),
+                 "examples": [row["question"] + " -> " + row["answers"]["text"][0] for row in rows[:5]],
+                 "test_before_squad": {"exact_match": metrics["test_exact_match"], "f1": metrics["test_f1"]}}
+        print(f"[cloze] {json.dumps(cloze)}", flush=True)
     started = time.perf_counter()
-    subprocess.run(command, check=True)
+    output = finetune_qa(base, write_jsonl(workdir / "train.jsonl", train), test_file, workdir / "qa", args.epochs,
+                         args)
     wall = time.perf_counter() - started
     record = json.loads((output / "scratchlm_run.json").read_text())
     metrics = record["metrics"]
     return {"test": {"exact_match": metrics["test_exact_match"], "f1": metrics["test_f1"]},
-            "pretraining": pretraining, "train_questions": len(train), "finetune_wall_s": round(wall, 1),
+            "pretraining": pretraining, "cloze": cloze, "train_questions": len(train), "finetune_wall_s": round(wall, 1),
             "training_time_s": record.get("training_time_s"), "train_loss": metrics.get("train_loss"),
             "qa_settings": record.get("qa"), "data_report": record.get("data_report"), "output_dir": str(output)}
 
@@ -223,6 +247,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--max_length", type=int, default=384)
     parser.add_argument("--config_overrides", default=None,
                         help="Config fields changed for fine-tuning, e.g. hidden_dropout=0.1,attention_dropout=0.1.")
+    parser.add_argument("--cloze_per_paragraph", type=int, default=0,
+                        help="Fine-tune on this many cloze questions per train-part paragraph first (0: not).")
+    parser.add_argument("--cloze_epochs", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="/tmp/scratchlm-bench-qa")
     parser.add_argument("--output", default=str(RESULTS), help="Where the JSON results go.")
