@@ -26,6 +26,9 @@ came from (quiet 2-core CPU; the base alone took 24 minutes):
         --model hidden_size=256,intermediate_size=688,num_hidden_layers=4,num_attention_heads=4,num_key_value_heads=4,max_position_embeddings=512 \
         --block_size 256 --pretrain_batch 16 --pretrain_steps 2000 --pretrain_lr 1e-3 --epochs 3 --full_lr 1e-3 \
         --lora_lr 1e-3 --lora_r 8 --lora_alpha 16 --pooling last --zh_max_length 256 --threads 1 --parallel 2
+
+The default --zh_max_length is now 512 (the base's context): 8 % of the ChnSentiCorp reviews are longer than 256
+tokens, and full fine-tuning measured 87.6 % test accuracy at 512 against 86.1 % at 256 (`--tag zh512`).
 """
 
 from __future__ import annotations
@@ -340,7 +343,7 @@ def main() -> None:
     parser.add_argument("--pooling", choices=("last", "mean"), default=None,
                         help="--classifier_pooling of every run (default: scratchlm-finetune's).")
     parser.add_argument("--max_length", type=int, default=128)
-    parser.add_argument("--zh_max_length", type=int, default=256)
+    parser.add_argument("--zh_max_length", type=int, default=512)
     parser.add_argument("--zh_train_rows", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
