@@ -139,6 +139,7 @@ def test_cloze_questions_are_valid_squad_rows_with_the_answer_blanked(squad, tok
     # Without word dropping, the question is the answer's neighbourhood in its sentence with a wh-word in its
     # place: putting the answer back gives a piece of the context.
     verbatim = cloze_questions(paragraphs, per_paragraph=3, drop_rate=0.0, seed=1)
+
     def squeezed(text: str) -> str:  # the question re-spaces punctuation next to the blank: "( what )"
         return "".join(text.split()).lower()
 
