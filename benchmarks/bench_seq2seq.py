@@ -29,7 +29,7 @@ import argparse
 import json
 import logging
 import math
-import re
+import sys
 import time
 from pathlib import Path
 
@@ -44,13 +44,15 @@ from transformers import (
     TrainingArguments,
 )
 
-from scratchlm.modeling import init_seq2seq_model
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpora import wikitext_paragraphs  # noqa: E402
+
+from scratchlm.modeling import init_seq2seq_model  # noqa: E402
 from scratchlm.training.data.denoising import SpanCorruptionCollator, TextInfillingCollator
 from scratchlm.training.data.seq2seq import (
     build_seq2seq_data,
     encode_with_eos,
     load_pairs,
-    read_lines,
     train_joint_tokenizer,
 )
 from scratchlm.training.data.tables import load_table
@@ -196,18 +198,6 @@ def run_translation(args, direction: str, tokenizer, workdir: Path) -> dict:
 
 def lead_1(abstract_sentences: list[str]) -> str:
     return next((s.strip() for s in abstract_sentences if s and s.strip()), "")
-
-
-def wikitext_paragraphs() -> list[str]:
-    """WikiText-2 valid+test as paragraphs (headings dropped), its tokenization spaces (" @-@ ", " , ") undone."""
-    paragraphs = []
-    for name in ("valid.txt", "test.txt"):
-        for line in read_lines(DATA / "wikitext-2-partial" / name):
-            line = line.strip()
-            if line and not line.startswith("="):
-                line = re.sub(r" @(.)@ ", r"\1", line)
-                paragraphs.append(re.sub(r" ([.,;:!?)'])|([(]) ", r"\1\2", line))
-    return paragraphs
 
 
 def pack_blocks(texts: list[str], tokenizer, block_size: int) -> Dataset:
