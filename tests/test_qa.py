@@ -8,6 +8,7 @@ model stand in for real ones.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from pathlib import Path
@@ -163,6 +164,29 @@ def test_cloze_command_writes_squad_rows_and_names_text_without_answers(publishe
         cloze_main(["--train_files", str(plain), "--output_file", str(tmp_path / "none.jsonl")])
     assert exit_info.value.code == 2 and not (tmp_path / "none.jsonl").exists()
     assert "no cloze question could be made from the 1 paragraph(s)" in capsys.readouterr().err
+
+
+def test_cloze_command_reads_plain_text_paragraphs(tmp_path, capsys):
+    first = "The Rhine flows\nthrough Basel. In 1815 the Congress of Vienna fixed its course."
+    second = "It is 1,230 kilometres long and reaches the North Sea at Rotterdam."
+    (tmp_path / "notes.txt").write_text(f"{first}\n\n  \n{second}\n", encoding="utf-8")
+    with gzip.open(tmp_path / "more.txt.gz", "wt", encoding="utf-8") as handle:
+        handle.write("Santa Clara is a city in California.\n")
+    output = tmp_path / "cloze.jsonl"
+    cloze_main(["--text_files", str(tmp_path / "notes.txt"), str(tmp_path / "more.txt.gz"),
+                "--output_file", str(output), "--per_paragraph", "2"])
+    rows, report = check_answers(load_squad(str(output)), "train")
+    assert report.bad_answers == 0 and len(rows) == 5  # 2 + 2 + 1: each answer sits at its answer_start
+    assert {row["context"] for row in rows} == {" ".join(first.split()), second, "Santa Clara is a city in California."}
+    assert {row["title"] for row in rows} == {"notes.txt", "more.txt.gz"}
+    assert "5 cloze questions from 3 paragraphs" in capsys.readouterr().out
+
+    for argv, message in ((["--text_files", str(tmp_path / "nope.txt")], "text file not found: "),
+                          ([], "nothing to make cloze questions from: give --train_files and/or --text_files")):
+        with pytest.raises(SystemExit) as exit_info:
+            cloze_main([*argv, "--output_file", str(tmp_path / "none.jsonl")])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "none.jsonl").exists()
 
 
 def test_span_mapping_round_trip_and_windows_keep_answers(squad, tokenizer):

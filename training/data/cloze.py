@@ -9,12 +9,13 @@ place in the paragraph. Words of the question are dropped at random (`drop_rate`
 copy of the text. Fine-tuning on these first, then on the real questions, is the intermediate-task recipe.
 
 The rows are the flat SQuAD layout that `load_squad` reads (`id`, `title`, `context`, `question`, `answers`).
-`scratchlm-cloze` writes them as jsonl from the paragraphs of SQuAD-format files; the README's question answering
-section shows the two fine-tuning runs that use them.
+`scratchlm-cloze` writes them as jsonl from the paragraphs of SQuAD-format files and of plain text; the README's
+question answering section shows the two fine-tuning runs that use them.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import re
@@ -26,6 +27,7 @@ from scratchlm.cli import command, parse_args
 
 from .qa import load_squad
 
+BLANK_LINES = re.compile(r"\n\s*\n")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 WORD = re.compile(r"\S+")
 NUMBER = re.compile(r"\b\d[\d,.]*\d\b|\b\d\b")
@@ -84,17 +86,33 @@ def cloze_questions(paragraphs: Iterable[tuple[str, str]], *, per_paragraph: int
     return rows
 
 
+def text_paragraphs(path: str | Path) -> list[tuple[str, str]]:
+    """(file name, paragraph) for every paragraph of a UTF-8 text file (.gz too); blank lines end paragraphs and
+    line breaks inside one become spaces."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"text file not found: {str(path)!r}")
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as handle:
+        text = handle.read()
+    return [(path.name, " ".join(block.split())) for block in BLANK_LINES.split(text) if block.strip()]
+
+
 @dataclass
 class ClozeArguments:
-    train_files: list[str] = field(metadata={"help": "SQuAD-format data whose paragraphs become cloze questions: "
-                                                     "json as published, jsonl rows or a `datasets` id."})
     output_file: str = field(metadata={"help": "The jsonl file written (flat SQuAD rows)."})
+    train_files: list[str] = field(default_factory=list, metadata={
+        "help": "SQuAD-format data whose paragraphs become cloze questions: json as published, jsonl rows or a "
+                "`datasets` id."})
+    text_files: list[str] = field(default_factory=list, metadata={
+        "help": "Plain text (.txt, .gz too) whose paragraphs, separated by blank lines, become cloze questions."})
     per_paragraph: int = field(default=16, metadata={"help": "Cloze questions per paragraph at most."})
     per_sentence: int = field(default=2, metadata={"help": "Cloze questions per sentence at most."})
     drop_rate: float = field(default=0.1, metadata={"help": "Chance that a word of the question is dropped."})
     seed: int = field(default=0)
 
     def __post_init__(self):
+        if not self.train_files and not self.text_files:
+            raise ValueError("nothing to make cloze questions from: give --train_files and/or --text_files")
         for name in ("per_paragraph", "per_sentence"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -104,16 +122,19 @@ class ClozeArguments:
 
 @command("scratchlm-cloze")
 def main(argv=None) -> None:
-    (args,) = parse_args([ClozeArguments], argv, description="Cloze questions (SQuAD jsonl) from SQuAD paragraphs.")
+    (args,) = parse_args([ClozeArguments], argv,
+                         description="Cloze questions (SQuAD jsonl) from SQuAD paragraphs or plain text.")
     paragraphs: dict[tuple[str, str], None] = {}
     for source in args.train_files:
         data = load_squad(source)
         paragraphs.update(dict.fromkeys(zip(data["title"], data["context"])))
+    for source in args.text_files:
+        paragraphs.update(dict.fromkeys(text_paragraphs(source)))
     rows = cloze_questions(paragraphs, per_paragraph=args.per_paragraph, per_sentence=args.per_sentence,
                            drop_rate=args.drop_rate, seed=args.seed)
     if not rows:
         raise ValueError(f"no cloze question could be made from the {len(paragraphs)} paragraph(s) of "
-                         f"{', '.join(args.train_files)}: they hold no number or capitalised name past a sentence's "
+                         f"{', '.join(args.train_files + args.text_files)}: they hold no number or capitalised name past a sentence's "
                          "first word")
     output = Path(args.output_file)
     output.parent.mkdir(parents=True, exist_ok=True)
