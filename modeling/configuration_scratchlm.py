@@ -62,6 +62,9 @@ class ScratchLMConfig(PreTrainedConfig):
         use_cache: return a KV cache from forward (generation).
         classifier_pooling: what `ScratchLMForSequenceClassification` classifies: the hidden state of the last
             real token ("last") or the mean over the real tokens ("mean").
+        use_bidirectional_attention: every token attends to every real token, after it as well as before it (as
+            in Gemma 3's), for the encoder heads (sequence and token classification, question answering) of a
+            base pretrained causally; a causal language model cannot use it.
 
     Example:
     ```python
@@ -108,6 +111,7 @@ class ScratchLMConfig(PreTrainedConfig):
     mlp_bias: bool = False
     use_cache: bool = True
     classifier_pooling: str = "last"
+    use_bidirectional_attention: bool = False
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None

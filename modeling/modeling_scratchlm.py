@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.masking_utils import create_causal_mask
+from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
@@ -130,7 +130,7 @@ class ScratchLMAttention(nn.Module):
         self.num_key_value_groups = self.num_heads // self.num_key_value_heads
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = config.attention_dropout
-        self.is_causal = True
+        self.is_causal = not config.use_bidirectional_attention
 
         bias = config.attention_bias
         self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
@@ -355,7 +355,10 @@ class ScratchLMModel(ScratchLMPreTrainedModel):
 
         if attention_mask is not None and attention_mask.dim() == 2 and not has_padding:
             attention_mask = None  # all ones: the causal pattern alone, which SDPA runs without a mask tensor
-        if seq_len == 1 and attention_mask is None:
+        if self.config.use_bidirectional_attention:  # padding masked out, nothing else (None: no padding)
+            causal_mask = create_bidirectional_mask(config=self.config, inputs_embeds=inputs_embeds,
+                                                    attention_mask=attention_mask, cache=cache)
+        elif seq_len == 1 and attention_mask is None:
             causal_mask = None  # one query attends to every cached key: nothing to mask while decoding
         else:
             causal_mask = create_causal_mask(
@@ -401,6 +404,9 @@ class ScratchLMForCausalLM(ScratchLMPreTrainedModel, GenerationMixin):
     _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
     def __init__(self, config: ScratchLMConfig):
+        if config.use_bidirectional_attention:
+            raise ValueError("use_bidirectional_attention is for the encoder heads (classification, question "
+                             "answering): a causal language model would see the tokens it predicts")
         super().__init__(config)
         self.model = ScratchLMModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)

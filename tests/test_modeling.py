@@ -295,6 +295,28 @@ def test_sequence_classification_pools_the_last_real_token_with_either_padding()
     assert torch.allclose(alone, right, atol=1e-5) and torch.allclose(alone, left, atol=1e-5)
 
 
+def test_bidirectional_attention_sees_later_tokens_and_ignores_padding(tmp_path):
+    ids = random_ids(batch=1, length=8)
+    changed = ids.clone()
+    changed[0, -1] = 3 if ids[0, -1] != 3 else 4
+    for implementation in ("eager", "sdpa"):
+        causal = tiny_model(ScratchLMForQuestionAnswering, attn_implementation=implementation)
+        both_ways = tiny_model(ScratchLMForQuestionAnswering, attn_implementation=implementation,
+                               use_bidirectional_attention=True)
+        with torch.no_grad():
+            assert torch.equal(causal(ids).start_logits[:, :-1], causal(changed).start_logits[:, :-1])
+            early, late = both_ways(ids).start_logits, both_ways(changed).start_logits
+            assert (early[:, :-1] - late[:, :-1]).abs().max() > 1e-4  # the first tokens see the last one
+            padded = both_ways(torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], 1),
+                               attention_mask=torch.tensor([[1] * 8 + [0] * 3])).start_logits
+        assert torch.allclose(padded[:, :8], early, atol=1e-5)  # padding is not attended to
+    both_ways.save_pretrained(tmp_path)
+    reloaded = AutoConfig.from_pretrained(tmp_path)
+    assert reloaded.use_bidirectional_attention and not tiny_config().use_bidirectional_attention
+    with pytest.raises(ValueError, match="use_bidirectional_attention is for the encoder heads"):
+        ScratchLMForCausalLM(tiny_config(use_bidirectional_attention=True))
+
+
 # --- configuration ------------------------------------------------------------------------------------------
 
 

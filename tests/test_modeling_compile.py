@@ -11,7 +11,7 @@ import torch
 from torch._dynamo.testing import CompileCounter
 from transformers import CompileConfig
 
-from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
+from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM, ScratchLMForQuestionAnswering
 
 TINY = dict(
     vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
@@ -19,10 +19,14 @@ TINY = dict(
 )
 
 
-def test_fullgraph_forward_and_the_input_errors_outside_it():
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_fullgraph_forward_and_the_input_errors_outside_it(bidirectional):
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = ScratchLMForCausalLM(ScratchLMConfig(**TINY)).eval()
+    if bidirectional:  # the encoder heads' attention compiles too
+        model = ScratchLMForQuestionAnswering(ScratchLMConfig(**TINY, use_bidirectional_attention=True)).eval()
+    else:
+        model = ScratchLMForCausalLM(ScratchLMConfig(**TINY)).eval()
     ids = torch.randint(3, 256, (2, 12), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     mask[0, :3] = 0
@@ -30,8 +34,10 @@ def test_fullgraph_forward_and_the_input_errors_outside_it():
     compiled = torch.compile(model, backend=counter, fullgraph=True)
     with torch.no_grad():
         for attention_mask in (None, mask):
-            expected = model(ids, attention_mask=attention_mask).logits
-            assert torch.allclose(compiled(ids, attention_mask=attention_mask).logits, expected, atol=1e-6)
+            expected = model(ids, attention_mask=attention_mask)
+            output = compiled(ids, attention_mask=attention_mask)
+            name = "end_logits" if bidirectional else "logits"
+            assert torch.allclose(output[name], expected[name], atol=1e-6)
     assert counter.frame_count >= 1 and counter.op_count > 0
     # Eagerly the clear errors still fire, before any work.
     with pytest.raises(ValueError, match="token id 256, outside the vocabulary"):
