@@ -20,7 +20,8 @@ on the train part (full fine-tuning, no validation split), which scores the test
 n-best span decoding as `answer_question`). An intermediate task comes first (--cloze_per_paragraph 0: not): the
 base is fine-tuned for --cloze_epochs on up to --cloze_per_paragraph (16) cloze questions per train-part paragraph
 (`scratchlm.training.data.cloze`: an answer-like span of a sentence blanked with a wh-word), scored on the test part
-too, and the result is fine-tuned on the real questions.
+too, and the result is fine-tuned on the real questions. --cloze_wikitext adds cloze questions from the paragraphs of
+WikiText-2 valid+test (its spaced punctuation undone; a question or answer holding `<unk>` dropped).
 
     python benchmarks/bench_qa.py                                    # baseline + pretrain + fine-tune
     python benchmarks/bench_qa.py --skip_model                       # the baseline only
@@ -47,6 +48,9 @@ from itertools import product
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpora import wikitext_paragraphs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -199,11 +203,16 @@ def run_scratchlm(train, test, args) -> dict:
 
         paragraphs = list(dict.fromkeys(zip(train["title"], train["context"])))
         rows = cloze_questions(paragraphs, per_paragraph=args.cloze_per_paragraph, seed=args.seed)
+        if args.cloze_wikitext:  # more paragraphs of Wikipedia; a question or answer holding `<unk>` is dropped
+            wiki = cloze_questions([("WikiText-2", text) for text in wikitext_paragraphs()],
+                                   per_paragraph=args.cloze_per_paragraph, seed=args.seed)
+            wiki = [row for row in wiki if "<unk>" not in row["question"] + row["answers"]["text"][0]]
+            rows += [{**row, "id": f"wiki-{row['id']}"} for row in wiki]
         started = time.perf_counter()
         base = finetune_qa(base, write_jsonl(workdir / "cloze.jsonl", rows), test_file, workdir / "qa-cloze",
                            args.cloze_epochs, args)
         metrics = json.loads((base / "scratchlm_run.json").read_text())["metrics"]
-        cloze = {"questions": len(rows), "epochs": args.cloze_epochs, "wall_s": round(time.perf_counter() - started, 1),
+        cloze = {"questions": len(rows), "wikitext": args.cloze_wikitext, "epochs": args.cloze_epochs, "wall_s": round(time.perf_counter() - started, 1),
                  "examples": [row["question"] + " -> " + row["answers"]["text"][0] for row in rows[:5]],
                  "test_before_squad": {"exact_match": metrics["test_exact_match"], "f1": metrics["test_f1"]}}
         print(f"[cloze] {json.dumps(cloze)}", flush=True)
@@ -251,6 +260,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--cloze_per_paragraph", type=int, default=16,
                         help="Fine-tune on up to this many cloze questions per train-part paragraph first (0: not).")
     parser.add_argument("--cloze_epochs", type=float, default=1.0)
+    parser.add_argument("--cloze_wikitext", action="store_true",
+                        help="Cloze questions from WikiText-2 valid+test's paragraphs too (those without <unk>).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="/tmp/scratchlm-bench-qa")
     parser.add_argument("--output", default=str(RESULTS), help="Where the JSON results go.")
