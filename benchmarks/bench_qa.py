@@ -212,7 +212,8 @@ def run_scratchlm(train, test, args) -> dict:
         base = finetune_qa(base, write_jsonl(workdir / "cloze.jsonl", rows), test_file, workdir / "qa-cloze",
                            args.cloze_epochs, args)
         metrics = json.loads((base / "scratchlm_run.json").read_text())["metrics"]
-        cloze = {"questions": len(rows), "wikitext": args.cloze_wikitext, "epochs": args.cloze_epochs, "wall_s": round(time.perf_counter() - started, 1),
+        cloze = {"questions": len(rows), "wikitext": args.cloze_wikitext, "epochs": args.cloze_epochs,
+                 "wall_s": round(time.perf_counter() - started, 1),
                  "examples": [row["question"] + " -> " + row["answers"]["text"][0] for row in rows[:5]],
                  "test_before_squad": {"exact_match": metrics["test_exact_match"], "f1": metrics["test_f1"]}}
         print(f"[cloze] {json.dumps(cloze)}", flush=True)

@@ -92,8 +92,11 @@ def text_paragraphs(path: str | Path) -> list[tuple[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text file not found: {str(path)!r}")
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as handle:
-        text = handle.read()
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as handle:
+            text = handle.read()
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as error:
+        raise ValueError(f"text file {str(path)!r} cannot be read as UTF-8 text: {error}") from None
     return [(path.name, " ".join(block.split())) for block in BLANK_LINES.split(text) if block.strip()]
 
 
@@ -134,8 +137,8 @@ def main(argv=None) -> None:
                            drop_rate=args.drop_rate, seed=args.seed)
     if not rows:
         raise ValueError(f"no cloze question could be made from the {len(paragraphs)} paragraph(s) of "
-                         f"{', '.join(args.train_files + args.text_files)}: they hold no number or capitalised name past a sentence's "
-                         "first word")
+                         f"{', '.join(args.train_files + args.text_files)}: they hold no number or capitalised name "
+                         "past a sentence's first word")
     output = Path(args.output_file)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
