@@ -130,7 +130,7 @@ class ScratchLMAttention(nn.Module):
         self.num_key_value_groups = self.num_heads // self.num_key_value_heads
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = config.attention_dropout
-        self.is_causal = not config.use_bidirectional_attention
+        self.is_causal = True
 
         bias = config.attention_bias
         self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
@@ -302,6 +302,8 @@ class ScratchLMModel(ScratchLMPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
         self.dropout = nn.Dropout(config.hidden_dropout)
         self.layers = nn.ModuleList(ScratchLMDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        for layer in self.layers:  # SDPA reads the flag when there is no mask (no padding)
+            layer.self_attn.is_causal = not config.use_bidirectional_attention
         self.norm = ScratchLMRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = ScratchLMRotaryEmbedding(config)
         self.gradient_checkpointing = False
