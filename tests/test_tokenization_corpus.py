@@ -106,6 +106,14 @@ def test_invalid_utf8_strict_and_replace(tmp_path):
         read_corpus(path, precheck_utf8=True)
 
 
+def test_corrupt_or_cut_off_gzip_is_named_before_reading(tmp_path):
+    (tmp_path / "fake.txt.gz").write_bytes(b"plain text, not gzip\n")
+    (tmp_path / "cut.txt.gz").write_bytes(gzip.compress(b"one paragraph\n" * 100)[:30])
+    for name in ("fake.txt.gz", "cut.txt.gz"):
+        with pytest.raises(ValueError, match=rf"{name.replace('.', '[.]')}: not a readable gzip file"):
+            read_corpus(tmp_path / name, precheck_utf8=True)
+
+
 def test_datasets_sources(tmp_path, monkeypatch):
     import datasets
     import huggingface_hub.constants

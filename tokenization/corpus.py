@@ -34,6 +34,7 @@ import gzip
 import json
 import os
 import sys
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,13 @@ def _utf8_error(path: Path, offset: int, error: UnicodeDecodeError, advice: str 
     return ValueError(f"{path}: invalid UTF-8 at byte offset {offset} (bytes {bad!r}: {error.reason}); {advice}")
 
 
+def _read_chunk(handle, path: Path, size: int) -> bytes:
+    try:
+        return handle.read(size)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:  # a corrupt or cut-off .gz
+        raise ValueError(f"{path}: not a readable gzip file ({error})") from None
+
+
 def check_utf8(files: Iterable[Path], chunk_size: int = 1 << 20, advice: str = REPLACE_ADVICE) -> None:
     """Raise a `ValueError` naming the file and byte offset of the first invalid UTF-8 in `files`.
 
@@ -148,7 +156,7 @@ def check_utf8(files: Iterable[Path], chunk_size: int = 1 << 20, advice: str = R
         decoder = codecs.getincrementaldecoder("utf-8")("strict")
         offset = 0
         with _open_binary(path) as handle:
-            while chunk := handle.read(chunk_size):
+            while chunk := _read_chunk(handle, path, chunk_size):
                 try:
                     decoder.decode(chunk)
                 except UnicodeDecodeError as error:
