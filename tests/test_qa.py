@@ -184,8 +184,8 @@ def test_cloze_command_reads_plain_text_paragraphs(tmp_path, capsys):
     (tmp_path / "latin1.txt").write_bytes("Café in Zürich, 1999.".encode("latin-1"))
     (tmp_path / "broken.txt.gz").write_bytes(b"not gzip")
     for argv, message in ((["--text_files", str(tmp_path / "nope.txt")], "text file not found: "),
-                          (["--text_files", str(tmp_path / "latin1.txt")], "latin1.txt' cannot be read as UTF-8"),
-                          (["--text_files", str(tmp_path / "broken.txt.gz")], "broken.txt.gz' cannot be read as UTF-8"),
+                          (["--text_files", str(tmp_path / "latin1.txt")], "latin1.txt: invalid UTF-8 at byte offset 3"),
+                          (["--text_files", str(tmp_path / "broken.txt.gz")], "broken.txt.gz: not a readable gzip file"),
                           ([], "nothing to make cloze questions from: give --train_files and/or --text_files")):
         with pytest.raises(SystemExit) as exit_info:
             cloze_main([*argv, "--output_file", str(tmp_path / "none.jsonl")])

@@ -15,7 +15,6 @@ question answering section shows the two fine-tuning runs that use them.
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 import re
@@ -24,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scratchlm.cli import command, parse_args
+from scratchlm.tokenization.corpus import check_utf8, read_file, resolve_files
 
 from .qa import load_squad
 
-BLANK_LINES = re.compile(r"\n\s*\n")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 WORD = re.compile(r"\S+")
 NUMBER = re.compile(r"\b\d[\d,.]*\d\b|\b\d\b")
@@ -86,18 +85,13 @@ def cloze_questions(paragraphs: Iterable[tuple[str, str]], *, per_paragraph: int
     return rows
 
 
-def text_paragraphs(path: str | Path) -> list[tuple[str, str]]:
-    """(file name, paragraph) for every paragraph of a UTF-8 text file (.gz too); blank lines end paragraphs and
-    line breaks inside one become spaces."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"text file not found: {str(path)!r}")
-    try:
-        with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as handle:
-            text = handle.read()
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as error:
-        raise ValueError(f"text file {str(path)!r} cannot be read as UTF-8 text: {error}") from None
-    return [(path.name, " ".join(block.split())) for block in BLANK_LINES.split(text) if block.strip()]
+def text_paragraphs(sources: str | Path | list) -> list[tuple[str, str]]:
+    """(file name, paragraph) for every paragraph of plain text files (the project's corpus reader: `.txt`, gzip
+    too, globs and directories; invalid UTF-8 is named before anything is read), its line breaks made spaces."""
+    files = resolve_files(sources, suffixes=(".txt",), what="text")
+    check_utf8(files, advice="save the file as UTF-8")
+    return [(path.name, " ".join(paragraph.split())) for path in files
+            for paragraph in read_file(path, sample_by="paragraph")]
 
 
 @dataclass
@@ -107,7 +101,8 @@ class ClozeArguments:
         "help": "SQuAD-format data whose paragraphs become cloze questions: json as published, jsonl rows or a "
                 "`datasets` id."})
     text_files: list[str] = field(default_factory=list, metadata={
-        "help": "Plain text (.txt, .gz too) whose paragraphs, separated by blank lines, become cloze questions."})
+        "help": "Plain text (.txt, .gz too; globs and directories) whose paragraphs, separated by blank "
+                "lines, become cloze questions."})
     per_paragraph: int = field(default=16, metadata={"help": "Cloze questions per paragraph at most."})
     per_sentence: int = field(default=2, metadata={"help": "Cloze questions per sentence at most."})
     drop_rate: float = field(default=0.1, metadata={"help": "Chance that a word of the question is dropped."})
@@ -127,12 +122,12 @@ class ClozeArguments:
 def main(argv=None) -> None:
     (args,) = parse_args([ClozeArguments], argv,
                          description="Cloze questions (SQuAD jsonl) from SQuAD paragraphs or plain text.")
+    text = text_paragraphs(args.text_files) if args.text_files else []  # small files: checked and read first
     paragraphs: dict[tuple[str, str], None] = {}
     for source in args.train_files:
         data = load_squad(source)
         paragraphs.update(dict.fromkeys(zip(data["title"], data["context"])))
-    for source in args.text_files:
-        paragraphs.update(dict.fromkeys(text_paragraphs(source)))
+    paragraphs.update(dict.fromkeys(text))
     rows = cloze_questions(paragraphs, per_paragraph=args.per_paragraph, per_sentence=args.per_sentence,
                            drop_rate=args.drop_rate, seed=args.seed)
     if not rows:
