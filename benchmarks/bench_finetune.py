@@ -336,7 +336,8 @@ def main() -> None:
     # the fine-tuning recipe
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--full_lr", type=float, default=1e-3, help="(scratchlm-finetune's default for classification)")
+    parser.add_argument("--full_lr", type=float, default=1e-3,
+                        help="(scratchlm-finetune's default for classification)")
     parser.add_argument("--lora_lr", type=float, default=1e-3)
     parser.add_argument("--lora_r", type=int, default=8)
     parser.add_argument("--lora_alpha", type=float, default=16)
