@@ -122,11 +122,26 @@ def english_text() -> list[str]:
     return documents
 
 
-def pretraining_corpus(path: Path, data: dict[str, dict[str, list[dict]]]) -> str:
+def alpaca_bilingual_text() -> list[str]:
+    """The 10,000 Alpaca instructions of alpaca-chinese-bilingual, the Chinese and the English version of each."""
+    documents = []
+    for path in sorted((DATA / "alpaca-chinese-bilingual" / "data_v3").glob("*.json")):
+        for row in json.loads(path.read_text(encoding="utf-8")):
+            for language in ("zh", "en"):
+                fields = (row.get(f"{language}_{field}", "") for field in ("instruction", "input", "output"))
+                documents.append("\n".join(filter(None, fields)))
+    return [document for document in documents if document.strip()]
+
+
+def pretraining_corpus(path: Path, data: dict[str, dict[str, list[dict]]], more_text: bool = False) -> str:
     documents = english_text()
     documents += [row["text"] for row in sst2_splits()["train"]]  # training sentences, no labels
+    # --more_text: every training review (not only the first --zh_train_rows) and the bilingual instructions
+    reviews = sentiment_data(None) if more_text else data
     for name in ("waimai", "chnsenticorp"):
-        documents += [row["text"] for row in data[name]["train"]]
+        documents += [row["text"] for row in reviews[name]["train"]]
+    if more_text:
+        documents += alpaca_bilingual_text()
     random.Random(0).shuffle(documents)
     return write_jsonl(path, [{"text": text} for text in documents])
 
@@ -184,10 +199,10 @@ def base_model(workdir: Path, options, data) -> tuple[Path, dict]:
         return Path(options.base), budget_of(Path(options.base), options.base)
     shape = options.model
     key = f"{options.preset}-{shape}-v{options.vocab_size}{'-tok' if options.tokenizer else ''}-b{options.pretrain_batch}x{options.block_size}-" \
-          f"s{options.pretrain_steps}-lr{options.pretrain_lr}"
+          f"s{options.pretrain_steps}-lr{options.pretrain_lr}{'-more' if options.more_text else ''}"
     base = workdir / "bases" / re.sub(r"[^A-Za-z0-9_.=-]+", "_", key)
     if not (base / "scratchlm_run.json").is_file():
-        corpus = pretraining_corpus(workdir / "corpus" / "corpus.jsonl", data)
+        corpus = pretraining_corpus(workdir / "corpus" / "corpus.jsonl", data, options.more_text)
         base.parent.mkdir(parents=True, exist_ok=True)
         run("scratchlm.training.pretrain", [
             "--train_files", corpus, "--preset", options.preset, *(["--config_overrides", shape] if shape else []),
@@ -333,6 +348,10 @@ def main() -> None:
     parser.add_argument("--pretrain_batch", type=int, default=32)
     parser.add_argument("--pretrain_steps", type=int, default=400)
     parser.add_argument("--pretrain_lr", type=float, default=2e-3)
+    parser.add_argument("--more_text", action="store_true",
+                        help="Pretrain on more text: every training review of waimai_10k and ChnSentiCorp (not only "
+                             "the first --zh_train_rows) and the 10,000 instructions of alpaca-chinese-bilingual in "
+                             "both languages.")
     # the fine-tuning recipe
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--batch_size", type=int, default=32)

@@ -14,7 +14,10 @@ compared as the median of the per-round ratios with its spread (ScratchLM / Llam
 - headline ratios of ScratchLM's fastest path against Llama's default (eager) path, next to the same-settings
   ratios that say which part of a gain is the model's own and which is torch.compile's;
 - compilation time, the fraction of the measured matmul peak (6N FLOPs per token), and peak memory of
-  `generate` at a 2k context (each model in its own process).
+  `generate` at a 2k context (each model in its own process);
+- where a training step's time goes (one profiled step per model, mode and precision): matrix products, attention
+  and everything else, and the ceiling that follows: tokens/s if everything but the matrix products took no time,
+  as a ratio to Llama's eager figure. A goal above that ceiling cannot be met by cutting overhead.
 
     python benchmarks/bench_model.py            # full: 5 rounds
     python benchmarks/bench_model.py --quick    # 2 rounds, fewer steps and tokens (a few minutes more for compiling)
@@ -157,6 +160,23 @@ def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048) -> float:
     return 2 * size**3 / min(times) / 1e9
 
 
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise",
+              "mkl::_mkl_linear")
+
+
+def training_step_split(run: TrainingRun, bf16: bool) -> dict:
+    """Seconds of one profiled training step in matrix products, attention (SDPA) and the rest (self CPU time)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        run.step(bf16)
+    events = profiler.key_averages()
+    total = sum(event.self_cpu_time_total for event in events) / 1e6
+    matmul = sum(event.self_cpu_time_total for event in events if event.key in MATMUL_OPS) / 1e6
+    attention = sum(event.self_cpu_time_total for event in events if "scaled_dot_product" in event.key) / 1e6
+    return {"step_s": round(total, 3), "matmul_s": round(matmul, 3), "attention_s": round(attention, 3),
+            "rest_s": round(total - matmul - attention, 3), "matmul_share": round(matmul / total, 3),
+            "matmul_only_tokens_per_second": round(BATCH * SEQ / matmul, 1)}
+
+
 def generate_peak_memory_gib(name: str, context: int = 2048, new_tokens: int = 32) -> float:
     """Peak RSS of a fresh process that builds the model and generates up to a `context`-token sequence."""
     code = (
@@ -257,6 +277,14 @@ def main() -> None:
                for key in keys if key.startswith("train")}
         for name in MODELS
     }
+    splits = {name: {f"train_{'bf16' if bf16 else 'fp32'}_{mode}": training_step_split(runs[name, mode], bf16)
+                     for mode in modes for bf16 in precisions} for name in MODELS}
+    for split in splits.values():  # the ceiling: tokens/s if only the matrix products took time
+        for key, figures_of_step in split.items():
+            llama_eager = medians["llama"].get(key.replace("_compiled", "_eager"))
+            if llama_eager:
+                figures_of_step["ceiling_over_llama_eager"] = round(
+                    figures_of_step["matmul_only_tokens_per_second"] / llama_eager, 3)
     memory = {} if args.no_memory else {name: round(generate_peak_memory_gib(name), 3) for name in MODELS}
     exactness = bf16_exactness(args.exactness_model, args.exactness_text) if args.exactness_model else {}
 
@@ -267,6 +295,11 @@ def main() -> None:
     for key, summary in fastest_vs_llama_default.items():
         print(f"{'ours compiled / Llama eager ' + key:<45}{summary['median']:>8.3f}   "
               f"[{summary['min']:.3f}, {summary['max']:.3f}]")
+    print(f"\n{'training step (one profiled)':<40}{'step s':>8}{'matmul':>8}{'attn':>7}{'rest':>7}{'ceiling':>9}")
+    for name, split in splits.items():
+        for key, row in split.items():
+            print(f"{name + ' ' + key:<40}{row['step_s']:>8.3f}{row['matmul_s']:>8.3f}{row['attention_s']:>7.3f}"
+                  f"{row['rest_s']:>7.3f}{row.get('ceiling_over_llama_eager', float('nan')):>8.2f}x")
     if memory:
         print(f"generate peak RSS at 2k context (GiB): Llama {memory['llama']:.3f}, ScratchLM {memory['scratchlm']:.3f}")
     if exactness:
@@ -282,6 +315,7 @@ def main() -> None:
         "medians_tokens_per_second": medians, "ratios_same_settings": same_settings,
         "ratios_scratchlm_fastest_over_llama_default": fastest_vs_llama_default,
         "first_step_seconds": compile_seconds, "matmul_peak_gflops": peaks, "fraction_of_matmul_peak": fraction_of_peak,
+        "training_step_split": splits,
         "generate_2k_context_peak_rss_gib": memory, "bf16_exactness": exactness, "samples": figures,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
