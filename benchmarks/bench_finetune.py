@@ -161,13 +161,41 @@ def run(module: str, args: list[str], log: Path) -> float:
     return time.perf_counter() - started
 
 
+def finetune_arguments(name: str, workdir: Path, base: Path, args: list[str]) -> tuple[Path, list[str]]:
+    """The output directory and the whole `scratchlm-finetune` command line of the run `name`."""
+    output = workdir / "runs" / name
+    return output, ["--model_name_or_path", str(base), "--output_dir", str(output), "--overwrite_output",
+                    "--report_to", "none", "--save_strategy", "no", "--eval_strategy", "no", "--disable_tqdm", "true",
+                    "--logging_steps", "50", *args]
+
+
+def refuse_overwriting(name: str, workdir: Path, base: Path, args: list[str]) -> None:
+    """A finished run of this name made with other arguments is kept: stop before anything runs."""
+    output, args = finetune_arguments(name, workdir, base, args)
+    done = output.parent / f"{name}.done.json"
+    if not done.is_file() or (previous := json.loads(done.read_text())["args"]) == args:
+        return
+
+    def flags(arguments: list[str]) -> dict[str, str]:
+        values: dict[str, list[str]] = {}
+        for argument in arguments:
+            if argument.startswith("--"):
+                flag = values.setdefault(argument, [])
+            else:
+                flag.append(argument)
+        return {flag: " ".join(value) for flag, value in values.items()}
+
+    before, now = flags(previous), flags(args)
+    changed = ", ".join(f"{flag} {before.get(flag, '(unset)')!r} -> {now.get(flag, '(unset)')!r}"
+                        for flag in dict.fromkeys([*before, *now]) if before.get(flag) != now.get(flag))
+    raise SystemExit(f"run {name} in {output} was made with other arguments ({changed}): give this variant "
+                     f"another --tag, or delete {done} to run it again")
+
+
 def finetune(name: str, workdir: Path, base: Path, args: list[str]) -> dict:
     """One `scratchlm-finetune` process; a finished run with the same arguments is reused (its time included)."""
-    output = workdir / "runs" / name
+    output, args = finetune_arguments(name, workdir, base, args)
     output.parent.mkdir(parents=True, exist_ok=True)
-    args = ["--model_name_or_path", str(base), "--output_dir", str(output), "--overwrite_output", "--report_to",
-            "none", "--save_strategy", "no", "--eval_strategy", "no", "--disable_tqdm", "true", "--logging_steps",
-            "50", *args]
     done = output.parent / f"{name}.done.json"
     if done.is_file() and json.loads(done.read_text())["args"] == args:
         seconds = json.loads(done.read_text())["wall_time_s"]
@@ -199,7 +227,8 @@ def base_model(workdir: Path, options, data) -> tuple[Path, dict]:
         return Path(options.base), budget_of(Path(options.base), options.base)
     shape = options.model
     key = f"{options.preset}-{shape}-v{options.vocab_size}{'-tok' if options.tokenizer else ''}-b{options.pretrain_batch}x{options.block_size}-" \
-          f"s{options.pretrain_steps}-lr{options.pretrain_lr}{'-more' if options.more_text else ''}"
+          f"s{options.pretrain_steps}-lr{options.pretrain_lr}{'-more' if options.more_text else ''}" \
+          f"{'' if options.zh_train_rows == 4000 else f'-zh{options.zh_train_rows}'}"  # its corpus has those reviews
     base = workdir / "bases" / re.sub(r"[^A-Za-z0-9_.=-]+", "_", key)
     if not (base / "scratchlm_run.json").is_file():
         corpus = pretraining_corpus(workdir / "corpus" / "corpus.jsonl", data, options.more_text)
@@ -364,7 +393,8 @@ def main() -> None:
                         help="--classifier_pooling of every run (default: scratchlm-finetune's).")
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--zh_max_length", type=int, default=512)
-    parser.add_argument("--zh_train_rows", type=int, default=4000)
+    parser.add_argument("--zh_train_rows", type=int, default=4000,
+                        help="Train on the first N training rows of the Chinese sets (0: all of them).")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="Further scratchlm-finetune options for every sentiment run (last on the line).")
@@ -378,7 +408,7 @@ def main() -> None:
 
     if options.threads:
         THREADS["OMP_NUM_THREADS"] = str(options.threads)
-    data = sentiment_data(options.zh_train_rows)
+    data = sentiment_data(options.zh_train_rows or None)
     base = None  # the from-scratch row needs only the tokenizer, when one is given
     if {"full", "lora"} & set(options.runs) or "sft" in options.tasks or not options.tokenizer:
         base, results["pretraining"] = base_model(workdir, options, data)
@@ -392,6 +422,7 @@ def main() -> None:
                 jobs[(name, "baselines")] = (baselines, name, data[name])
             for row, (run_name, model, args) in scratchlm_runs(name, data[name], workdir, base, scratch,
                                                                options).items():
+                refuse_overwriting(run_name, workdir, model, args)
                 jobs[(name, row)] = (finetune, run_name, workdir, model, args)
     # Several jobs at once when asked (their wall times then share the CPUs).
     with ThreadPoolExecutor(max_workers=options.parallel) as pool:
