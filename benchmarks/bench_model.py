@@ -172,8 +172,8 @@ def training_step_split(run: TrainingRun, bf16: bool) -> dict:
     total = sum(event.self_cpu_time_total for event in events) / 1e6
     matmul = sum(event.self_cpu_time_total for event in events if event.key in MATMUL_OPS) / 1e6
     attention = sum(event.self_cpu_time_total for event in events if "scaled_dot_product" in event.key) / 1e6
-    return {"step_s": round(total, 3), "matmul_s": round(matmul, 3), "attention_s": round(attention, 3),
-            "rest_s": round(total - matmul - attention, 3), "matmul_share": round(matmul / total, 3),
+    return {"step_s": round(total, 6), "matmul_s": round(matmul, 6), "attention_s": round(attention, 6),
+            "rest_s": round(total - matmul - attention, 6), "matmul_share": round(matmul / total, 3),
             "matmul_only_tokens_per_second": round(BATCH * SEQ / matmul, 1),
             "matmul_and_attention_tokens_per_second": round(BATCH * SEQ / (matmul + attention), 1)}
 
