@@ -221,15 +221,27 @@ def finetune(name: str, workdir: Path, base: Path, args: list[str]) -> dict:
     return summary
 
 
+def base_settings(options) -> str:
+    """What the base is cached by: its shape, tokenizer, budget and corpus."""
+    return f"{options.preset}-{options.model}-v{options.vocab_size}{'-tok' if options.tokenizer else ''}-" \
+           f"b{options.pretrain_batch}x{options.block_size}-s{options.pretrain_steps}-lr{options.pretrain_lr}" \
+           f"{'-more' if options.more_text else ''}" \
+           f"{'' if options.zh_train_rows == 4000 else f'-zh{options.zh_train_rows}'}"  # its corpus has those reviews
+
+
+def base_directory(workdir: Path, options) -> Path:
+    """Where the base is (--base) or will be cached, known before it is pretrained."""
+    if options.base:
+        return Path(options.base)
+    return workdir / "bases" / re.sub(r"[^A-Za-z0-9_.=-]+", "_", base_settings(options))
+
+
 def base_model(workdir: Path, options, data) -> tuple[Path, dict]:
     """The pretrained base (cached by its settings, or --base) and its budget."""
+    base = base_directory(workdir, options)
     if options.base:
-        return Path(options.base), budget_of(Path(options.base), options.base)
-    shape = options.model
-    key = f"{options.preset}-{shape}-v{options.vocab_size}{'-tok' if options.tokenizer else ''}-b{options.pretrain_batch}x{options.block_size}-" \
-          f"s{options.pretrain_steps}-lr{options.pretrain_lr}{'-more' if options.more_text else ''}" \
-          f"{'' if options.zh_train_rows == 4000 else f'-zh{options.zh_train_rows}'}"  # its corpus has those reviews
-    base = workdir / "bases" / re.sub(r"[^A-Za-z0-9_.=-]+", "_", key)
+        return base, budget_of(base, options.base)
+    shape, key = options.model, base_settings(options)
     if not (base / "scratchlm_run.json").is_file():
         corpus = pretraining_corpus(workdir / "corpus" / "corpus.jsonl", data, options.more_text)
         base.parent.mkdir(parents=True, exist_ok=True)
@@ -262,11 +274,15 @@ def budget_of(base: Path, settings: str) -> dict:
     }
 
 
+def random_init_directory(workdir: Path, tokenizer: Path | str, options) -> Path:
+    tokenizer_key = hashlib.sha1(str(Path(tokenizer).resolve()).encode()).hexdigest()[:12]  # names stay short
+    return workdir / "bases" / re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"random-init-{options.preset}-{options.model}-"
+                                                                  f"{tokenizer_key}")
+
+
 def random_init(workdir: Path, tokenizer: Path | str, options) -> Path:
     """A randomly initialised model of the base's shape with the base's tokenizer (`scratchlm-init`, seed 42)."""
-    tokenizer_key = hashlib.sha1(str(Path(tokenizer).resolve()).encode()).hexdigest()[:12]  # names stay short
-    scratch = workdir / "bases" / re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"random-init-{options.preset}-{options.model}-"
-                                                                     f"{tokenizer_key}")
+    scratch = random_init_directory(workdir, tokenizer, options)
     if not (scratch / "config.json").is_file():
         process = subprocess.run([
             sys.executable, "-c", "from scratchlm.modeling.cli import init_main; init_main()",
@@ -409,6 +425,13 @@ def main() -> None:
     if options.threads:
         THREADS["OMP_NUM_THREADS"] = str(options.threads)
     data = sentiment_data(options.zh_train_rows or None)
+    # A finished run that a variant would overwrite stops the script here, before the base is pretrained.
+    planned_base = base_directory(workdir, options)
+    planned_scratch = random_init_directory(workdir, options.tokenizer or planned_base, options)
+    for name in (name for name in SENTIMENT if name in options.tasks):
+        for run_name, model, args in scratchlm_runs(name, data[name], workdir, planned_base, planned_scratch,
+                                                    options).values():
+            refuse_overwriting(run_name, workdir, model, args)
     base = None  # the from-scratch row needs only the tokenizer, when one is given
     if {"full", "lora"} & set(options.runs) or "sft" in options.tasks or not options.tokenizer:
         base, results["pretraining"] = base_model(workdir, options, data)
@@ -422,7 +445,6 @@ def main() -> None:
                 jobs[(name, "baselines")] = (baselines, name, data[name])
             for row, (run_name, model, args) in scratchlm_runs(name, data[name], workdir, base, scratch,
                                                                options).items():
-                refuse_overwriting(run_name, workdir, model, args)
                 jobs[(name, row)] = (finetune, run_name, workdir, model, args)
     # Several jobs at once when asked (their wall times then share the CPUs).
     with ThreadPoolExecutor(max_workers=options.parallel) as pool:
