@@ -425,27 +425,28 @@ def main() -> None:
     if options.threads:
         THREADS["OMP_NUM_THREADS"] = str(options.threads)
     data = sentiment_data(options.zh_train_rows or None)
-    # A finished run that a variant would overwrite stops the script here, before the base is pretrained.
-    planned_base = base_directory(workdir, options)
-    planned_scratch = random_init_directory(workdir, options.tokenizer or planned_base, options)
-    for name in (name for name in SENTIMENT if name in options.tasks):
-        for run_name, model, args in scratchlm_runs(name, data[name], workdir, planned_base, planned_scratch,
-                                                    options).values():
+    tasks = [name for name in SENTIMENT if name in options.tasks]
+    # Where the base and the random-init model are (or will be) is known up front, so every run is planned, and a
+    # finished run that a variant would overwrite stops the script, before the base is pretrained.
+    base = base_directory(workdir, options)
+    scratch = random_init_directory(workdir, options.tokenizer or base, options)
+    planned = {name: scratchlm_runs(name, data[name], workdir, base, scratch, options) for name in tasks}
+    for runs in planned.values():
+        for run_name, model, args in runs.values():
             refuse_overwriting(run_name, workdir, model, args)
-    base = None  # the from-scratch row needs only the tokenizer, when one is given
+    # The from-scratch row needs only the tokenizer, when one is given.
     if {"full", "lora"} & set(options.runs) or "sft" in options.tasks or not options.tokenizer:
         base, results["pretraining"] = base_model(workdir, options, data)
         print(f"[pretraining] {json.dumps(results['pretraining'])}", flush=True)
-    scratch = random_init(workdir, options.tokenizer or base, options) if "scratch" in options.runs else None
+    if "scratch" in options.runs:
+        random_init(workdir, options.tokenizer or base, options)
     jobs = {}
-    for name in SENTIMENT:
-        if name in options.tasks:
-            results[name] = {"sizes": {split: len(rows) for split, rows in data[name].items()}}
-            if not options.skip_baselines:
-                jobs[(name, "baselines")] = (baselines, name, data[name])
-            for row, (run_name, model, args) in scratchlm_runs(name, data[name], workdir, base, scratch,
-                                                               options).items():
-                jobs[(name, row)] = (finetune, run_name, workdir, model, args)
+    for name in tasks:
+        results[name] = {"sizes": {split: len(rows) for split, rows in data[name].items()}}
+        if not options.skip_baselines:
+            jobs[(name, "baselines")] = (baselines, name, data[name])
+        for row, (run_name, model, args) in planned[name].items():
+            jobs[(name, row)] = (finetune, run_name, workdir, model, args)
     # Several jobs at once when asked (their wall times then share the CPUs).
     with ThreadPoolExecutor(max_workers=options.parallel) as pool:
         futures = {key: pool.submit(*job) for key, job in jobs.items()}
