@@ -3,7 +3,8 @@
 Each figure is measured for both models, alternating round after round (Llama first in even rounds), and
 compared as the median of the per-round ratios with its spread (ScratchLM / Llama; above 1.0 is better):
 
-- training tokens/s (AdamW, batch 8 x 256), fp32 and bf16 autocast, eager and under `torch.compile`;
+- training tokens/s (AdamW, batch 8 x 256), fp32 and bf16 autocast, eager and under `torch.compile`; compiled runs
+  train with the attention scratchlm-pretrain picks by measuring (eager matmul-softmax or SDPA; both models alike);
 - `generate` tokens/s for greedy decoding at batch 1 and 8: the default (eager, dynamic cache) and a compiled
   static-cache decode (`cache_implementation="static"` + a full-graph `CompileConfig`);
 - greedy decoding tokens/s through inference/decoding.py's `StaticCacheDecoder` (a static cache and one forward per
@@ -43,6 +44,7 @@ from transformers import CompileConfig, LlamaConfig, LlamaForCausalLM
 
 from scratchlm.inference.decoding import StaticCacheDecoder
 from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
+from scratchlm.training.acceleration import fastest_attention_implementation
 
 SHAPE = dict(
     vocab_size=8192, hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=6,
@@ -69,25 +71,32 @@ def build(name: str, **overrides):
 
 
 class TrainingRun:
-    """A model with its optimizer; `compiled` wraps the model in torch.compile (as the Trainer's torch_compile).
+    """A model with its optimizer; `compiled` wraps the model in torch.compile (as the Trainer's torch_compile) and
+    trains with `attention` ({bf16: implementation}), the fastest path's; eager runs keep SDPA, the default.
     Its decoders (fp32 and bf16) decode the initial weights: speed does not depend on training."""
 
-    def __init__(self, model, compiled: bool):
+    def __init__(self, model, compiled: bool, attention: dict[bool, str] | None = None):
         self.decoders = {dtype: StaticCacheDecoder(model.eval(), compile=compiled, dtype=dtype)
                          for dtype in (None, torch.bfloat16)}
         self.model = model.train()
         self.forward = torch.compile(model) if compiled else model
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         self.batch = torch.randint(0, SHAPE["vocab_size"], (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
+        default = model.config._attn_implementation
+        self.attention = attention if compiled and attention else {False: default, True: default}
 
     def step(self, bf16: bool) -> float:
+        default = self.model.config._attn_implementation
+        self.model.set_attn_implementation(self.attention[bf16])  # generate and the decoders keep the default
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = self.forward(input_ids=self.batch, labels=self.batch, use_cache=False).loss
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.model.set_attn_implementation(default)
+        return seconds
 
     def tokens_per_second(self, steps: int, bf16: bool) -> float:
         return steps * BATCH * SEQ / sum(self.step(bf16) for _ in range(steps))
@@ -165,7 +174,8 @@ MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::
 
 
 def training_step_split(run: TrainingRun, bf16: bool) -> dict:
-    """Seconds of one profiled training step in matrix products, attention (SDPA) and the rest (self CPU time)."""
+    """Seconds of one profiled training step in matrix products, attention (SDPA) and the rest (self CPU time).
+    With eager attention its two products count as matrix products and its softmax as the rest."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
         run.step(bf16)
     events = profiler.key_averages()
@@ -227,7 +237,16 @@ def main() -> None:
     batch_sizes = [size for size in (1, 8) if f"generate_b{size}" in wanted]
     decodes = [figure for figure in DECODES if figure in wanted]
 
-    runs = {(name, mode): TrainingRun(build(name), mode == "compiled") for name in MODELS for mode in modes}
+    # The attention scratchlm-pretrain picks for this shape and precision, measured once here and given to both
+    # models' compiled runs.
+    attention = {bf16: fastest_attention_implementation(ScratchLMConfig(**SHAPE), BATCH, SEQ,
+                                                        torch.bfloat16 if bf16 else torch.float32)
+                 for bf16 in (False, True)}
+    print("attention of the compiled runs: " + ", ".join(
+        f"{'bf16' if bf16 else 'fp32'} {choice} (eager {seconds['eager'] * 1e3:.1f} ms, sdpa {seconds['sdpa'] * 1e3:.1f} ms)"
+        for bf16, (choice, seconds) in attention.items()), flush=True)
+    chosen = {bf16: choice for bf16, (choice, _) in attention.items()}
+    runs = {(name, mode): TrainingRun(build(name), mode == "compiled", chosen) for name in MODELS for mode in modes}
     assert runs["llama", "eager"].model.num_parameters() == runs["scratchlm", "eager"].model.num_parameters()
     compile_seconds = {}
     for (name, mode), run in runs.items():  # warm-up; for compiled runs this is the compilation
@@ -321,6 +340,8 @@ def main() -> None:
         "ratios_scratchlm_fastest_over_llama_default": fastest_vs_llama_default,
         "first_step_seconds": compile_seconds, "matmul_peak_gflops": peaks, "fraction_of_matmul_peak": fraction_of_peak,
         "training_step_split": splits,
+        "compiled_training_attention": {"bf16" if bf16 else "fp32": {"choice": choice, "seconds": seconds}
+                                        for bf16, (choice, seconds) in attention.items()},
         "generate_2k_context_peak_rss_gib": memory, "bf16_exactness": exactness, "samples": figures,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -103,3 +103,25 @@ def test_acceleration_defaults_fall_back_to_eager_where_compilation_fails(caplog
     assert use_compiled_decoding(600, "cuda", backend="eager") is True
     eager_backend = compiled_generation_kwargs(16, requested=True, backend="eager")
     assert eager_backend["cache_implementation"] == "static" and eager_backend["compile_config"].fullgraph
+
+
+def test_attention_is_measured_for_long_single_process_runs_and_sdpa_otherwise(tmp_path):
+    from scratchlm.training.acceleration import fastest_attention_implementation, set_fastest_attention
+    from scratchlm.training.arguments import ScratchLMTrainingArguments
+
+    config = ScratchLMConfig(**TINY)
+    # No measurement on an accelerator, or where eager's score matrices would be too large to keep.
+    assert fastest_attention_implementation(config, 8, 64, torch.float32, "cuda") == ("sdpa", {})
+    assert fastest_attention_implementation(config, 64, 4096, torch.bfloat16, "cpu") == ("sdpa", {})
+    rng = torch.random.get_rng_state()
+    choice, seconds = fastest_attention_implementation(config, 4, 64, torch.bfloat16, "cpu")
+    assert torch.equal(torch.random.get_rng_state(), rng), "the measurement moved the run's random numbers"
+    assert set(seconds) == {"eager", "sdpa"} and all(0 < value < 1 for value in seconds.values())
+    assert choice == ("eager" if seconds["eager"] < 0.9 * seconds["sdpa"] else "sdpa")
+
+    model = ScratchLMForCausalLM(ScratchLMConfig(**TINY, attn_implementation="eager"))
+    short = ScratchLMTrainingArguments(str(tmp_path), max_steps=10, precision="bf16", report_to="none")
+    assert set_fastest_attention(model, short, 64) == "sdpa" == model.config._attn_implementation
+    long = ScratchLMTrainingArguments(str(tmp_path), max_steps=5_000, precision="bf16", report_to="none")
+    chosen = set_fastest_attention(model, long, 64)
+    assert chosen in ("eager", "sdpa") and model.config._attn_implementation == chosen

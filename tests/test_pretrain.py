@@ -192,6 +192,11 @@ def test_output_directory_holding_another_run(workspace, tmp_path):
     main(base_args(workspace, output, "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1"))
     with pytest.raises(FileExistsError, match="holds another run.*learning_rate"):
         main(base_args(workspace, output, "--max_steps", "1", "--learning_rate", "1e-4"))
+    # The attention implementation changes the speed, not the run: the finished run is found and left as it is.
+    weights = (output / "model.safetensors").stat().st_mtime_ns
+    main(base_args(workspace, output, "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1",
+                   "--attn_implementation", "eager"))
+    assert (output / "model.safetensors").stat().st_mtime_ns == weights
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")

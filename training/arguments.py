@@ -37,7 +37,11 @@ class ModelArguments:
     tokenizer_vocab_size: int = field(
         default=8192, metadata={"help": "Vocabulary size of a tokenizer trained on the corpus."}
     )
-    attn_implementation: str = field(default="sdpa", metadata={"help": "eager, sdpa, flash_attention_2, ..."})
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "eager, sdpa, flash_attention_2, ... Unset: pretraining on a CPU times eager and sdpa "
+                          "attention at its batch and block shape and takes the faster; otherwise sdpa."},
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from a Hub model repository."})
 
 

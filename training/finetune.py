@@ -220,7 +220,7 @@ def check_config_overrides(text: str | None, config, model: str) -> None:
 def load_model(task: FinetuneTask, model_args: ModelArguments, finetune_args: FinetuneArguments, tokenizer, data):
     """The task's model on the pretrained base, with LoRA applied for --method lora."""
     model = task.auto_model_class.from_pretrained(
-        model_args.model_name_or_path, attn_implementation=model_args.attn_implementation,
+        model_args.model_name_or_path, attn_implementation=model_args.attn_implementation or "sdpa",
         trust_remote_code=model_args.trust_remote_code, **task.model_kwargs(data, tokenizer),
         **parse_config_pairs(model_args.config_overrides),
     )

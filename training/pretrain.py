@@ -39,7 +39,7 @@ from scratchlm.modeling.initialization import init_model, parse_overrides
 from scratchlm.modeling.initialization_seq2seq import init_seq2seq_model
 from scratchlm.tokenization import train_tokenizer
 
-from .acceleration import enable_compiled_training
+from .acceleration import enable_compiled_training, set_fastest_attention
 from .arguments import ModelArguments, PretrainingDataArguments, ScratchLMTrainingArguments
 from .callbacks import LossCurveCallback, PerplexityCallback, add_language_model_metrics, use_log_friendly_progress
 from .data import build_pretraining_data, check_block_size, check_tokenizer_fits, prepare_documents
@@ -132,16 +132,16 @@ def load_or_init_model(model_args: ModelArguments, tokenizer, seed: int, seq2seq
     if model_args.model_name_or_path:
         model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(
             model_args.model_name_or_path,
-            attn_implementation=model_args.attn_implementation,
+            attn_implementation=model_args.attn_implementation or "sdpa",
             trust_remote_code=model_args.trust_remote_code,
         )
         if seq2seq and len(tokenizer) > model.config.vocab_size:  # sentinels added to the tokenizer
             model.resize_token_embeddings(len(tokenizer))
     elif seq2seq:
         model = init_seq2seq_model(model_args.preset, parse_overrides(model_args.config_overrides), tokenizer, seed)
-        model.set_attn_implementation(model_args.attn_implementation)
+        model.set_attn_implementation(model_args.attn_implementation or "sdpa")
     else:
-        overrides = {"attn_implementation": model_args.attn_implementation,
+        overrides = {"attn_implementation": model_args.attn_implementation or "sdpa",
                      **parse_overrides(model_args.config_overrides)}
         model = init_model(model_args.preset, overrides, tokenizer, seed)
     check_tokenizer_fits(tokenizer, model.config)
@@ -180,6 +180,8 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
         context = model.config.max_position_embeddings
         block_size = data_args.block_size or context
         check_block_size(block_size, model.config)
+        if model_args.attn_implementation is None and not seq2seq:
+            set_fastest_attention(model, training_args, block_size)
         collator = None
         if denoising == "span_corruption":  # raw blocks that corrupt into encoder inputs of exactly block_size
             block_size = raw_block_size(block_size, data_args.noise_density, data_args.mean_noise_span_length)

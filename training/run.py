@@ -128,6 +128,14 @@ def _flatten(values: dict, prefix: str = "") -> dict:
     return flat
 
 
+# Settings that change how fast a run goes, not what it computes: a run given another value is the same run.
+SPEED_SETTINGS = ("model.attn_implementation",)
+
+
+def _identity(settings: dict) -> dict:
+    return {key: value for key, value in settings.items() if key not in SPEED_SETTINGS}
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -148,7 +156,7 @@ class RunDirectory:
 
     def __init__(self, output_dir: str | Path, settings: dict[str, Any], overwrite: bool, is_main: bool = True):
         self.path = Path(output_dir)
-        self.settings = _flatten(json.loads(json.dumps(settings, default=str)))
+        self.settings = _identity(_flatten(json.loads(json.dumps(settings, default=str))))
         self.overwrite = overwrite
         self.is_main = is_main
         self._locked = False
@@ -167,7 +175,7 @@ class RunDirectory:
                 f"output directory {self.path} is not empty and holds no ScratchLM run: choose another "
                 "--output_dir, or pass --overwrite_output to write into it anyway"
             )
-        previous = json.loads(settings_file.read_text())
+        previous = _identity(json.loads(settings_file.read_text()))
         changed = sorted(k for k in set(previous) | set(self.settings) if previous.get(k) != self.settings.get(k))
         if changed:
             raise FileExistsError(
