@@ -243,7 +243,8 @@ def main() -> None:
                                                         torch.bfloat16 if bf16 else torch.float32)
                  for bf16 in (False, True)}
     print("attention of the compiled runs: " + ", ".join(
-        f"{'bf16' if bf16 else 'fp32'} {choice} (eager {seconds['eager'] * 1e3:.1f} ms, sdpa {seconds['sdpa'] * 1e3:.1f} ms)"
+        f"{'bf16' if bf16 else 'fp32'} {choice} (eager {seconds['eager'] * 1e3:.1f} ms, "
+        f"sdpa {seconds['sdpa'] * 1e3:.1f} ms)"
         for bf16, (choice, seconds) in attention.items()), flush=True)
     chosen = {bf16: choice for bf16, (choice, _) in attention.items()}
     runs = {(name, mode): TrainingRun(build(name), mode == "compiled", chosen) for name in MODELS for mode in modes}

@@ -97,10 +97,11 @@ MAX_EAGER_SCORES_BYTES = 256 * 2**20
 def fastest_attention_implementation(config, batch_size: int, seq_len: int, dtype: torch.dtype,
                                      device: str | torch.device = "cpu", *, repeats: int = 5) -> tuple[str, dict]:
     """("eager" or "sdpa", seconds of each) for training a decoder of `config` on `batch_size` x `seq_len` blocks in
-    `dtype`: on a CPU, whichever runs one causal attention forward and backward of that shape faster here (eager
-    only when faster by more than 10 %: SDPA needs less memory, and closer timings are within this machine's noise,
-    as in fp32, where the two measure within 5 % and flipped between runs at 5 %); SDPA on an accelerator or where eager's scores
-    would pass MAX_EAGER_SCORES_BYTES. The measurement draws from its own generator: the run's seed is untouched."""
+    `dtype`: on a CPU, whichever runs one causal attention forward and backward of that shape faster here. Eager wins
+    only by more than 10 %: SDPA needs less memory, and closer timings are within this machine's noise (in fp32 the
+    two measure within 5 %, and with a 5 % margin the choice flipped between runs). SDPA on an accelerator, or where
+    eager's scores would pass MAX_EAGER_SCORES_BYTES. The measurement draws from its own generator: the run's seed
+    is untouched."""
     heads, head_dim = config.num_attention_heads, config.head_dim
     if _device_kind(device) != "cpu" or batch_size * heads * seq_len**2 * 4 > MAX_EAGER_SCORES_BYTES:
         return "sdpa", {}
