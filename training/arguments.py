@@ -39,8 +39,9 @@ class ModelArguments:
     )
     attn_implementation: str | None = field(
         default=None,
-        metadata={"help": "eager, sdpa, flash_attention_2, ... Unset: pretraining on a CPU times eager and sdpa "
-                          "attention at its batch and block shape and takes the faster; otherwise sdpa."},
+        metadata={"help": "eager, sdpa, flash_attention_2, ... Unset: a pretraining run on one CPU process, long "
+                          "enough to be compiled (1000+ steps), times eager and sdpa attention at its batch, block "
+                          "length and precision and takes the faster; otherwise sdpa."},
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from a Hub model repository."})
 
