@@ -130,6 +130,25 @@ def test_a_cut_checkpoint_is_skipped_when_resuming(workspace, tmp_path):
     assert read_record(output)["global_step"] == 6
 
 
+def test_a_continued_run_keeps_the_attention_it_started_with(workspace, tmp_path, caplog):
+    # Eager and SDPA attention round differently: a run continued without --attn_implementation goes on with the
+    # implementation it started with (given, or measured for long runs), as its settings file recorded it.
+    output = tmp_path / "run"
+    main(base_args(workspace, output, "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2",
+                   "--attn_implementation", "eager"))
+    assert json.loads((output / "scratchlm_settings.json").read_text())["model.attn_implementation"] == "eager"
+    assert read_record(output)["hyperparameters"]["attn_implementation"] == "eager"
+    caplog.set_level(logging.INFO, logger="scratchlm")
+    main(base_args(workspace, output, "--max_steps", "3", "--save_steps", "3", "--eval_steps", "3"))
+    assert "attention: eager, as when this run started" in caplog.text
+    record = read_record(output)
+    assert record["global_step"] == 3 and record["hyperparameters"]["attn_implementation"] == "eager"
+    fresh = tmp_path / "fresh"  # a short new run keeps SDPA, and its card says so
+    main(base_args(workspace, fresh, "--max_steps", "1", "--save_steps", "1", "--eval_steps", "1"))
+    assert read_record(fresh)["hyperparameters"]["attn_implementation"] == "sdpa"
+    assert "attn_implementation" in (fresh / "README.md").read_text()
+
+
 def test_two_ddp_processes_match_one_process_with_the_same_global_batch(workspace, tmp_path):
     common = ("--max_steps", "6", "--eval_steps", "6", "--save_steps", "6", "--seed", "3")
     single = base_args(workspace, tmp_path / "single", *common)

@@ -41,7 +41,7 @@ class ModelArguments:
         default=None,
         metadata={"help": "eager, sdpa, flash_attention_2, ... Unset: a pretraining run on one CPU process, long "
                           "enough to be compiled (1000+ steps), times eager and sdpa attention at its batch, block "
-                          "length and precision and takes the faster; otherwise sdpa."},
+                          "length and precision and takes the faster (a resumed run keeps what it started with); otherwise sdpa."},
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from a Hub model repository."})
 

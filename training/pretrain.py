@@ -181,7 +181,12 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
         block_size = data_args.block_size or context
         check_block_size(block_size, model.config)
         if model_args.attn_implementation is None and not seq2seq:
-            set_fastest_attention(model, training_args, block_size)
+            started_with = run_dir.started_speed_settings().get("model.attn_implementation")
+            if started_with:  # eager and SDPA round differently: a resumed run goes on as it began
+                model.set_attn_implementation(started_with)
+                logger.info("attention: %s, as when this run started", started_with)
+            else:
+                set_fastest_attention(model, training_args, block_size)
         collator = None
         if denoising == "span_corruption":  # raw blocks that corrupt into encoder inputs of exactly block_size
             block_size = raw_block_size(block_size, data_args.noise_density, data_args.mean_noise_span_length)
@@ -220,7 +225,7 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
                    *(callbacks or [])],
     )
     use_log_friendly_progress(trainer)
-    run_dir.start()
+    run_dir.start({"model.attn_implementation": model.config._attn_implementation})
     started = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=resume_from)
     training_time = time.perf_counter() - started

@@ -128,7 +128,8 @@ def _flatten(values: dict, prefix: str = "") -> dict:
     return flat
 
 
-# Settings that change how fast a run goes, not what it computes: a run given another value is the same run.
+# Settings that change how fast a run goes, not what it computes: a run given another value is the same run. The
+# settings file records the values a run started with, so that resuming it computes exactly as it began.
 SPEED_SETTINGS = ("model.attn_implementation",)
 
 
@@ -196,6 +197,15 @@ class RunDirectory:
                        "it again, or another --output_dir)", self.path, record.finished_at)
         return record
 
+    def started_speed_settings(self) -> dict[str, Any]:
+        """The SPEED_SETTINGS this unfinished (or finished and continued) run started with, as `start` recorded
+        them; empty for a new run or one recorded before they were kept."""
+        settings_file = self.path / RUN_SETTINGS_FILE
+        if self.state == "new" or not settings_file.is_file():
+            return {}
+        recorded = json.loads(settings_file.read_text())
+        return {key: recorded[key] for key in SPEED_SETTINGS if recorded.get(key) is not None}
+
     def lock(self) -> None:
         """Refuse a second run writing into this directory at the same time; a lock left by a dead process is
         taken over."""
@@ -236,9 +246,10 @@ class RunDirectory:
     def __exit__(self, *exc) -> None:
         self.unlock()
 
-    def start(self) -> None:
-        """Training really starts: record the settings (and, when starting over, clear the previous run's
-        checkpoints and results, which would otherwise be resumed or mistaken for this run's)."""
+    def start(self, speed_settings: dict[str, Any] | None = None) -> None:
+        """Training really starts: record the settings and the `speed_settings` it runs with (and, when starting
+        over, clear the previous run's checkpoints and results, which would otherwise be resumed or mistaken for
+        this run's)."""
         if not self.is_main:
             return
         self.path.mkdir(parents=True, exist_ok=True)
@@ -247,7 +258,11 @@ class RunDirectory:
                 shutil.rmtree(checkpoint)
             for name in (RUN_RECORD_FILE, METRICS_FILE, MODEL_CARD_FILE):
                 (self.path / name).unlink(missing_ok=True)
-        (self.path / RUN_SETTINGS_FILE).write_text(json.dumps(self.settings, indent=2) + "\n")
+        speed_settings = speed_settings or {}
+        if unknown := set(speed_settings) - set(SPEED_SETTINGS):
+            raise ValueError(f"not speed settings: {', '.join(sorted(unknown))}")
+        recorded = {**self.settings, **speed_settings}
+        (self.path / RUN_SETTINGS_FILE).write_text(json.dumps(recorded, indent=2) + "\n")
 
 
 def architecture_summary(config) -> dict[str, Any]:
@@ -318,7 +333,8 @@ def finish_run(trainer, tokenizer, record: RunRecord) -> RunRecord:
     record.architecture = architecture_summary(base.config)
     record.num_parameters = base.num_parameters()
     record.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    record.hyperparameters = hyperparameters(trainer.args)
+    record.hyperparameters = {**hyperparameters(trainer.args),
+                              "attn_implementation": getattr(base.config, "_attn_implementation", None)}
     record.global_step = trainer.state.global_step
     record.train_losses = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
     record.environment = environment()
