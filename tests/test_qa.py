@@ -25,7 +25,7 @@ from scratchlm.inference.qa import answer_question, predict_answers, window_sett
 from scratchlm.inference.qa import main as qa_main
 from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
 from scratchlm.tokenization import train_tokenizer
-from scratchlm.training.data.cloze import cloze_questions
+from scratchlm.training.data.cloze import cloze_questions, split_sentences
 from scratchlm.training.data.cloze import main as cloze_main
 from scratchlm.training.data.qa import (
     NO_ANSWER_INDEX,
@@ -147,6 +147,12 @@ def test_cloze_questions_are_valid_squad_rows_with_the_answer_blanked(squad, tok
     restored = sum(any(squeezed(row["question"][:-1].replace(wh, row["answers"]["text"][0], 1))
                        in squeezed(row["context"]) for wh in ("how many", "when", "what")) for row in verbatim)
     assert restored >= 0.95 * len(verbatim)
+
+
+def test_cloze_sentences_do_not_end_at_initials_or_titles():
+    text = "The U.S. Army and Dr. Smith met J. R. R. Tolkien in 1950. They talked. Mrs. Brown left! Was it St. Louis?"
+    assert split_sentences(text) == [(0, "The U.S. Army and Dr. Smith met J. R. R. Tolkien in 1950."),
+                                     (58, "They talked."), (71, "Mrs. Brown left!"), (88, "Was it St. Louis?")]
 
 
 def test_cloze_command_writes_squad_rows_and_names_text_without_answers(published, tmp_path, capsys):

@@ -27,7 +27,8 @@ from scratchlm.tokenization.corpus import check_utf8, read_file, resolve_files
 
 from .qa import load_squad
 
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+# A sentence ends at . ! or ? before a capital, but not after an initial ("J. Smith", "U.S. Army") or a title.
+SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\b[A-Z]\.)(?<!\b(?:Mr|Dr|St|Jr|Sr|vs)\.)(?<!\bMrs\.)\s+(?=[A-Z\"'(])")
 WORD = re.compile(r"\S+")
 NUMBER = re.compile(r"\b\d[\d,.]*\d\b|\b\d\b")
 YEAR = re.compile(r"^(1[0-9]|20)\d\d$")
@@ -59,6 +60,16 @@ def _question(sentence: str, start: int, end: int, wh: str, rng: random.Random, 
     return text[0].upper() + text[1:] + "?"
 
 
+def split_sentences(text: str) -> list[tuple[int, str]]:
+    """(character offset, sentence) of every sentence of `text`."""
+    offset, sentences = 0, []
+    for sentence in SENTENCE_END.split(text):
+        offset = text.index(sentence, offset)
+        sentences.append((offset, sentence))
+        offset += len(sentence)
+    return sentences
+
+
 def cloze_questions(paragraphs: Iterable[tuple[str, str]], *, per_paragraph: int = 8, per_sentence: int = 2,
                     words_around: int = 7, drop_rate: float = 0.1, seed: int = 0) -> list[dict]:
     """Up to `per_paragraph` cloze questions for each `(title, paragraph)`, at most `per_sentence` from one sentence
@@ -66,11 +77,7 @@ def cloze_questions(paragraphs: Iterable[tuple[str, str]], *, per_paragraph: int
     rng = random.Random(seed)
     rows = []
     for title, context in paragraphs:
-        offset, sentences = 0, []
-        for sentence in SENTENCE_END.split(context):
-            offset = context.index(sentence, offset)
-            sentences.append((offset, sentence))
-            offset += len(sentence)
+        sentences = split_sentences(context)
         rng.shuffle(sentences)
         made = 0
         for sentence_start, sentence in sentences:
