@@ -30,7 +30,8 @@ from scratchlm.training.data.qa import FEATURES, build_features, postprocess_pre
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_WINDOW = {"max_length": 384, "stride": 128, "max_question_tokens": 64, "n_best": 20, "max_answer_length": 30}
+DEFAULT_WINDOW = {"max_length": 384, "stride": 128, "max_question_tokens": 64, "n_best": 20, "max_answer_length": 30,
+                  "null_score_threshold": 0.0, "span_selection": "best"}
 RUN_RECORD = "scratchlm_run.json"
 
 
@@ -73,13 +74,15 @@ def predict_answers(model, tokenizer, examples: Dataset, *, allow_no_answer: boo
                               max_question_tokens=settings["max_question_tokens"])
     starts, ends = window_logits(model, tokenizer, features, batch_size)
     return postprocess_predictions(examples, features, starts, ends, n_best=settings["n_best"],
-                                   max_answer_length=settings["max_answer_length"], version_2=allow_no_answer)
+                                   max_answer_length=settings["max_answer_length"], version_2=allow_no_answer,
+                                   null_score_threshold=settings["null_score_threshold"],
+                                   span_selection=settings["span_selection"])
 
 
 def answer_question(model, tokenizer, question: str, context: str, *, max_length: int | None = None,
                     stride: int | None = None, max_question_tokens: int | None = None, n_best: int | None = None,
-                    max_answer_length: int | None = None, allow_no_answer: bool = False,
-                    batch_size: int = 16) -> dict:
+                    max_answer_length: int | None = None, span_selection: str | None = None,
+                    allow_no_answer: bool = False, batch_size: int = 16) -> dict:
     """The answer span of `question` in `context`: {"answer", "start", "end", "score", "no_answer_score"}.
 
     `start`/`end` are character offsets in `context` (-1, and an empty answer, when `allow_no_answer` and the
@@ -89,7 +92,8 @@ def answer_question(model, tokenizer, question: str, context: str, *, max_length
                                 features=FEATURES)
     prediction = predict_answers(model, tokenizer, example, allow_no_answer=allow_no_answer, batch_size=batch_size,
                                  max_length=max_length, stride=stride, max_question_tokens=max_question_tokens,
-                                 n_best=n_best, max_answer_length=max_answer_length)["0"]
+                                 n_best=n_best, max_answer_length=max_answer_length,
+                                 span_selection=span_selection)["0"]
     start = prediction["answer_start"]
     return {"answer": prediction["text"], "start": start, "end": start + len(prediction["text"]) if start >= 0 else -1,
             "score": prediction["score"], "no_answer_score": prediction["no_answer_score"]}
@@ -103,6 +107,9 @@ class QAArguments:
     context_file: str | None = field(default=None, metadata={"help": "A UTF-8 file holding the context instead."})
     allow_no_answer: bool = field(default=False, metadata={"help": "Answer nothing when the model's no-answer "
                                                                     "score wins (SQuAD 2.0-style models)."})
+    span_selection: str | None = field(default=None, metadata={
+        "choices": ["best", "expected_f1"], "help": "The best-scoring span, or the one of highest expected F1 "
+                                                    "(default: as the model was evaluated)."})
     trust_remote_code: bool = field(default=True, metadata={"help": "Load the model's own code."})
 
 
@@ -116,7 +123,8 @@ def main(argv=None) -> None:
 
     model = AutoModelForQuestionAnswering.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-    result = answer_question(model, tokenizer, args.question, context, allow_no_answer=args.allow_no_answer)
+    result = answer_question(model, tokenizer, args.question, context, allow_no_answer=args.allow_no_answer,
+                             span_selection=args.span_selection)
     print(json.dumps(result, ensure_ascii=False))
 
 

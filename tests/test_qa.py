@@ -33,6 +33,7 @@ from scratchlm.training.data.qa import (
     best_spans,
     build_features,
     check_answers,
+    expected_f1_span,
     is_version_2,
     load_squad,
     metric_inputs,
@@ -256,6 +257,27 @@ def test_postprocess_uses_every_window_and_no_answer_for_v2():
     assert postprocess_predictions(examples, features, start, end, version_2=True)["a"]["text"] == ""
 
 
+def test_expected_f1_selection_picks_the_answer_the_probability_mass_agrees_on():
+    context = "The Broncos won the game in Denver."
+    examples = Dataset.from_list([{"id": "a", "context": context}])
+    # One window: token 1 "The", 2 " Broncos", 3 " won", 4 " the game in", 5 " Denver."; spans of 2 tokens at most.
+    # "Denver." is the single best span (start + end logit 3.0), but "Broncos" (2.7), "The Broncos" (2.0) and
+    # "Broncos won" (2.4) hold more of the probability together, and "Broncos" is (or overlaps) all three.
+    features = Dataset.from_list([{"example_id": "a", "offset_mapping": [
+        None, [0, 3], [3, 11], [11, 15], [15, 27], [27, 35]]}])
+    start = [np.array([-9.0, 0.5, 1.2, -9.0, -9.0, 1.5])]
+    end = [np.array([-9.0, -9.0, 1.5, 1.2, -9.0, 1.5])]
+    best = postprocess_predictions(examples, features, start, end, max_answer_length=2)["a"]
+    assert best["text"] == "Denver." and best["score"] == 3.0
+    chosen = postprocess_predictions(examples, features, start, end, max_answer_length=2,
+                                     span_selection="expected_f1")["a"]
+    assert chosen["text"] == "Broncos" and chosen["answer_start"] == context.index("Broncos")
+    assert chosen["score"] == pytest.approx(2.7)
+    assert expected_f1_span(context, [(4.0, 27, 35)]) == (4.0, 27, 35)  # a single candidate is the answer
+    with pytest.raises(ValueError, match="unknown span selection 'longest'"):
+        postprocess_predictions(examples, features, start, end, span_selection="longest")
+
+
 def test_squad_metric_equals_hand_computed_scores(published):
     metric = evaluate.load(str(METRIC_DIR))
     examples = load_squad(published).select([0, 3])
@@ -333,8 +355,9 @@ def test_answers_are_spans_of_the_context_with_the_recorded_windows(finetuned, s
     tokenizer = AutoTokenizer.from_pretrained(finetuned)
     assert window_settings(model)["max_length"] == 192 and window_settings(model, stride=16)["stride"] == 16
     long_context = " ".join(squad["context"][:3])  # several windows
-    answer = answer_question(model, tokenizer, "Who won Super Bowl 50?", long_context)
-    assert answer["answer"] and long_context[answer["start"]:answer["end"]] == answer["answer"]
+    for selection in ("best", "expected_f1"):
+        answer = answer_question(model, tokenizer, "Who won Super Bowl 50?", long_context, span_selection=selection)
+        assert answer["answer"] and long_context[answer["start"]:answer["end"]] == answer["answer"]
     predictions = predict_answers(model, tokenizer, squad.select(range(8)), max_length=128, stride=32)
     assert all(p["text"] in squad[i]["context"] for i, p in enumerate(predictions.values()))
 

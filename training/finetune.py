@@ -119,6 +119,10 @@ class FinetuneArguments:
     max_answer_length: int = field(default=30, metadata={"help": "QA: longest answer, in tokens."})
     null_score_threshold: float = field(default=0.0, metadata={"help": "QA, SQuAD 2.0 data: answer nothing when "
                                                                        "'no answer' beats the best span by more."})
+    span_selection: str = field(default="best", metadata={
+        "choices": ["best", "expected_f1"],
+        "help": "QA: answer with the best-scoring span, or with the one of the n-best whose expected F1 under the "
+                "model's span probabilities is highest (higher F1, lower exact match)."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: float = field(default=16, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})

@@ -32,6 +32,9 @@ import json
 import logging
 import math
 import os
+import re
+import string
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,8 @@ from .tables import ROW_ORIGIN, load_table
 
 logger = logging.getLogger(__name__)
 
+PUNCTUATION = frozenset(string.punctuation)
+ARTICLES = re.compile(r"\b(a|an|the)\b")
 NO_ANSWER_INDEX = 0  # the bos token that opens every window
 FEATURES = Features({
     "id": Value("string"), "title": Value("string"), "context": Value("string"), "question": Value("string"),
@@ -321,28 +326,65 @@ def span_text(context: str, start_char: int, end_char: int) -> tuple[str, int]:
     return stripped.rstrip(), start_char + len(text) - len(stripped)
 
 
+SPAN_SELECTIONS = ("best", "expected_f1")
+
+
+def answer_tokens(text: str) -> list[str]:
+    """The words the SQuAD metric compares: lower case, without punctuation and articles."""
+    text = "".join(ch for ch in text.lower() if ch not in PUNCTUATION)
+    return ARTICLES.sub(" ", text).split()
+
+
+def expected_f1_span(context: str, spans: list[tuple[float, int, int]]) -> tuple[float, int, int]:
+    """Of the candidate `spans` (score, start char, end char), the one whose answer has the highest F1 expected
+    under the model's distribution over them (softmax of the span scores, equal answers pooled): minimum Bayes
+    risk decoding for the F1 metric."""
+    answers: dict[str, list] = {}
+    for span in spans:
+        answers.setdefault(span_text(context, span[1], span[2])[0], []).append(span)
+    scores = np.array([np.logaddexp.reduce([span[0] for span in group]) for group in answers.values()])
+    probabilities = np.exp(scores - scores.max())
+    probabilities /= probabilities.sum()
+    words = [Counter(answer_tokens(answer)) for answer in answers]
+
+    def f1(a: Counter, b: Counter) -> float:
+        same = sum((a & b).values())
+        return 0.0 if same == 0 else 2 * same / (sum(a.values()) + sum(b.values()))
+
+    expected = [sum(p * f1(mine, other) for p, other in zip(probabilities, words)) for mine in words]
+    best_group = list(answers.values())[int(np.argmax(expected))]
+    return max(best_group, key=lambda span: span[0])
+
+
 def postprocess_predictions(examples: Dataset, features: Dataset, start_logits, end_logits, *, n_best: int = 20,
                             max_answer_length: int = 30, version_2: bool = False,
-                            null_score_threshold: float = 0.0) -> dict[str, dict]:
-    """Question id -> {"text", "answer_start", "score", "no_answer_score"}: the best span over the question's
-    windows; with `version_2`, the empty answer where the no-answer score wins by more than the threshold."""
+                            null_score_threshold: float = 0.0, span_selection: str = "best") -> dict[str, dict]:
+    """Question id -> {"text", "answer_start", "score", "no_answer_score"}: over the question's windows, the span
+    with the best score, or (`span_selection="expected_f1"`) the one of the `n_best` best with the highest expected
+    F1 (`expected_f1_span`); with `version_2`, the empty answer where the no-answer score beats the best span's by
+    more than the threshold."""
+    if span_selection not in SPAN_SELECTIONS:
+        raise ValueError(f"unknown span selection {span_selection!r}: choose one of {', '.join(SPAN_SELECTIONS)}")
     windows: dict[str, list[int]] = {}
     for index, example_id in enumerate(list(features["example_id"])):
         windows.setdefault(example_id, []).append(index)
     offsets_column = list(features["offset_mapping"])
     predictions = {}
     for example in examples:
-        best = (-math.inf, 0, 0)
+        candidates = []
         null_score = math.inf
         for index in windows.get(example["id"], []):
-            spans = best_spans(start_logits[index], end_logits[index], offsets_column[index], n_best=n_best,
-                               max_answer_length=max_answer_length)
-            if spans and spans[0][0] > best[0]:
-                best = spans[0]
+            candidates += best_spans(start_logits[index], end_logits[index], offsets_column[index], n_best=n_best,
+                                     max_answer_length=max_answer_length)
             no_answer = float(start_logits[index][NO_ANSWER_INDEX] + end_logits[index][NO_ANSWER_INDEX])
             null_score = min(null_score, no_answer)
+        candidates = sorted(candidates, key=lambda span: -span[0])[:n_best]
+        best = candidates[0] if candidates else (-math.inf, 0, 0)
+        if span_selection == "expected_f1" and candidates:
+            best = expected_f1_span(example["context"], candidates)
         text, start = span_text(example["context"], best[1], best[2])
-        if version_2 and (best[0] == -math.inf or null_score > best[0] + null_score_threshold):
+        top = candidates[0][0] if candidates else -math.inf
+        if version_2 and (top == -math.inf or null_score > top + null_score_threshold):
             text, start = "", -1
         predictions[example["id"]] = {"text": text, "answer_start": start, "score": best[0],
                                       "no_answer_score": null_score}

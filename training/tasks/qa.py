@@ -46,7 +46,8 @@ MODEL_COLUMNS = ["input_ids", "attention_mask", "start_positions", "end_position
 @dataclass
 class QASettings:
     """Window and decoding settings (`--max_length`, `--doc_stride`, `--max_question_tokens`, `--n_best`,
-    `--max_answer_length`, `--null_score_threshold`); the stride defaults to a quarter of the window, at most 128."""
+    `--max_answer_length`, `--null_score_threshold`, `--span_selection`); the stride defaults to a quarter of the
+    window, at most 128."""
 
     max_length: int = 384
     stride: int = 128
@@ -54,13 +55,15 @@ class QASettings:
     n_best: int = 20
     max_answer_length: int = 30
     null_score_threshold: float = 0.0
+    span_selection: str = "best"
 
     @classmethod
     def from_args(cls, finetune_args, max_length: int) -> QASettings:
         return cls(max_length=max_length, stride=finetune_args.doc_stride or min(128, max_length // 4),
                    max_question_tokens=finetune_args.max_question_tokens, n_best=finetune_args.n_best,
                    max_answer_length=finetune_args.max_answer_length,
-                   null_score_threshold=finetune_args.null_score_threshold)
+                   null_score_threshold=finetune_args.null_score_threshold,
+                   span_selection=finetune_args.span_selection)
 
 
 @dataclass
@@ -148,6 +151,7 @@ class QATask(FinetuneTask):
                 data.examples[split], data.windows[split], start_logits, end_logits, n_best=settings.n_best,
                 max_answer_length=settings.max_answer_length, version_2=data.version_2,
                 null_score_threshold=settings.null_score_threshold,
+                span_selection=settings.span_selection,
             )
             self.last_predictions = (split, predictions)
             return load_metric("squad").compute(**metric_inputs(predictions, data.examples[split]))
