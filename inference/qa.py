@@ -11,8 +11,9 @@ evaluation (`scratchlm.training.data.qa`), so an answer here is the answer the r
     scratchlm-qa --model qa/ --question "Who won?" --context "The Broncos won the game."   # or --context_file
 
 (transformers 5 has no `question-answering` pipeline any more; this is its replacement for ScratchLM models.)
-The window settings default to those the model was fine-tuned with, when its run record (`scratchlm_run.json`,
-key `qa`) holds them.
+The window settings default to those the model was evaluated with: `config.qa_decoding`, which a model fine-tuned with
+`scratchlm-finetune --task qa` carries to the Hub, else (models fine-tuned before it) the run record next to the
+weights (`scratchlm_run.json`, key `qa`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ RUN_RECORD = "scratchlm_run.json"
 
 
 def recorded_settings(model) -> dict:
-    """The window and decoding settings in the run record next to the model's weights, if there is one."""
+    """The window and decoding settings the model was evaluated with: its config's, else its run record's."""
+    if settings := getattr(model.config, "qa_decoding", None):
+        return dict(settings)
     path = Path(str(getattr(model.config, "_name_or_path", "") or "")) / RUN_RECORD
     if not path.is_file():
         return {}
@@ -44,8 +47,8 @@ def recorded_settings(model) -> dict:
 
 
 def window_settings(model, **given) -> dict:
-    """Window and decoding settings: those `given` (not None), else the model's run record, else `DEFAULT_WINDOW`;
-    `max_length` capped at the model's context length."""
+    """Window and decoding settings: those `given` (not None), else the model's (`recorded_settings`), else
+    `DEFAULT_WINDOW`; `max_length` capped at the model's context length."""
     settings = {**DEFAULT_WINDOW, **recorded_settings(model), **{k: v for k, v in given.items() if v is not None}}
     settings["max_length"] = min(settings["max_length"], model.config.max_position_embeddings)
     return settings
@@ -86,7 +89,7 @@ def answer_question(model, tokenizer, question: str, context: str, *, max_length
     """The answer span of `question` in `context`: {"answer", "start", "end", "score", "no_answer_score"}.
 
     `start`/`end` are character offsets in `context` (-1, and an empty answer, when `allow_no_answer` and the
-    model's no-answer score wins). Unset settings come from the model's run record, else `DEFAULT_WINDOW`."""
+    model's no-answer score wins). Unset settings come from the model (`recorded_settings`), else `DEFAULT_WINDOW`."""
     example = Dataset.from_list([{"id": "0", "title": "", "context": context, "question": question,
                                   "answers": {"text": [], "answer_start": []}, "is_impossible": False}],
                                 features=FEATURES)

@@ -249,6 +249,23 @@ def _warmup(value: Any) -> str:
     return f"{value:g} steps" if finite_number(value) else _cell(value)
 
 
+QA_LABELS = {
+    "max_length": "window (tokens, question included)", "stride": "overlap between windows (tokens)",
+    "max_question_tokens": "question cut to (tokens)", "n_best": "candidate starts and ends (n-best)",
+    "max_answer_length": "longest answer (tokens)", "null_score_threshold": "no-answer threshold",
+    "span_selection": "span selection", "version_2": "unanswerable questions (SQuAD 2.0 style)",
+}
+
+
+def _qa_rows(record: RunRecord) -> list[tuple[str, str]]:
+    """The windows and span decoding an extractive QA model was evaluated with (`answer_question` reads the same)."""
+    settings = record.qa or {}
+    if not settings.get("version_2"):
+        settings = {key: value for key, value in settings.items() if key != "null_score_threshold"}
+    return [(QA_LABELS.get(key, _humanize(key)), ("yes" if value else "no") if isinstance(value, bool) else _cell(value))
+            for key, value in settings.items()]
+
+
 def _hyperparameter_rows(record: RunRecord) -> list[tuple[str, str]]:
     values = {key: value for key, value in (record.hyperparameters or {}).items() if value is not None}
     length = _run_length(values)
@@ -526,6 +543,7 @@ def render_model_card(
         cleaning_rows=_cleaning_rows(record),
         procedure=_procedure(record),
         hyperparameter_rows=_hyperparameter_rows(record),
+        qa_rows=_qa_rows(record),
         loss_curve=loss_curve,
         environment_rows=[(ENVIRONMENT_LABELS.get(k, _humanize(k)), _cell(v))
                           for k, v in (record.environment or {}).items()],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import shutil
 from pathlib import Path
 
 import evaluate
@@ -348,12 +349,19 @@ def test_finetune_task_qa_writes_metrics_predictions_and_card(finetuned, squad):
     assert len(predictions) == 9 and all(answer in contexts[key] for key, answer in predictions.items())
     card = (finetuned / "README.md").read_text()
     assert "pipeline_tag: question-answering" in card and "Exact match" in card and "answer_question" in card
+    assert "| window (tokens, question included) | 192 |" in card and "| overlap between windows (tokens) | 40 |" in card
+    assert "| span selection | best |" in card and "| unanswerable questions (SQuAD 2.0 style) | no |" in card
+    assert "no-answer threshold" not in card  # only SQuAD 2.0-style data decodes "no answer"
 
 
-def test_answers_are_spans_of_the_context_with_the_recorded_windows(finetuned, squad):
+def test_answers_are_spans_of_the_context_with_the_recorded_windows(finetuned, squad, tmp_path):
     model = AutoModelForQuestionAnswering.from_pretrained(finetuned)
     tokenizer = AutoTokenizer.from_pretrained(finetuned)
     assert window_settings(model)["max_length"] == 192 and window_settings(model, stride=16)["stride"] == 16
+    # The Hub gets no run record (scratchlm-publish uploads the model, tokenizer and card): config.json carries them.
+    published = shutil.copytree(finetuned, tmp_path / "published", ignore=shutil.ignore_patterns("scratchlm_run.json"))
+    settings = window_settings(AutoModelForQuestionAnswering.from_pretrained(published))
+    assert (settings["max_length"], settings["stride"], settings["version_2"]) == (192, 40, False)
     long_context = " ".join(squad["context"][:3])  # several windows
     for selection in ("best", "expected_f1"):
         answer = answer_question(model, tokenizer, "Who won Super Bowl 50?", long_context, span_selection=selection)

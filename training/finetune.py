@@ -229,6 +229,7 @@ def load_model(task: FinetuneTask, model_args: ModelArguments, finetune_args: Fi
         **parse_config_pairs(model_args.config_overrides),
     )
     model.config.pad_token_id = tokenizer.pad_token_id
+    task.configure_model(model, data)
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     check_tokenizer_fits(tokenizer, model.config)

@@ -39,6 +39,9 @@ class FinetuneTask:
         """Extra `from_pretrained` arguments for the task's model (a head's labels, say)."""
         return {}
 
+    def configure_model(self, model, data) -> None:
+        """Settings the saved model carries to its users in `config.json` (how to decode its outputs, say)."""
+
     def collator(self, tokenizer):
         raise NotImplementedError
 

@@ -123,6 +123,11 @@ class PredictionsWriter(TrainerCallback):
                                    indent=1) + "\n", encoding="utf-8")
 
 
+def qa_decoding(data: QAData) -> dict[str, Any]:
+    """The windows and span decoding of the evaluation, which `scratchlm.inference.qa` answers with."""
+    return {**asdict(data.settings), "version_2": data.version_2}
+
+
 class QATask(FinetuneTask):
     name = "qa"
     pipeline_tag = "question-answering"
@@ -137,6 +142,10 @@ class QATask(FinetuneTask):
 
     def build_data(self, train, validation, test, tokenizer, *, data_args, finetune_args, max_length: int):
         return build_qa_data(train, validation, test, tokenizer, QASettings.from_args(finetune_args, max_length))
+
+    def configure_model(self, model, data: QAData) -> None:
+        # In config.json, so a model downloaded from the Hub (without its run record) answers as it was evaluated.
+        model.config.qa_decoding = qa_decoding(data)
 
     def collator(self, tokenizer):
         return DataCollatorWithPadding(tokenizer)
@@ -162,4 +171,4 @@ class QATask(FinetuneTask):
         return [PredictionsWriter(self)]
 
     def card_fields(self, data: QAData) -> dict[str, Any]:
-        return {"qa": {**asdict(data.settings), "version_2": data.version_2}}
+        return {"qa": qa_decoding(data)}
