@@ -27,7 +27,7 @@ import torch
 from datasets import Dataset
 
 from scratchlm.cli import command, parse_args
-from scratchlm.training.data.qa import FEATURES, build_features, postprocess_predictions
+from scratchlm.training.data.qa import FEATURES, SPAN_SELECTIONS, build_features, postprocess_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class QAArguments:
     allow_no_answer: bool = field(default=False, metadata={"help": "Answer nothing when the model's no-answer "
                                                                     "score wins (SQuAD 2.0-style models)."})
     span_selection: str | None = field(default=None, metadata={
-        "choices": ["best", "expected_f1"], "help": "The best-scoring span, or the one of highest expected F1 "
+        "choices": list(SPAN_SELECTIONS), "help": "The best-scoring span, or the one of highest expected F1 "
                                                     "(default: as the model was evaluated)."})
     trust_remote_code: bool = field(default=True, metadata={"help": "Load the model's own code."})
 

@@ -60,6 +60,7 @@ from .acceleration import enable_compiled_training
 from .arguments import FinetuneDataArguments, ModelArguments, ScratchLMTrainingArguments
 from .callbacks import LossCurveCallback, use_log_friendly_progress
 from .data import check_max_length, check_tokenizer_fits
+from .data.qa import SPAN_SELECTIONS
 from .generation import SampleArguments, sample_generations
 from .language import run_languages, texts_of_rows
 from .lora import adapter_summary, apply_lora, resolvable, save_merged_model
@@ -120,7 +121,7 @@ class FinetuneArguments:
     null_score_threshold: float = field(default=0.0, metadata={"help": "QA, SQuAD 2.0 data: answer nothing when "
                                                                        "'no answer' beats the best span by more."})
     span_selection: str = field(default="best", metadata={
-        "choices": ["best", "expected_f1"],
+        "choices": list(SPAN_SELECTIONS),
         "help": "QA: answer with the best-scoring span, or with the one of the n-best whose expected F1 under the "
                 "model's span probabilities is highest (higher F1, lower exact match)."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})

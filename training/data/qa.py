@@ -362,12 +362,12 @@ def postprocess_predictions(examples: Dataset, features: Dataset, start_logits, 
                                      max_answer_length=max_answer_length)
             no_answer = float(start_logits[index][NO_ANSWER_INDEX] + end_logits[index][NO_ANSWER_INDEX])
             null_score = min(null_score, no_answer)
-        candidates = sorted(candidates, key=lambda span: -span[0])[:n_best]
-        best = candidates[0] if candidates else (-math.inf, 0, 0)
-        if span_selection == "expected_f1" and candidates:
+        candidates = sorted(candidates, key=lambda span: -span[0])[:n_best] or [(-math.inf, 0, 0)]
+        top = candidates[0][0]
+        best = candidates[0]
+        if span_selection == "expected_f1" and top > -math.inf:
             best = expected_f1_span(example["context"], candidates)
         text, start = span_text(example["context"], best[1], best[2])
-        top = candidates[0][0] if candidates else -math.inf
         if version_2 and (top == -math.inf or null_score > top + null_score_threshold):
             text, start = "", -1
         predictions[example["id"]] = {"text": text, "answer_start": start, "score": best[0],
