@@ -4,8 +4,10 @@
 The repository gets exactly what loading the model with stock transformers needs, staged in a local folder first
 (`MODEL_DIR-hub` unless `--staging_dir` says otherwise):
 
-- a full model: `config.json` (with its `auto_map`), the safetensors weights, `configuration_scratchlm.py` and
-  `modeling_scratchlm.py`, `generation_config.json`;
+- a full model, decoder (`scratchlm`) or encoder-decoder (`scratchlm_seq2seq`): `config.json` (with its `auto_map`),
+  the safetensors weights, the code files the `auto_map` names and those they import (`configuration_scratchlm.py`,
+  `modeling_scratchlm.py`, and for the encoder-decoder `configuration_scratchlm_seq2seq.py` and
+  `modeling_scratchlm_seq2seq.py`), `generation_config.json`;
 - a LoRA run saved as an adapter: `adapter_config.json` (its base model recorded) and `adapter_model.safetensors`;
 - the tokenizer: `tokenizer.json`, `tokenizer_config.json` (with its `auto_map`), `tokenization_scratchlm.py`,
   and the chat template / special tokens files when present;
@@ -13,6 +15,8 @@ The repository gets exactly what loading the model with stock transformers needs
   curve it shows.
 
 Nothing else goes: no pickled files (training_args.bin, optimizer states, `.bin`/`.pt` weights), no checkpoints.
+An `auto_map` may name only classes defined in ScratchLM's own code files in the directory (never another Hub
+repository's code, `user/repo--module.Class`), and no staged file may be a link leading outside the directory.
 `--dry-run` stages the folder and lists it without touching the network. The upload uses `huggingface_hub`
 (`HfApi.create_repo`, then one `upload_folder` commit) with the token from `HF_TOKEN` or `hf auth login`; a
 network or authentication failure raises `PublishError`, says what was (not) uploaded, and leaves the staged
@@ -21,6 +25,7 @@ folder in place to retry.
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import shutil
@@ -50,9 +55,15 @@ logger = logging.getLogger(__name__)
 
 OPTIONAL_TOKENIZER_FILES = ("special_tokens_map.json", "chat_template.jinja", "chat_template.json")
 STAGING_MARKER = ".scratchlm_staging"
-MODEL_TYPE = "scratchlm"
-# The Auto classes a published model must map to its code, so that each loads it with trust_remote_code=True.
-REQUIRED_AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification")
+# The model types that can be published, and the Auto classes each must map to its code, so that each loads it with
+# trust_remote_code=True: the decoder and the encoder-decoder.
+REQUIRED_AUTO_CLASSES = {
+    "scratchlm": ("AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification"),
+    "scratchlm_seq2seq": ("AutoConfig", "AutoModel", "AutoModelForSeq2SeqLM"),
+}
+# ScratchLM's remote-code files (modeling/ and tokenization/): the only modules an auto_map may name.
+REMOTE_CODE_MODULES = ("configuration_scratchlm", "modeling_scratchlm", "configuration_scratchlm_seq2seq",
+                       "modeling_scratchlm_seq2seq", "tokenization_scratchlm")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
@@ -91,38 +102,77 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return value
 
 
-def _auto_map_files(auto_map: dict[str, Any], model_dir: Path) -> set[str]:
-    """The code files an `auto_map` points at (`"modeling_scratchlm.ScratchLMModel"` -> `modeling_scratchlm.py`);
-    an entry naming a file outside `model_dir` (`../x.Model`, an absolute path) is refused."""
+def _parse_code(path: Path) -> ast.Module:
+    try:
+        return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError) as error:
+        raise PublishError(f"cannot read the code file {path}: {error}") from None
+
+
+def _defined_classes(path: Path) -> set[str]:
+    return {node.name for node in _parse_code(path).body if isinstance(node, ast.ClassDef)}
+
+
+def _auto_map_files(auto_map: dict[str, Any], model_dir: Path, config_file: str) -> set[str]:
+    """The code files an `auto_map` points at (`"modeling_scratchlm.ScratchLMModel"` -> `modeling_scratchlm.py`).
+
+    Each entry must name a class defined in one of ScratchLM's own remote-code files in `model_dir`: a reference to
+    another Hub repository (`"user/repo--module.Class"`), any other module, or a class the file does not define is
+    refused, since whoever loads the published model with trust_remote_code=True would run that code."""
     files = set()
-    for reference in auto_map.values():
+    for auto_class, reference in auto_map.items():
         for item in reference if isinstance(reference, (list, tuple)) else [reference]:
-            if isinstance(item, str) and "." in item:
-                module = item.split("--")[-1].rsplit(".", 1)[0]
-                name = f"{module}.py"
-                if "/" in name or "\\" in name or not (model_dir / name).resolve().is_relative_to(model_dir.resolve()):
-                    raise PublishError(f"the auto_map entry {item!r} of {model_dir} names code outside the model "
-                                       "directory: only files in the model directory are published")
-                files.add(name)
+            if item is None:  # a tokenizer's auto_map leaves the slow class empty
+                continue
+            module, _, class_name = str(item).rpartition(".")
+            where = f"the auto_map entry {item!r} for {auto_class} in {model_dir / config_file}"
+            if "--" in str(item):
+                raise PublishError(f"{where} names code from another Hub repository; only the model's own code is "
+                                   f"published: write {module.split('--')[-1]}.{class_name} instead")
+            if module not in REMOTE_CODE_MODULES:
+                raise PublishError(f"{where} names code outside the model directory's own ScratchLM code files "
+                                   f"({', '.join(REMOTE_CODE_MODULES)}): only those are published")
+            name = f"{module}.py"
+            if (model_dir / name).is_file() and class_name not in _defined_classes(model_dir / name):
+                raise PublishError(f"{where} names a class that {name} does not define")
+            files.add(name)
     return files
+
+
+def _with_relative_imports(model_dir: Path, names: set[str]) -> list[str]:
+    """`names` and the code files they import relatively (`from .configuration_scratchlm import ...`), which stock
+    transformers needs next to them to load the model."""
+    pending, found = sorted(names), set()
+    while pending:
+        name = pending.pop()
+        if name in found:
+            continue
+        found.add(name)
+        if not (model_dir / name).is_file():
+            continue  # reported by _check_files_exist
+        pending += [f"{node.module}.py" for node in ast.walk(_parse_code(model_dir / name))
+                    if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module]
+    return sorted(found)
 
 
 def _model_files(model_dir: Path) -> list[str]:
     """config.json, the safetensors weights, the model code files and the generation config of a full model."""
     config = _read_json(model_dir / CONFIG_FILE, "model config")
-    if config.get("model_type") != MODEL_TYPE:
+    model_type = config.get("model_type")
+    if model_type not in REQUIRED_AUTO_CLASSES:
         raise PublishError(
-            f"{model_dir} is not a ScratchLM model: its config.json has model_type {config.get('model_type')!r}, "
-            f"not {MODEL_TYPE!r}"
+            f"{model_dir} is not a ScratchLM model: its config.json has model_type {model_type!r}; scratchlm-publish "
+            f"publishes {' and '.join(map(repr, REQUIRED_AUTO_CLASSES))} models (decoder and encoder-decoder)"
         )
     auto_map = config.get("auto_map") or {}
-    missing_classes = [name for name in REQUIRED_AUTO_CLASSES if name not in auto_map]
+    missing_classes = [name for name in REQUIRED_AUTO_CLASSES[model_type] if name not in auto_map]
     if missing_classes:
         raise PublishError(
             f"{model_dir}/config.json has no auto_map entry for {', '.join(missing_classes)}, so stock transformers "
             "could not load it: save the model again after `import scratchlm` (which marks it for remote code)"
         )
-    files = [CONFIG_FILE, *_safetensors_weights(model_dir), *sorted(_auto_map_files(auto_map, model_dir))]
+    code = _with_relative_imports(model_dir, _auto_map_files(auto_map, model_dir, CONFIG_FILE))
+    files = [CONFIG_FILE, *_safetensors_weights(model_dir), *code]
     if (model_dir / GENERATION_CONFIG_FILE).is_file():
         files.append(GENERATION_CONFIG_FILE)
     return files
@@ -200,7 +250,8 @@ def _tokenizer_files(model_dir: Path) -> list[str]:
             f"{model_dir}/{TOKENIZER_CONFIG_FILE} has no auto_map for {tokenizer_class}, so stock transformers could "
             "not load it: save the tokenizer again after `import scratchlm.tokenization`"
         )
-    files = [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, *sorted(_auto_map_files(auto_map, model_dir))]
+    code = _with_relative_imports(model_dir, _auto_map_files(auto_map, model_dir, TOKENIZER_CONFIG_FILE))
+    files = [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, *code]
     return files + [name for name in OPTIONAL_TOKENIZER_FILES if (model_dir / name).is_file()]
 
 
@@ -244,8 +295,33 @@ def _prepare_staging_dir(staging_dir: Path, model_dir: Path) -> None:
     (staging_dir / STAGING_MARKER).write_text("staged by scratchlm-publish; only the other files are uploaded\n")
 
 
-def _stage_card(model_dir: Path, staging_dir: Path, repo_id: str | None, base_model_id: str | None) -> list[str]:
-    """Write README.md (from the run record when there is one, else the existing card), check it; returns files."""
+def _card_files(model_dir: Path) -> list[str]:
+    """The files of `model_dir` that go with the card: the loss curve it shows, and the card itself when there is no
+    run record to render it from."""
+    record_path = model_dir / RUN_RECORD_FILE
+    if record_path.is_file():
+        loss_curve = _read_json(record_path, "run record").get("loss_curve")
+        return [loss_curve] if isinstance(loss_curve, str) and (model_dir / loss_curve).is_file() else []
+    if (model_dir / MODEL_CARD_FILE).is_file():
+        return [MODEL_CARD_FILE, *([LOSS_CURVE_FILE] if (model_dir / LOSS_CURVE_FILE).is_file() else [])]
+    raise PublishError(f"{model_dir} has no model card ({MODEL_CARD_FILE}) and no run record ({RUN_RECORD_FILE})")
+
+
+def _check_inside(model_dir: Path, names: list[str]) -> None:
+    """Refuse a file that is a link to (or whose name leads to) a place outside `model_dir`: publishing uploads only
+    what the model directory holds."""
+    root = model_dir.resolve()
+    for name in names:
+        target = (model_dir / name).resolve()
+        if not target.is_relative_to(root):
+            raise PublishError(f"{model_dir / name} points to {target}, outside the model directory: only files in "
+                               f"{model_dir} are published (copy the file there to publish it)")
+
+
+def _stage_card(model_dir: Path, staging_dir: Path, repo_id: str | None, base_model_id: str | None,
+                card_files: list[str]) -> None:
+    """Write README.md (rendered from the run record when there is one, else the existing card) and the `card_files`,
+    and check the card."""
     record_path = model_dir / RUN_RECORD_FILE
     if record_path.is_file():
         try:
@@ -255,13 +331,8 @@ def _stage_card(model_dir: Path, staging_dir: Path, repo_id: str | None, base_mo
         except (ValueError, TypeError) as error:
             raise PublishError(f"cannot write the model card from {record_path}: {error}") from None
         card.save(staging_dir / MODEL_CARD_FILE)
-        loss_curve = record.loss_curve
-        extra = [loss_curve] if loss_curve and (model_dir / loss_curve).is_file() else []
-    elif (model_dir / MODEL_CARD_FILE).is_file():
-        shutil.copy2(model_dir / MODEL_CARD_FILE, staging_dir / MODEL_CARD_FILE)
-        extra = [LOSS_CURVE_FILE] if (model_dir / LOSS_CURVE_FILE).is_file() else []
-    else:
-        raise PublishError(f"{model_dir} has no model card ({MODEL_CARD_FILE}) and no run record ({RUN_RECORD_FILE})")
+    for name in card_files:
+        shutil.copy2(model_dir / name, staging_dir / name)
     try:
         card = validate_model_card(staging_dir / MODEL_CARD_FILE, require_base_model=True)
     except ValueError as error:
@@ -270,9 +341,6 @@ def _stage_card(model_dir: Path, staging_dir: Path, repo_id: str | None, base_mo
         logger.warning("the model card of %s names no language, so the Hub cannot list the model under one: "
                        "retrain with --language (e.g. --language zh en), or add `language:` to the card's metadata",
                        model_dir)
-    for name in extra:
-        shutil.copy2(model_dir / name, staging_dir / name)
-    return [MODEL_CARD_FILE, *extra]
 
 
 def _rewrite_adapter_base(staging_dir: Path, base_model_id: str) -> None:
@@ -297,7 +365,8 @@ def assemble_hub_folder(
     """Check `model_dir` and copy exactly what the Hub repository gets into `staging_dir`; returns those files.
 
     Raises `PublishError` when `model_dir` is not a ScratchLM model or adapter, lacks safetensors weights, its code
-    files or its tokenizer, or its model card lacks required metadata. `staging_dir` is emptied first if it holds an
+    files or its tokenizer, its `auto_map` names code other than its own, a file to stage is a link leading outside
+    it, or its model card lacks required metadata. `staging_dir` is emptied first if it holds an
     earlier staging; any other non-empty folder is refused.
     """
     model_dir, staging_dir = Path(model_dir), Path(staging_dir)
@@ -309,7 +378,9 @@ def assemble_hub_folder(
         names += _adapter_files(model_dir, base_model_id)
     names += _tokenizer_files(model_dir)
     names = list(dict.fromkeys(names))
+    card_files = _card_files(model_dir)
     _check_files_exist(model_dir, names)
+    _check_inside(model_dir, [*names, *card_files])
     _check_weights_readable(model_dir, names)
 
     _prepare_staging_dir(staging_dir, model_dir)
@@ -317,8 +388,8 @@ def assemble_hub_folder(
         shutil.copy2(model_dir / name, staging_dir / name)
     if base_model_id is not None and (staging_dir / ADAPTER_CONFIG_FILE).is_file():
         _rewrite_adapter_base(staging_dir, base_model_id)
-    names += _stage_card(model_dir, staging_dir, repo_id, _adapter_base_model(model_dir, base_model_id))
-    return [staging_dir / name for name in dict.fromkeys(names)]
+    _stage_card(model_dir, staging_dir, repo_id, _adapter_base_model(model_dir, base_model_id), card_files)
+    return [staging_dir / name for name in dict.fromkeys([*names, MODEL_CARD_FILE, *card_files])]
 
 
 def format_file_list(files: list[Path]) -> str:

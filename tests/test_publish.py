@@ -28,7 +28,13 @@ import scratchlm  # noqa: F401 - registers ScratchLM with the Auto classes and m
 from scratchlm.model_cards import RunRecord, write_model_card
 from scratchlm.model_cards import publish as publish_module
 from scratchlm.model_cards.publish import PublishError, assemble_hub_folder, publish
-from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM, ScratchLMForSequenceClassification
+from scratchlm.modeling import (
+    ScratchLMConfig,
+    ScratchLMForCausalLM,
+    ScratchLMForSequenceClassification,
+    ScratchLMSeq2SeqConfig,
+    ScratchLMSeq2SeqForConditionalGeneration,
+)
 from scratchlm.tokenization import train_tokenizer
 from scratchlm.training.publish import main
 from scratchlm.training.run import RUN_RECORD_FILE, finish_run, push_run_to_hub
@@ -185,6 +191,33 @@ def adapter_dir(tmp_path_factory, tokenizer, lm_run):
     return output_dir
 
 
+@pytest.fixture(scope="module")
+def seq2seq_dir(tmp_path_factory, tokenizer):
+    """A tiny encoder-decoder saved as `scratchlm-finetune --task seq2seq` leaves it: model, tokenizer, record, card."""
+    root = tmp_path_factory.mktemp("seq2seq")
+    output_dir = root / "translate-tiny"
+    torch.manual_seed(2)
+    config = ScratchLMSeq2SeqConfig.from_preset(
+        "tiny", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.bos_token_id,
+    )
+    model = ScratchLMSeq2SeqForConditionalGeneration(config).eval()
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    record = {"task": "text2text-generation", "kind": "finetuning", "method": "full", "base_model": None,
+              "model_name": output_dir.name, "language": ["en", "de"], "datasets": ["multi30k"],
+              "metrics": {"eval_loss": 3.0}, "num_parameters": model.num_parameters()}
+    (output_dir / RUN_RECORD_FILE).write_text(json.dumps(record))
+    write_model_card(output_dir, record)
+    input_ids = tokenizer([PROMPT], return_tensors="pt").input_ids
+    decoder_input_ids = torch.tensor([[tokenizer.bos_token_id, 5, 6]])
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, decoder_input_ids=decoder_input_ids).logits
+    torch.save({"input_ids": input_ids, "decoder_input_ids": decoder_input_ids, "logits": logits}, root / "reference.pt")
+    return output_dir
+
+
 def _names(files) -> set[str]:
     return {Path(f).name for f in files}
 
@@ -259,6 +292,38 @@ def test_classifier_and_adapter_folders(classifier_dir, adapter_dir, lm_run, tmp
     assemble_hub_folder(hub_based, tmp_path / "hub-based-staged")
     metadata = ModelCard.load(tmp_path / "hub-based-staged" / "README.md").data.to_dict()
     assert metadata["base_model"] == "alice/shakespeare-tiny" and metadata["base_model_relation"] == "adapter"
+
+
+def test_the_remote_code_modules_are_the_packages_own():
+    package = Path(scratchlm.__file__).resolve().parents[1]
+    files = {p.stem for folder in ("modeling", "tokenization") for p in (package / folder).glob("*.py")
+             if p.name.startswith(("configuration_", "modeling_", "tokenization_"))}
+    assert set(publish_module.REMOTE_CODE_MODULES) == files
+
+
+def test_an_encoder_decoder_is_published_with_all_its_code_and_loads_with_stock_transformers(
+        seq2seq_dir, tmp_path, run_without_package):
+    staged = publish(seq2seq_dir, "alice/translate-tiny", dry_run=True, staging_dir=tmp_path / "hub").staging_dir
+    # modeling_scratchlm_seq2seq.py builds on the decoder's blocks: both code files travel, with their configs
+    assert {p.name for p in staged.iterdir() if not p.name.startswith(".")} == {
+        "README.md", "config.json", "model.safetensors", "generation_config.json", "configuration_scratchlm.py",
+        "modeling_scratchlm.py", "configuration_scratchlm_seq2seq.py", "modeling_scratchlm_seq2seq.py",
+        "tokenization_scratchlm.py", *TOKENIZER_FILES}
+    assert ModelCard.load(staged / "README.md").data.to_dict()["pipeline_tag"] == "text2text-generation"
+    result = run_without_package(f"""
+        import torch
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        folder, reference = {str(staged)!r}, torch.load({str(seq2seq_dir.parent / "reference.pt")!r})
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+        assert tokenizer([{PROMPT!r}], return_tensors="pt").input_ids.tolist() == reference["input_ids"].tolist()
+        with torch.no_grad():
+            logits = model(input_ids=reference["input_ids"], decoder_input_ids=reference["decoder_input_ids"]).logits
+        torch.testing.assert_close(logits, reference["logits"], rtol=0, atol=0)
+        print(type(model).__name__)
+    """)
+    assert result.stdout.strip() == "ScratchLMSeq2SeqForConditionalGeneration"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -428,6 +493,56 @@ def test_auto_map_code_outside_the_model_directory_is_refused(tmp_path, lm_run):
     with pytest.raises(PublishError, match="auto_map entry '../evil.ScratchLMModel'.*outside the model directory"):
         publish(run, "alice/x", dry_run=True, staging_dir=tmp_path / "hub")
     assert not (tmp_path / "hub").exists()
+
+
+@pytest.mark.parametrize(("config_file", "auto_class", "entry", "message"), [
+    ("config.json", "AutoModelForCausalLM", "evil/repo--modeling_scratchlm.ScratchLMForCausalLM",
+     "another Hub repository"),
+    ("config.json", "AutoModel", "modeling_scratchlm.EvilModel", "a class that modeling_scratchlm.py does not define"),
+    ("config.json", "AutoConfig", "evil.ScratchLMConfig", "outside the model directory's own ScratchLM code files"),
+    ("tokenizer_config.json", "AutoTokenizer", ["evil/repo--tokenization_scratchlm.ScratchLMTokenizer", None],
+     "another Hub repository"),
+])
+def test_auto_map_may_name_only_the_packages_own_classes(tmp_path, lm_run, capsys, config_file, auto_class, entry,
+                                                         message):
+    run = _copy_run(lm_run.dir, tmp_path / "foreign-code")
+    (run / "evil.py").write_text("class ScratchLMConfig:\n    pass\n")
+    config = json.loads((run / config_file).read_text())
+    config["auto_map"][auto_class] = entry
+    (run / config_file).write_text(json.dumps(config))
+    shown = entry[0] if isinstance(entry, list) else entry
+    with pytest.raises(PublishError, match=re.escape(f"auto_map entry {shown!r} for {auto_class} in {run / config_file}")
+                       + f".*{re.escape(message)}"):
+        publish(run, "alice/x", dry_run=True, staging_dir=tmp_path / "hub")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(run), "--repo_id", "alice/x", "--dry_run", "--staging_dir", str(tmp_path / "hub")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and shown in err
+    assert not (tmp_path / "hub").exists()
+
+
+@pytest.mark.parametrize("name", ["chat_template.jinja", "loss_curve.png", "tokenizer.json"])
+def test_a_link_leaving_the_model_directory_is_refused(tmp_path, lm_run, capsys, name):
+    run = _copy_run(lm_run.dir, tmp_path / "linked")
+    outside = tmp_path / "private" / name
+    outside.parent.mkdir()
+    outside.write_bytes((run / name).read_bytes())
+    (run / name).unlink()
+    (run / name).symlink_to(outside)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(run), "--repo_id", "alice/x", "--dry_run", "--staging_dir", str(tmp_path / "hub")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{run / name} points to {outside}, outside the model directory" in err
+    assert not (tmp_path / "hub").exists()
+    # a link that stays inside the directory is followed: the file it names is what is published
+    (run / name).unlink()
+    (run / "kept").mkdir()
+    outside.rename(run / "kept" / name)
+    (run / name).symlink_to(Path("kept") / name)
+    files = assemble_hub_folder(run, tmp_path / "hub")
+    staged = tmp_path / "hub" / name
+    assert staged in files and not staged.is_symlink() and staged.read_bytes() == (run / "kept" / name).read_bytes()
 
 
 def test_a_foreign_staging_folder_is_never_emptied(tmp_path, lm_run):

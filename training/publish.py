@@ -1,4 +1,5 @@
-"""`scratchlm-publish`: publish a trained ScratchLM model (or LoRA adapter) directory to the Hugging Face Hub.
+"""`scratchlm-publish`: publish a trained ScratchLM model (decoder or encoder-decoder) or LoRA adapter directory to the
+Hugging Face Hub.
 
     scratchlm-publish MODEL_DIR --repo_id USER/NAME [--private] [--dry_run] [--base_model_id USER/BASE]
     scratchlm-publish --model_dir MODEL_DIR --repo_id USER/NAME ...          (the same, as named options)
