@@ -15,7 +15,9 @@ question answering section shows the two fine-tuning runs that use them.
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import random
 import re
 from collections.abc import Iterable
@@ -23,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scratchlm.cli import command, parse_args
-from scratchlm.tokenization.corpus import check_utf8, read_file, resolve_files
+from scratchlm.files import atomic_open, same_file
+from scratchlm.tokenization.corpus import check_utf8, is_saved_dataset, read_file, resolve_files
 
 from .qa import load_squad
+from .tables import TABLE_BUILDERS
 
 # A sentence ends at . ! or ? before a capital, but not after an initial ("J. Smith", "U.S. Army") or a title.
 SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\b[A-Z]\.)(?<!\b(?:Mr|Dr|St|Jr|Sr|vs)\.)(?<!\bMrs\.)\s+(?=[A-Z\"'(])")
@@ -95,15 +99,19 @@ def cloze_questions(paragraphs: Iterable[tuple[str, str]], *, per_paragraph: int
 def text_paragraphs(sources: str | Path | list) -> list[tuple[str, str]]:
     """(file name, paragraph) for every paragraph of plain text files (the project's corpus reader: `.txt`, gzip
     too, globs and directories; invalid UTF-8 is named before anything is read), its line breaks made spaces."""
-    files = resolve_files(sources, suffixes=(".txt",), what="text")
+    files = resolve_files(sources, suffixes=TEXT_SUFFIXES, what="text")
     check_utf8(files, advice="save the file as UTF-8")
     return [(path.name, " ".join(paragraph.split())) for path in files
             for paragraph in read_file(path, sample_by="paragraph")]
 
 
+TEXT_SUFFIXES = (".txt",)
+
+
 @dataclass
 class ClozeArguments:
     output_file: str = field(metadata={"help": "The jsonl file written (flat SQuAD rows)."})
+    overwrite_output: bool = field(default=False, metadata={"help": "Replace an existing --output_file."})
     train_files: list[str] = field(default_factory=list, metadata={
         "help": "SQuAD-format data whose paragraphs become cloze questions: json as published, jsonl rows or a "
                 "`datasets` id."})
@@ -125,10 +133,33 @@ class ClozeArguments:
             raise ValueError(f"--drop_rate must be in [0, 1), got {self.drop_rate}")
 
 
+def input_files(args: ClozeArguments) -> list[Path]:
+    """The local files the command reads, globs and directories resolved (a data set id or a `save_to_disk`
+    directory names none)."""
+    files = resolve_files(args.text_files, suffixes=TEXT_SUFFIXES, what="text") if args.text_files else []
+    local = [source for source in args.train_files
+             if not is_saved_dataset(source) and glob.glob(os.path.expanduser(source))]
+    return files + (resolve_files(local, suffixes=tuple(TABLE_BUILDERS), what="table") if local else [])
+
+
+def check_output_file(args: ClozeArguments) -> None:
+    """Refuse, before anything is read, an output that is one of the inputs or (without --overwrite_output)
+    that exists."""
+    output = Path(args.output_file)
+    if output.is_dir():
+        raise IsADirectoryError(f"--output_file {output} is a directory; give a file path")
+    for path in input_files(args):
+        if same_file(path, output):
+            raise ValueError(f"--output_file {output} is the input {path}; write the cloze questions to another file")
+    if output.exists() and not args.overwrite_output:
+        raise FileExistsError(f"--output_file {output} exists; pass --overwrite_output to replace it")
+
+
 @command("scratchlm-cloze")
 def main(argv=None) -> None:
     (args,) = parse_args([ClozeArguments], argv,
                          description="Cloze questions (SQuAD jsonl) from SQuAD paragraphs or plain text.")
+    check_output_file(args)
     text = text_paragraphs(args.text_files) if args.text_files else []  # small files: checked and read first
     paragraphs: dict[tuple[str, str], None] = {}
     for source in args.train_files:
@@ -141,10 +172,9 @@ def main(argv=None) -> None:
         raise ValueError(f"no cloze question could be made from the {len(paragraphs)} paragraph(s) of "
                          f"{', '.join(args.train_files + args.text_files)}: they hold no number or capitalised name "
                          "past a sentence's first word")
-    output = Path(args.output_file)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    print(f"{len(rows):,} cloze questions from {len(paragraphs):,} paragraphs written to {output}")
+    with atomic_open(args.output_file) as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    print(f"{len(rows):,} cloze questions from {len(paragraphs):,} paragraphs written to {args.output_file}")
 
 
 if __name__ == "__main__":
