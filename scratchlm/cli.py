@@ -8,10 +8,12 @@ errors into one clear line and exit status 2.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,26 +21,42 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The option values of a YAML or JSON config file; broken syntax is an error naming the file, line and column."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".yaml", ".yml"):
+    if path.suffix not in CONFIG_SUFFIXES:
+        raise ValueError(f"config file must be .yaml, .yml or .json, got {path.name}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error})") from None
+    if path.suffix == ".json":
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} line {error.lineno} column {error.colno}: invalid JSON ({error.msg})") from None
+    else:
         import yaml
 
-        values = yaml.safe_load(text) or {}
-    elif path.suffix == ".json":
-        values = json.loads(text)
-    else:
-        raise ValueError(f"config file must be .yaml, .yml or .json, got {path.name}")
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.MarkedYAMLError as error:
+            where = f" line {error.problem_mark.line + 1} column {error.problem_mark.column + 1}" \
+                if error.problem_mark else ""
+            problem = f"{error.context}: {error.problem}" if error.context else error.problem
+            raise ValueError(f"{path}{where}: invalid YAML ({problem})") from None
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path}: invalid YAML ({error})") from None
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold a mapping of option names to values")
     return values
 
 
-CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 logger = logging.getLogger(__name__)
 
 
@@ -110,6 +128,45 @@ def move_bare_argument(argv: Sequence[str] | None, name: str = "model_dir") -> l
     return argv
 
 
+class CommandArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` whose parse errors are user errors (one line through `command`), not a usage dump."""
+
+    def error(self, message: str):
+        # argparse names an option by all its spellings ("--max_steps/--max-steps"): the first one is enough.
+        raise ValueError(re.sub(r"(--\w+)(?:/--[\w-]+)+", r"\1", message))
+
+
+def _config_value(action: argparse.Action, value: Any, path: str) -> Any:
+    """A config file's `value` for the option of `action`, converted and checked as the same value on the command line
+    would be (argparse converts only string defaults, and checks the choices of none)."""
+    if value is None or action.type is None:
+        return value
+    many = action.nargs in ("+", "*")
+    items = value if many and isinstance(value, list) else [value]
+    try:
+        converted = [_convert(action.type, item) for item in items]
+    except argparse.ArgumentTypeError as error:
+        raise ValueError(f"{path}: {action.dest}: {error}") from None
+    except (TypeError, ValueError):
+        name = getattr(action.type, "__name__", "")
+        raise ValueError(f"{path}: {action.dest}: invalid {name} value: {value!r}") from None
+    for item, result in zip(items, converted):
+        if action.choices is not None and result not in action.choices:
+            raise ValueError(f"{path}: {action.dest}: invalid choice: {item!r} (choose from "
+                             f"{', '.join(map(str, action.choices))})")
+    return converted if many else converted[0]
+
+
+def _convert(type_function, item: Any) -> Any:
+    if isinstance(item, str):
+        return type_function(item)
+    if type_function is str:  # a mapping stays one: `dict | str` fields (lr_scheduler_kwargs) parse as str
+        return item if isinstance(item, (dict, list)) else str(item)
+    if isinstance(item, (dict, list)):
+        raise TypeError(f"a {type(item).__name__} where one value is expected")
+    return type_function(str(item))  # YAML's 3 or true, read as the command line would read "3" or "True"
+
+
 def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, description: str | None = None):
     """Parse `argv` (default: sys.argv[1:]) into one instance of each dataclass, in order.
 
@@ -119,7 +176,7 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     renames = deprecated_flags(dataclass_types)
-    parser = HfArgumentParser(tuple(dataclass_types), description=description)
+    parser = CommandArgumentParser(tuple(dataclass_types), description=description)
     parser.add_argument("--config", help="YAML or JSON file of option values; command-line options override it")
     config_path, argv = _split_config_argument(argv)
     argv = _rename_deprecated_arguments(argv, renames)
@@ -129,6 +186,10 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown option(s) in {config_path}: {', '.join(unknown)}")
+        options = {}
+        for action in parser._actions:
+            options.setdefault(action.dest, action)  # an option comes before its --no_x complement (same dest)
+        values = {key: _config_value(options[key], value, config_path) for key, value in values.items()}
         for action in parser._actions:  # every action of an option: a bool has --x and --no_x, one dest
             if action.dest in values:
                 action.required = False
