@@ -1,34 +1,39 @@
-"""Serve a ScratchLM model over the OpenAI API with transformers' own server: `scratchlm-serve`.
+"""Serve a ScratchLM model over the OpenAI API: `scratchlm-serve`.
 
-    scratchlm-serve MODEL_DIR [--host 127.0.0.1] [--port 8000] [--device auto] [--dtype auto]
+    scratchlm-serve MODEL_DIR [--host 127.0.0.1] [--port 8000] [--device auto] [--dtype auto] [--seed N]
 
-This is `transformers serve MODEL_DIR --trust-remote-code` (FastAPI + uvicorn; `pip install "transformers[serving]"`)
-with one fix: transformers 5.24's model manager finds the model class with `getattr(transformers,
-config.architectures[0])`, which fails for a class that transformers does not ship. The command makes ScratchLM's
-classes attributes of the `transformers` module in this process, then starts the stock server, pinned to the one
-model, and with the chat request's fields checked against the OpenAI types it declares (transformers checks only
-the field names: `"messages": "hi"` was a 500 "Internal Server Error", it is now a 422 naming the field). Endpoints: `POST /v1/chat/completions` (streamed as server-sent events with `"stream": true`),
-`POST /v1/completions`, `POST /v1/responses`, `GET /v1/models`, `GET /health`.
+A FastAPI application run by uvicorn (`pip install "scratchlm[serve]"`), on the model's own `generate` with
+transformers' `TextIteratorStreamer`. Endpoints: `POST /v1/chat/completions`, `POST /v1/completions` (both streamed
+as server-sent events with `"stream": true`), `GET /v1/models`, `GET /health`.
+
+One generation runs at a time: requests wait their turn in arrival order (a CPU has no spare cores for a second
+one, and a seeded request then gives the same text whatever else is asked). A streamed request whose client goes
+away stops its generation at the next token. A base model (not instruction-tuned) answers `/v1/completions` only:
+chat requests are refused with a 400 saying so. Unsupported fields (`n` > 1, tools, log probabilities, ...) are a
+400 naming the field; a prompt that leaves no room in the context for the reply is a 400 with the numbers.
 """
 
-from __future__ import annotations
 
-import collections.abc
-import json
+import asyncio
 import logging
-import typing
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import transformers
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, set_seed
 
 from scratchlm.cli import command, move_bare_argument, parse_args
 
-from .model_dir import check_model_dir
+from .model_dir import check_model_dir, is_instruction_tuned
+from .openai_api import ChatCompletionRequest, CompletionRequest, SamplingRequest, Unsupported
 
 logger = logging.getLogger(__name__)
 
-SERVING_EXTRAS_MISSING = 'scratchlm-serve needs transformers\' serving extras: pip install "transformers[serving]"'
+SERVING_EXTRAS_MISSING = 'scratchlm-serve needs its serving extras: pip install "scratchlm[serve]" (fastapi, uvicorn)'
 
 
 @dataclass
@@ -40,97 +45,376 @@ class ServeArguments:
     dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto (as saved), float32, bfloat16, ..."})
     seed: int | None = field(default=None, metadata={"help": "Seed for sampling, when a request gives none."})
     enable_cors: bool = field(default=False, metadata={"help": "Allow cross-origin requests (browser apps)."})
-    log_level: str = field(default="warning", metadata={"help": "transformers' log level in the server."})
+    log_level: str = field(default="warning", metadata={"help": "uvicorn's log level."})
 
 
-def make_architectures_reachable(model_dir: Path) -> list[str]:
-    """Make each ScratchLM class named in the model's config.json an attribute of `transformers` (what the serving
-    model manager looks the class up in); returns the names."""
-    from scratchlm import modeling
+class RequestError(Exception):
+    """A request the server cannot serve: answered with `status` and an OpenAI error body naming `param`."""
 
-    architectures = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("architectures") or []
-    if not architectures:
-        raise ValueError(f"{model_dir}/config.json names no architectures: cannot tell which model class to serve")
-    for name in architectures:
-        if hasattr(transformers, name):
-            continue
-        if not hasattr(modeling, name):
-            raise ValueError(f"{model_dir}/config.json names {name!r}, which is neither a transformers nor a ScratchLM class")
-        setattr(transformers, name, getattr(modeling, name))
-    return architectures
+    def __init__(self, message: str, param: str | None = None, status: int = 400):
+        super().__init__(message)
+        self.message, self.param, self.status = message, param, status
 
 
-def request_errors(params_class, body: dict) -> list[str]:
-    """What is wrong in a request `body`, field by field, checked with pydantic against the TypedDict
-    `params_class` (OpenAI's request type, as extended by transformers)."""
-    from pydantic import TypeAdapter, ValidationError
+class StopText:
+    """Cuts generated text at the first stop sequence; while streaming, holds back the tail that could still
+    become one, so that no part of a stop sequence is ever sent."""
 
-    if not isinstance(body.get("messages"), list) or not body["messages"]:
-        return ["messages: a non-empty list of {role, content} messages is required"]
-    if not isinstance(body.get("stream", False), bool):
-        return ["stream: must be true or false"]
-    hints = typing.get_type_hints(params_class)
-    errors = []
-    for key, value in body.items():
-        if key in ("model", "stream") or key not in hints:
-            continue  # one model is served; unexpected names are transformers' own check
-        annotation = hints[key]
-        if typing.get_origin(annotation) is collections.abc.Iterable:  # validated lazily by pydantic: use a list
-            annotation = list[typing.get_args(annotation)]
+    def __init__(self, stops: list[str]):
+        self.stops = stops
+        self.hold = max((len(stop) for stop in stops), default=1) - 1
+        self.text = ""
+        self.sent = 0
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        """The text that can be sent now that `piece` was generated."""
+        self.text += piece
+        cuts = [index for stop in self.stops if (index := self.text.find(stop)) >= 0]
+        if cuts:
+            self.stopped = True
+            self.text = self.text[: min(cuts)]
+            return self.flush()
+        return self._send_up_to(len(self.text) - self.hold)
+
+    def flush(self) -> str:
+        return self._send_up_to(len(self.text))
+
+    def _send_up_to(self, end: int) -> str:
+        piece = self.text[self.sent : max(end, self.sent)]
+        self.sent += len(piece)
+        return piece
+
+
+class CancelledByClient(StoppingCriteria):
+    """Ends `generate` at the next token once the client is gone (or the request otherwise stopped)."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+@dataclass
+class Generation:
+    """What one request's generation did: the counts, and why it ended."""
+
+    prompt_tokens: int
+    completion_tokens: int = 0
+    finish_reason: str | None = None  # "stop", "length", or "cancelled" (the client went away)
+
+
+class Reply:
+    """One request's reply, generated by a task of its own when the request's turn comes: `pieces()` gives the
+    text as it is generated. The task ends by itself (the reply is complete, or `cancel()` stopped it), whether or
+    not anyone still reads the pieces, and so always gives the turn to the next request."""
+
+    def __init__(self, engine: "Engine", prompt: list[int], config: GenerationConfig, request: SamplingRequest):
+        self.engine, self.prompt, self.config, self.request = engine, prompt, config, request
+        self.record = Generation(prompt_tokens=len(prompt))
+        self.stopping = CancelledByClient()
+        self.cancelled = False
+        self.queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        self.task = asyncio.create_task(self._generate())
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.stopping.event.set()
+
+    async def pieces(self) -> AsyncIterator[str]:
+        while (piece := await self.queue.get()) is not None:
+            if isinstance(piece, BaseException):
+                raise RuntimeError(f"generation failed: {piece!r}") from piece
+            yield piece
+
+    async def _generate(self) -> None:
+        engine = self.engine
         try:
-            TypeAdapter(annotation).validate_python(value)
-        except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(part) for part in (key, *first["loc"]))
-            errors.append(f"{where}: {first['msg']}")
-    return errors
+            async with engine.turn:
+                if self.cancelled:  # the client left while waiting for its turn
+                    self.record.finish_reason = "cancelled"
+                    return
+                streamer = TextIteratorStreamer(engine.tokenizer, skip_prompt=True, skip_special_tokens=True)
+                failure: list[BaseException] = []
+                worker = threading.Thread(target=self._run, args=(streamer, failure), daemon=True)
+                worker.start()
+                stop = StopText(self.request.stop)
+                texts = iter(streamer)
+                while (piece := await asyncio.to_thread(next, texts, None)) is not None:
+                    if text := stop.feed(piece):
+                        self.queue.put_nowait(text)
+                    if stop.stopped:
+                        self.stopping.event.set()
+                        break
+                await asyncio.to_thread(worker.join)
+                if failure:
+                    self.queue.put_nowait(failure[0])
+                    return
+                if text := stop.flush():
+                    self.queue.put_nowait(text)
+                if self.cancelled:
+                    self.record.finish_reason = "cancelled"
+                elif stop.stopped:
+                    self.record.finish_reason = "stop"
+        finally:
+            self.queue.put_nowait(None)
+            engine.history.append(self.record)
+
+    def _run(self, streamer: TextIteratorStreamer, failure: list) -> None:
+        """`generate` in a thread of its own, feeding `streamer`."""
+        model = self.engine.model
+        input_ids = torch.tensor([self.prompt], device=model.device)
+        seed = self.request.seed if self.request.seed is not None else self.engine.default_seed
+        if seed is not None:
+            set_seed(seed)
+        try:
+            with torch.inference_mode():
+                output = model.generate(
+                    input_ids, attention_mask=torch.ones_like(input_ids), generation_config=self.config,
+                    streamer=streamer, stopping_criteria=StoppingCriteriaList([self.stopping]),
+                    tokenizer=self.engine.tokenizer,
+                )  # fmt: skip
+        except Exception as error:  # reported in the request's own task
+            failure.append(error)
+            streamer.end()  # the reader must not wait for text that will never come
+            return
+        new = output[0, input_ids.shape[1] :].tolist()
+        self.record.completion_tokens = len(new)
+        eos = self.config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        ended_by_model = bool(new) and new[-1] in eos
+        self.record.finish_reason = "stop" if ended_by_model or len(new) < self.config.max_new_tokens else "length"
 
 
-def use_validating_chat_handler() -> None:
-    """Make transformers' server build its chat endpoint with `request_errors` as the first check: a 422 naming
-    the bad field instead of an exception deep in the handler."""
-    from fastapi import HTTPException
-    from transformers.cli.serving import chat_completion
+class Engine:
+    """The model, its tokenizer and the one-at-a-time turn of the replies."""
 
-    stock = chat_completion.ChatCompletionHandler
-    if getattr(stock, "checks_request_types", False):
-        return
+    def __init__(self, model, tokenizer, model_id: str, chat_tuned: bool, default_seed: int | None = None):
+        self.model, self.tokenizer = model, tokenizer
+        self.model_id, self.chat_tuned, self.default_seed = model_id, chat_tuned, default_seed
+        self.context = model.config.max_position_embeddings
+        self.turn = asyncio.Lock()
+        self.history: deque[Generation] = deque(maxlen=100)  # the latest finished generations, newest last
 
-    class ValidatingChatCompletionHandler(stock):
-        checks_request_types = True
+    def prompt_ids(self, request: SamplingRequest) -> list[int]:
+        if isinstance(request, ChatCompletionRequest):
+            if not self.chat_tuned:
+                raise RequestError(
+                    f"{self.model_id} is a base model, not instruction-tuned: it has no chat template to answer "
+                    "messages with; use /v1/completions to continue a prompt", param="messages")
+            return self.tokenizer.apply_chat_template(request.chat_messages(), add_generation_prompt=True,
+                                                      return_dict=True)["input_ids"]  # fmt: skip
+        return self.tokenizer(request.prompt)["input_ids"]
 
-        def _validate_request(self, body: dict) -> None:
-            super()._validate_request(body)
-            if errors := request_errors(self._valid_params_class, body):
-                raise HTTPException(status_code=422, detail="; ".join(errors))
+    def max_new_tokens(self, request: SamplingRequest, prompt_tokens: int) -> int:
+        room = self.context - prompt_tokens
+        if request.max_tokens is None and room >= 1:
+            return room
+        if request.max_tokens is None or request.max_tokens > room:
+            asked = f"{request.max_tokens} in the completion" if request.max_tokens else "at least 1 in the completion"
+            raise RequestError(
+                f"this model's maximum context length is {self.context} tokens; the request needs "
+                f"{prompt_tokens + (request.max_tokens or 1)} ({prompt_tokens} in the prompt, {asked})",
+                param="max_tokens" if request.max_tokens else "messages")
+        return request.max_tokens
 
-    chat_completion.ChatCompletionHandler = ValidatingChatCompletionHandler
+    def generation_config(self, request: SamplingRequest, max_new_tokens: int) -> GenerationConfig:
+        config = GenerationConfig.from_dict(self.model.generation_config.to_dict())
+        config.update(max_new_tokens=max_new_tokens, stop_strings=request.stop or None)
+        if request.temperature == 0:
+            config.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        elif request.temperature is not None or request.top_p is not None:
+            config.update(do_sample=True, temperature=request.temperature or 1.0, top_p=request.top_p or 1.0)
+        return config
+
+    def reply(self, request: SamplingRequest) -> Reply:
+        """The reply to `request`, queued for its turn; a request that cannot be served raises `RequestError`."""
+        prompt = self.prompt_ids(request)
+        return Reply(self, prompt, self.generation_config(request, self.max_new_tokens(request, len(prompt))), request)
 
 
-def start_server(args: ServeArguments, non_blocking: bool = False):
-    """The transformers `Serve` object serving `args.model_dir`; with `non_blocking` its server runs in a thread
-    (stop it with `.kill_server()`), otherwise this returns when the server stops."""
-    from transformers.cli.serve import Serve
-    from transformers.utils.import_utils import is_serve_available
+def usage(record: Generation) -> dict:
+    return {"prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
+            "total_tokens": record.prompt_tokens + record.completion_tokens}  # fmt: skip
 
-    if not is_serve_available():
-        raise ModuleNotFoundError(SERVING_EXTRAS_MISSING)
+
+def create_app(engine: Engine, enable_cors: bool = False):
+    """The FastAPI application serving `engine`."""
+    import json
+
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    app = FastAPI(title="ScratchLM", summary=f"OpenAI-compatible API for {engine.model_id}")
+    app.state.engine = engine
+    if enable_cors:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
+
+    def error_response(message: str, param: str | None, status: int) -> JSONResponse:
+        # OpenAI's error body (what its clients read), and `detail` (what FastAPI clients read)
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None},
+                "detail": message}  # fmt: skip
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(RequestError)
+    async def request_error(_request, error: RequestError):
+        return error_response(error.message, error.param, error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request, error: RequestValidationError):
+        problems, param = [], None
+        for problem in error.errors():
+            where = ".".join(str(part) for part in problem["loc"] if part != "body")
+            cause = problem.get("ctx", {}).get("error")
+            if isinstance(cause, Unsupported):
+                where, message = cause.param, str(cause).split(": ", 1)[1]
+            else:
+                message = problem["msg"].removeprefix("Value error, ")
+            param = param or where or None
+            problems.append(f"{where}: {message}" if where else message)
+        return error_response("; ".join(problems), param, 400)
+
+    watchers: set[asyncio.Task] = set()
+
+    async def cancel_when_disconnected(http_request: Request, reply: Reply) -> None:
+        """Stop the reply once its client is gone (looked at every 0.1 s until the reply is complete)."""
+        while not reply.task.done():
+            if await http_request.is_disconnected():
+                reply.cancel()
+                return
+            await asyncio.sleep(0.1)
+
+    def check_model_name(requested: str | None) -> None:
+        if requested not in (None, "", engine.model_id):
+            raise RequestError(f"model {requested!r} is not served here; this server serves {engine.model_id!r}",
+                               param="model", status=404)  # fmt: skip
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": engine.model_id, "object": "model", "created": 0,
+                                            "owned_by": "scratchlm"}]}  # fmt: skip
+
+    async def respond(request: SamplingRequest, http_request: Request, chat: bool):
+        check_model_name(request.model)
+        name = "chat.completion" if chat else "text_completion"
+        reply_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        created = int(time.time())
+        reply = engine.reply(request)
+        watcher = asyncio.create_task(cancel_when_disconnected(http_request, reply))
+        watchers.add(watcher)  # the loop keeps only weak references to tasks
+        watcher.add_done_callback(watchers.discard)
+        def choice(text: str | None, finish_reason: str | None, delta: bool) -> dict:
+            if not chat:
+                return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+            content = {"role": "assistant", "content": text or ""} if not delta else (
+                {"content": text} if text is not None else {})
+            return {"index": 0, "delta" if delta else "message": content, "logprobs": None,
+                    "finish_reason": finish_reason}  # fmt: skip
+
+        def body(choices: list, record: Generation | None = None, chunk: bool = False) -> dict:
+            result = {"id": reply_id, "object": f"{name}.chunk" if chunk and chat else name, "created": created,
+                      "model": engine.model_id, "choices": choices}  # fmt: skip
+            if record is not None:
+                result["usage"] = usage(record)
+            return result
+
+        if not request.stream:
+            text = "".join([piece async for piece in reply.pieces()])
+            await reply.task
+            record = reply.record
+            return JSONResponse(body([choice(text, record.finish_reason, delta=False)], record))
+
+        async def events() -> AsyncIterator[str]:
+            def event(data: dict) -> str:
+                return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+            if chat:
+                yield event(body([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                   "finish_reason": None}], chunk=True))  # fmt: skip
+            async for piece in reply.pieces():
+                yield event(body([choice(piece, None, delta=True)], chunk=True))
+            await reply.task
+            record = reply.record
+            yield event(body([choice(None, record.finish_reason, delta=True)], chunk=True))
+            if request.include_usage:
+                yield event(body([], record, chunk=True))
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", background=None)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: ChatCompletionRequest, http_request: Request):
+        return await respond(request, http_request, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: CompletionRequest, http_request: Request):
+        return await respond(request, http_request, chat=False)
+
+    return app
+
+
+def load_engine(args: ServeArguments) -> Engine:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     model_dir = check_model_dir(args.model_dir)
-    make_architectures_reachable(model_dir)
-    use_validating_chat_handler()
-    logger.info("serving %s on http://%s:%d/v1", model_dir, args.host, args.port)
-    return Serve(
-        force_model=str(model_dir), trust_remote_code=True, host=args.host, port=args.port, device=args.device,
-        dtype=args.dtype, default_seed=args.seed, enable_cors=args.enable_cors, log_level=args.log_level,
-        non_blocking=non_blocking,
-    )  # fmt: skip
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True, dtype=args.dtype)
+    model = model.to(device).eval()
+    return Engine(model, tokenizer, args.model_dir, is_instruction_tuned(model_dir, tokenizer), args.seed)
+
+
+class Server:
+    """uvicorn serving the application, in this thread (`run`) or in a background one (`start` ... `stop`)."""
+
+    def __init__(self, args: ServeArguments):
+        try:
+            import uvicorn
+        except ModuleNotFoundError as error:
+            raise ModuleNotFoundError(SERVING_EXTRAS_MISSING) from error
+        self.engine = load_engine(args)
+        self.app = create_app(self.engine, args.enable_cors)
+        config = uvicorn.Config(self.app, host=args.host, port=args.port, log_level=args.log_level)
+        self.server = uvicorn.Server(config)
+        self.url = f"http://{args.host}:{args.port}"
+        self.thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        logger.info("serving %s on %s/v1", self.engine.model_id, self.url)
+        self.server.run()
+
+    def start(self, timeout: float = 60) -> "Server":
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start on {self.url}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=30)
 
 
 @command("scratchlm-serve")
 def main(argv=None) -> None:
     (args,) = parse_args([ServeArguments], move_bare_argument(argv), description=__doc__.split("\n\n")[0])
-    from transformers.utils.import_utils import is_serve_available
-
-    if not is_serve_available():  # one line, not a traceback: a missing install is the user's to fix
-        raise OSError(SERVING_EXTRAS_MISSING)
-    start_server(args)
+    for module in ("fastapi", "uvicorn"):
+        try:
+            __import__(module)
+        except ModuleNotFoundError:  # one line, not a traceback: a missing install is the user's to fix
+            raise OSError(SERVING_EXTRAS_MISSING) from None
+    Server(args).run()
