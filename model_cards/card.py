@@ -13,6 +13,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from scratchlm.files import atomic_path
+
 from .run_record import (
     ADAPTER_CONFIG_FILE,
     CONFIG_FILE,
@@ -596,7 +598,7 @@ def write_model_card(output_dir: str | Path, record: RunRecord | Mapping[str, An
     output_dir = Path(output_dir)
     card = render_model_card(record, output_dir, repo_id=repo_id, base_model=base_model)
     validate_model_card(card, require_results=record_has_results(record))
-    output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / MODEL_CARD_FILE
-    card.save(path)
+    with atomic_path(path) as temporary:
+        card.save(temporary)
     return path

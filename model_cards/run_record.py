@@ -18,6 +18,8 @@ from typing import Any
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from scratchlm.files import atomic_write_text
+
 # The files of a run directory.
 RUN_RECORD_FILE = "scratchlm_run.json"
 CHAT_TASKS = ("sft", "dpo")  # fine-tuning tasks whose model is used through its chat template
@@ -179,9 +181,7 @@ class RunRecord:
         return cls.from_dict(values)
 
     def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / RUN_RECORD_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
+        return atomic_write_text(Path(directory) / RUN_RECORD_FILE, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @property
     def is_instruction_tuned(self) -> bool:
