@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from datasets import Dataset
+from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
 
 from scratchlm.cli import command, parse_args
+from scratchlm.inference.model_dir import check_model_dir
+from scratchlm.model_cards.run_record import ADAPTER_CONFIG_FILE, CONFIG_FILE, is_adapter_dir, is_hub_id
 from scratchlm.training.data.qa import FEATURES, SPAN_SELECTIONS, build_features, postprocess_predictions
 
 logger = logging.getLogger(__name__)
@@ -43,7 +47,7 @@ def recorded_settings(model) -> dict:
     path = Path(str(getattr(model.config, "_name_or_path", "") or "")) / RUN_RECORD
     if not path.is_file():
         return {}
-    return json.loads(path.read_text(encoding="utf-8")).get("qa", {})
+    return json.loads(path.read_text(encoding="utf-8")).get("qa") or {}
 
 
 def window_settings(model, **given) -> dict:
@@ -89,7 +93,11 @@ def answer_question(model, tokenizer, question: str, context: str, *, max_length
     """The answer span of `question` in `context`: {"answer", "start", "end", "score", "no_answer_score"}.
 
     `start`/`end` are character offsets in `context` (-1, and an empty answer, when `allow_no_answer` and the
-    model's no-answer score wins). Unset settings come from the model (`recorded_settings`), else `DEFAULT_WINDOW`."""
+    model's no-answer score wins, or when no span fits: then `score` is None). Unset settings come from the model
+    (`recorded_settings`), else `DEFAULT_WINDOW`. An empty question or context is a ValueError."""
+    for name, text in (("question", question), ("context", context)):
+        if not text.strip():
+            raise ValueError(f"the {name} is empty")
     example = Dataset.from_list([{"id": "0", "title": "", "context": context, "question": question,
                                   "answers": {"text": [], "answer_start": []}, "is_impossible": False}],
                                 features=FEATURES)
@@ -97,9 +105,40 @@ def answer_question(model, tokenizer, question: str, context: str, *, max_length
                                  max_length=max_length, stride=stride, max_question_tokens=max_question_tokens,
                                  n_best=n_best, max_answer_length=max_answer_length,
                                  span_selection=span_selection)["0"]
-    start = prediction["answer_start"]
-    return {"answer": prediction["text"], "start": start, "end": start + len(prediction["text"]) if start >= 0 else -1,
-            "score": prediction["score"], "no_answer_score": prediction["no_answer_score"]}
+    score, no_answer_score = (value if math.isfinite(value) else None
+                              for value in (prediction["score"], prediction["no_answer_score"]))
+    start = prediction["answer_start"] if score is not None else -1
+    text = prediction["text"] if start >= 0 else ""
+    return {"answer": text, "start": start, "end": start + len(text) if start >= 0 else -1, "score": score,
+            "no_answer_score": no_answer_score}
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    return value if isinstance(value, dict) else {}
+
+
+def check_qa_model(model: str, trust_remote_code: bool = True) -> None:
+    """Refuse, before any weights are loaded, a model that is not an extractive question-answering model: its config
+    (a local directory's config.json, else the Hub model's) must name a `...ForQuestionAnswering` architecture, a
+    LoRA adapter directory the task type QUESTION_ANS."""
+    advice = "fine-tune one with scratchlm-finetune --task qa"
+    path = Path(model)
+    if path.exists() or not is_hub_id(model):
+        if is_adapter_dir(check_model_dir(path)):
+            task_type = _json_object(path / ADAPTER_CONFIG_FILE).get("task_type")
+            if task_type != "QUESTION_ANS":
+                raise ValueError(f"{model} is a LoRA adapter for {task_type}, not a question-answering model: {advice}")
+            return
+        architectures = _json_object(path / CONFIG_FILE).get("architectures") or []
+    else:
+        architectures = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code).architectures or []
+    if not any(str(name).endswith("ForQuestionAnswering") for name in architectures):
+        raise ValueError(f"{model} is not a question-answering model (its architectures: "
+                         f"{', '.join(map(str, architectures)) or 'none'}): {advice}")
 
 
 @dataclass
@@ -122,13 +161,17 @@ def main(argv=None) -> None:
     if (args.context is None) == (args.context_file is None):
         raise ValueError("give the context as exactly one of --context and --context_file")
     context = args.context if args.context is not None else Path(args.context_file).read_text(encoding="utf-8")
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-
+    if not args.question.strip():
+        raise ValueError("--question is empty: give the question to answer")
+    if not context.strip():
+        where = f"--context_file {args.context_file}" if args.context_file else "--context"
+        raise ValueError(f"{where} is empty: give the text that holds the answer")
+    check_qa_model(args.model, args.trust_remote_code)
     model = AutoModelForQuestionAnswering.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     result = answer_question(model, tokenizer, args.question, context, allow_no_answer=args.allow_no_answer,
                              span_selection=args.span_selection)
-    print(json.dumps(result, ensure_ascii=False))
+    print(json.dumps(result, ensure_ascii=False, allow_nan=False))
 
 
 if __name__ == "__main__":

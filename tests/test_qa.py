@@ -103,6 +103,42 @@ def test_missing_field_is_named(tmp_path):
     rows.write_text(json.dumps({"id": "a", "question": "Q?", "answers": {"text": ["x"], "answer_start": [0]}}) + "\n")
     with pytest.raises(ValueError, match=r"rows\.jsonl row 0 has no 'context'"):
         load_squad(rows)
+    cut = tmp_path / "cut.json"
+    cut.write_text(json.dumps(PUBLISHED)[:30], encoding="utf-8")
+    with pytest.raises(ValueError, match=r"cut\.json is not valid JSON: Unterminated string"):
+        load_squad(cut)
+    lines = _jsonl(tmp_path / "lines.json", _rows(["a", "b"]))  # JSON Lines in a .json file are rows
+    assert load_squad(lines)["id"] == ["a", "b"]
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def _rows(ids: list) -> list[dict]:
+    """Flat rows of the first published question, with these ids (None: no id field)."""
+    row = {"title": "t", "context": CONTEXT, "question": "Who won?",
+           "answers": {"text": ["Denver Broncos"], "answer_start": [4]}}
+    return [{**row, **({"id": i} if i is not None else {})} for i in ids]
+
+
+def test_missing_and_repeated_ids_are_named(tmp_path, published):
+    # Predictions are stored by question id: a missing or repeated one would lose questions from the scores.
+    with pytest.raises(ValueError, match=r"mixed\.jsonl row 1 has no 'id'"):
+        load_squad(_jsonl(tmp_path / "mixed.jsonl", _rows(["a", None, "c"])))
+    with pytest.raises(ValueError, match=r"twice\.jsonl row 2 repeats the id 'a' of .*twice\.jsonl row 0"):
+        load_squad(_jsonl(tmp_path / "twice.jsonl", _rows(["a", "b", "a"])))
+    repeated = json.loads(json.dumps(PUBLISHED))
+    repeated["data"][1]["paragraphs"][0]["qas"][0]["id"] = "q1"
+    (tmp_path / "repeated.json").write_text(json.dumps(repeated), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"repeated\.json data\[1\]\.paragraphs\[0\]\.qas\[0\] repeats the id 'q1' "
+                                         r"of .*data\[0\]\.paragraphs\[0\]\.qas\[0\]"):
+        load_squad(tmp_path / "repeated.json")
+    # data in which no question has an id gets them numbered, and the report says how many
+    report = QAReport()
+    numbered = load_squad(_jsonl(tmp_path / "none.jsonl", _rows([None, None, None])), report=report)
+    assert numbered["id"] == ["row-1", "row-2", "row-3"] and report.numbered_ids == 3
 
 
 def test_answers_off_their_start_are_skipped_and_counted(published):
@@ -381,6 +417,81 @@ def test_qa_command_answers_and_names_bad_flags(finetuned, tmp_path, capsys):
         qa_main(["--model", str(output_dir), "--question", "Who won?"])
     assert exit_info.value.code == 2
     assert "exactly one of --context and --context_file" in capsys.readouterr().err
+
+
+def test_finetune_names_a_repeated_id_in_one_line(finetuned, squad, tmp_path, capsys):
+    rows = [{k: row[k] for k in ("id", "title", "context", "question", "answers")} for row in squad.select(range(4))]
+    rows[3]["id"] = rows[1]["id"]
+    train = _jsonl(tmp_path / "train.jsonl", rows)
+    with pytest.raises(SystemExit) as exit_info:
+        finetune_main(["--task", "qa", "--model_name_or_path", str(finetuned.parent / "base"), "--train_files",
+                       str(train), "--max_steps", "1", "--report_to", "none", "--output_dir", str(tmp_path / "qa")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{train} row 4 repeats the id {rows[1]['id']!r} of {train} row 2" in err
+    assert not (tmp_path / "qa").exists()
+
+
+def test_a_published_file_without_validation_data_or_ids_holds_out_questions(finetuned, squad, tmp_path):
+    """A SQuAD file as published is one table row: the validation fraction is taken from its questions. Its questions
+    have no ids here, so they are numbered, and the card says so."""
+    examples = squad.select(range(60))
+    path = Path(write_published(tmp_path / "train.json", examples))
+    published = json.loads(path.read_text(encoding="utf-8"))
+    for article in published["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                del qa["id"]
+    path.write_text(json.dumps(published), encoding="utf-8")
+    output_dir = tmp_path / "qa"
+    finetune_main(["--task", "qa", "--model_name_or_path", str(finetuned.parent / "base"), "--train_files", str(path),
+                   "--max_length", "192", "--doc_stride", "40", "--max_steps", "2", "--per_device_train_batch_size",
+                   "8", "--evaluate_before_training", "false", "--report_to", "none", "--output_dir", str(output_dir)])
+    record = json.loads((output_dir / "scratchlm_run.json").read_text())
+    assert record["data_report"]["train"]["questions"] == 54 and record["data_report"]["validation"]["questions"] == 6
+    assert record["data_report"]["train"]["numbered_ids"] == 60
+    predictions = json.loads((output_dir / "eval_predictions.json").read_text())
+    assert len(predictions) == 6 and all(key.startswith("row-") for key in predictions)
+    assert "numbered row-1, row-2, ... (60 questions had none)" in (output_dir / "README.md").read_text()
+
+
+def _strict_json(text: str):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_no_answer_is_null_and_an_empty_context_is_refused(finetuned, tmp_path, capsys):
+    model = AutoModelForQuestionAnswering.from_pretrained(finetuned)
+    tokenizer = AutoTokenizer.from_pretrained(finetuned)
+    nothing = answer_question(model, tokenizer, "Who won?", CONTEXT, max_answer_length=0)  # no span can fit
+    assert nothing == {**nothing, "answer": "", "start": -1, "end": -1, "score": None}
+    assert _strict_json(json.dumps(nothing, allow_nan=False)) == nothing
+    with pytest.raises(ValueError, match="the context is empty"):
+        answer_question(model, tokenizer, "Who won?", " \n")
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    for argv, message in ((["--context", ""], "--context is empty"),
+                          (["--context_file", str(tmp_path / "empty.txt")], f"--context_file {tmp_path}/empty.txt is empty"),
+                          (["--context", CONTEXT, "--question", " "], "--question is empty")):
+        with pytest.raises(SystemExit) as exit_info:
+            qa_main(["--model", str(finetuned), "--question", "Who won?", *argv])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    qa_main(["--model", str(finetuned), "--question", "Who won?", "--context", CONTEXT])
+    assert _strict_json(capsys.readouterr().out)["answer"] in CONTEXT
+
+
+def test_a_model_that_is_not_a_qa_model_is_refused_before_loading(finetuned, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        qa_main(["--model", str(finetuned.parent / "base"), "--question", "Who won?", "--context", CONTEXT])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert ("is not a question-answering model (its architectures: ScratchLMForCausalLM): fine-tune one with "
+            "scratchlm-finetune --task qa") in err
+    with pytest.raises(SystemExit) as exit_info:
+        qa_main(["--model", str(tmp_path / "typo"), "--question", "Who won?", "--context", CONTEXT])
+    assert exit_info.value.code == 2 and "typo does not exist" in capsys.readouterr().err
 
 
 def test_loads_without_the_package(finetuned, tokenizer, run_without_package):

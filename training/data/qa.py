@@ -66,6 +66,7 @@ class QAReport:
     truncated_questions: int = 0
     windows: int = 0
     answers_in_no_window: int = 0
+    numbered_ids: int = 0  # questions without an id in data where none has one: numbered row-1, row-2, ...
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,8 +113,9 @@ def _flat_record(row: dict, where: str, title: str | None = None, context: str |
         if not impossible:
             raise ValueError(f"{where} has no 'answers' field (and is not marked is_impossible)")
         answers = {"text": [], "answer_start": []}
+    question_id = row.get("id") if isinstance(row, dict) else None
     return {
-        "id": str(_require(row, "id", where)),
+        "id": None if question_id is None or question_id == "" else str(question_id),
         "title": str(title if title is not None else row.get("title", "")),
         "context": context if context is not None else str(_require(row, "context", where)),
         "question": str(_require(row, "question", where)),
@@ -122,42 +124,86 @@ def _flat_record(row: dict, where: str, title: str | None = None, context: str |
     }
 
 
-def _flatten_published(articles: Any, path: str) -> list[dict]:
+def _check_ids(records: list[dict], wheres: list[str], name: str, report: QAReport | None) -> None:
+    """Every question needs its own id (its prediction is stored under it): a missing or repeated one is an error
+    naming the record; data where no question has an id gets them numbered `row-1`, `row-2`, ... (in `report`)."""
+    if all(record["id"] is None for record in records):
+        for number, record in enumerate(records, 1):
+            record["id"] = f"row-{number}"
+        logger.warning("%s: no question has an id; numbered them row-1 to row-%d", name, len(records))
+        if report is not None:
+            report.numbered_ids += len(records)
+        return
+    seen: dict[str, str] = {}
+    for record, where in zip(records, wheres):
+        if record["id"] is None:
+            raise ValueError(f"{where} has no 'id': give every question a unique id (or none at all, then they are "
+                             "numbered row-1, row-2, ...)")
+        if record["id"] in seen:
+            raise ValueError(f"{where} repeats the id {record['id']!r} of {seen[record['id']]}: each question needs "
+                             "its own id, or their predictions overwrite each other")
+        seen[record["id"]] = where
+
+
+def _flatten_published(articles: Any, path: str) -> tuple[list[dict], list[str]]:
     if not isinstance(articles, list):
         raise ValueError(f"{path}: 'data' must be a list of articles")
-    records = []
+    records, wheres = [], []
     for a, article in enumerate(articles):
         title = str(article.get("title", "")) if isinstance(article, dict) else ""
         for p, paragraph in enumerate(_require(article, "paragraphs", f"{path} data[{a}]")):
             where = f"{path} data[{a}].paragraphs[{p}]"
             context = str(_require(paragraph, "context", where))
             for q, qa in enumerate(_require(paragraph, "qas", where)):
-                records.append(_flat_record(qa, f"{where}.qas[{q}]", title, context))
-    return records
+                wheres.append(f"{where}.qas[{q}]")
+                records.append(_flat_record(qa, wheres[-1], title, context))
+    return records, wheres
 
 
-def load_squad(source: str | os.PathLike | Dataset, *, split: str = "train",
-               dataset_config: str | None = None) -> Dataset:
-    """SQuAD-format records from a published json file, json/jsonl rows, a `datasets` id or a loaded `Dataset`,
-    in the flat layout (`id`, `title`, `context`, `question`, `answers`, `is_impossible`)."""
+def _published_records(source: Dataset | str) -> tuple[list[dict], list[str]] | None:
+    """The questions of SQuAD files as published (`{"data": [articles]}`), read as a file or as table rows (one per
+    file); None for anything else."""
     if isinstance(source, Dataset):
-        if "data" in source.column_names and "question" not in source.column_names:  # a published file as a table
-            origins = source[ROW_ORIGIN] if ROW_ORIGIN in source.column_names else ["the data"] * len(source)
-            records = [record for origin, articles in zip(origins, source["data"])
-                       for record in _flatten_published(articles, origin.removesuffix(" row 1"))]
-            return Dataset.from_list(records, features=FEATURES)
-        rows, name = source, "the data set"
-    else:
-        name = os.fspath(source)
-        path = Path(name).expanduser()
-        if path.suffix == ".json" and path.is_file():
+        if "data" not in source.column_names or "question" in source.column_names:
+            return None
+        origins = source[ROW_ORIGIN] if ROW_ORIGIN in source.column_names else ["the data"] * len(source)
+        records, wheres = [], []
+        for origin, articles in zip(origins, source["data"]):
+            file_records, file_wheres = _flatten_published(articles, origin.removesuffix(" row 1"))
+            records += file_records
+            wheres += file_wheres
+        return records, wheres
+    path = Path(source).expanduser()
+    if path.suffix == ".json" and path.is_file():
+        try:
             content = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(content, dict) and "data" in content:
-                return Dataset.from_list(_flatten_published(content["data"], name), features=FEATURES)
-        rows = load_table(name, split=split, dataset_config=dataset_config)
-    records = [_flat_record(row, row.get(ROW_ORIGIN) or f"{name} row {index}") for index, row in enumerate(rows)]
+        except json.JSONDecodeError as error:
+            if error.msg == "Extra data":  # JSON Lines in a .json file: rows, read as a table
+                return None
+            raise ValueError(f"{source} is not valid JSON: {error}") from None
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{source} is not UTF-8 text: {error}") from None
+        if isinstance(content, dict) and "data" in content:
+            return _flatten_published(content["data"], source)
+    return None
+
+
+def load_squad(source: str | os.PathLike | Dataset, *, split: str = "train", dataset_config: str | None = None,
+               report: QAReport | None = None) -> Dataset:
+    """SQuAD-format records from a published json file, json/jsonl rows, a `datasets` id or a loaded `Dataset`,
+    in the flat layout (`id`, `title`, `context`, `question`, `answers`, `is_impossible`). Ids are checked
+    (`_check_ids`); `report` counts the questions numbered for want of any id."""
+    name = "the data set" if isinstance(source, Dataset) else os.fspath(source)
+    published = _published_records(source if isinstance(source, Dataset) else name)
+    if published is not None:
+        records, wheres = published
+    else:
+        rows = source if isinstance(source, Dataset) else load_table(name, split=split, dataset_config=dataset_config)
+        wheres = [row.get(ROW_ORIGIN) or f"{name} row {index}" for index, row in enumerate(rows)]
+        records = [_flat_record(row, where) for row, where in zip(rows, wheres)]
     if not records:
         raise ValueError(f"{name} holds no questions")
+    _check_ids(records, wheres, name, report)
     return Dataset.from_list(records, features=FEATURES)
 
 
@@ -166,9 +212,10 @@ def is_version_2(dataset: Dataset) -> bool:
     return any(list(dataset["is_impossible"]))
 
 
-def check_answers(dataset: Dataset, split: str = "train") -> tuple[Dataset, QAReport]:
-    """Skip answers whose text is not at their `answer_start`; drop answerable questions left with none."""
-    report = QAReport(split=split)
+def check_answers(dataset: Dataset, split: str = "train", report: QAReport | None = None) -> tuple[Dataset, QAReport]:
+    """Skip answers whose text is not at their `answer_start`; drop answerable questions left with none. Counts go
+    to `report` (a new one if not given), which is returned."""
+    report = report if report is not None else QAReport(split=split)
     keep, fixed_answers = [], []
     for index, row in enumerate(dataset):
         context, answers = row["context"], row["answers"]

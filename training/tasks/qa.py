@@ -13,14 +13,17 @@ The answers go to `eval_predictions.json` / `test_predictions.json` in the outpu
 official SQuAD prediction format); the window settings go to the run record (`qa`), where
 `scratchlm.inference.qa.answer_question` finds them.
 
-A published SQuAD file is one table row; give validation data explicitly (`--validation_files`) rather than a
-`--validation_split_fraction` of it.
+Every question needs its own id (its prediction is stored under it): a missing or repeated id is an error naming
+the record; data in which no question has an id gets them numbered `row-1`, `row-2`, ... (a warning, the run record's
+data report and the card say so). Without `--validation_files`, `--validation_split_fraction` of the training
+questions (random, seeded) is held out; it and `--max_train_documents`/`--max_eval_samples` count questions, also in
+a published SQuAD file (which is one row of a table).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +40,12 @@ from ..data.qa import (
     metric_inputs,
     postprocess_predictions,
 )
+from ..data.tables import hold_out_and_limit, load_splits
 from ..evaluation import load_metric
 from .base import FinetuneTask
 
 MODEL_COLUMNS = ["input_ids", "attention_mask", "start_positions", "end_positions"]
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass
@@ -78,12 +83,17 @@ class QAData:
     reports: dict[str, QAReport]
 
 
-def build_qa_data(train, validation, test, tokenizer, settings: QASettings) -> QAData:
-    examples, windows, model_inputs, reports = {}, {}, {}, {}
-    for split, table in (("train", train), ("validation", validation), ("test", test)):
+def build_qa_data(train, validation, test, tokenizer, settings: QASettings,
+                  reports: dict[str, QAReport] | None = None) -> QAData:
+    """Checked questions and their windows for each split given; `reports` (split -> QAReport) holds what reading
+    the data counted already."""
+    reports = dict(reports or {})
+    examples, windows, model_inputs = {}, {}, {}
+    for split, table in zip(SPLITS, (train, validation, test)):
         if table is None:
+            reports.pop(split, None)
             continue
-        examples[split], reports[split] = check_answers(load_squad(table), split)
+        examples[split], reports[split] = check_answers(load_squad(table), split, reports.get(split))
         windows[split] = build_features(examples[split], tokenizer, max_length=settings.max_length,
                                         stride=settings.stride, max_question_tokens=settings.max_question_tokens,
                                         report=reports[split])
@@ -139,9 +149,21 @@ class QATask(FinetuneTask):
 
     def __init__(self):
         self.last_predictions: tuple[str, dict] | None = None
+        self.reading_reports: dict[str, QAReport] = {}
+
+    def load_splits(self, data_args, *, seed: int, test_files=None, test_split=None, max_eval_samples=None):
+        """The questions of each split. The validation hold-out and the limits count questions, after reading: a
+        published SQuAD file is a single table row."""
+        tables = load_splits(replace(data_args, validation_split_fraction=0, max_train_documents=None), seed=seed,
+                             test_files=test_files, test_split=test_split)
+        self.reading_reports = {split: QAReport(split=split) for split in SPLITS}
+        train, validation, test = (None if table is None else load_squad(table, report=self.reading_reports[split])
+                                   for split, table in zip(SPLITS, tables))
+        return hold_out_and_limit(train, validation, test, data_args, seed=seed, max_eval_samples=max_eval_samples)
 
     def build_data(self, train, validation, test, tokenizer, *, data_args, finetune_args, max_length: int):
-        return build_qa_data(train, validation, test, tokenizer, QASettings.from_args(finetune_args, max_length))
+        return build_qa_data(train, validation, test, tokenizer, QASettings.from_args(finetune_args, max_length),
+                             self.reading_reports)
 
     def configure_model(self, model, data: QAData) -> None:
         # In config.json, so a model downloaded from the Hub (without its run record) answers as it was evaluated.
@@ -171,4 +193,6 @@ class QATask(FinetuneTask):
         return [PredictionsWriter(self)]
 
     def card_fields(self, data: QAData) -> dict[str, Any]:
-        return {"qa": qa_decoding(data)}
+        numbered = sum(report.numbered_ids for report in data.reports.values())
+        ids = {"question_ids": f"numbered row-1, row-2, ... ({numbered} questions had none)"} if numbered else {}
+        return {"qa": {**qa_decoding(data), **ids}}
