@@ -8,8 +8,9 @@ An encoder-decoder model (`config.is_encoder_decoder`: ScratchLM's seq2seq model
 summarises each line; a decoder-only model continues each line (the output is the continuation, without the prompt).
 Reads a file or standard input (`--input_file -`, the default) and writes to a file or standard output; every input
 line gets exactly one output line, in order (newlines inside an output become spaces, an empty input line gives an
-empty output line). Outputs are written batch by batch, so what finished is kept if a later batch fails. Progress
-goes to standard error.
+empty output line). Standard output gets the outputs batch by batch; an output file appears under its name (or
+replaces an earlier one, with --overwrite_output) only when every line is written, so a failure leaves no half of one.
+Progress goes to standard error.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 import scratchlm  # noqa: F401  (registers the ScratchLM models with the Auto classes)
 from scratchlm.cli import command, parse_args
+from scratchlm.files import atomic_open, same_file
 from scratchlm.inference.decoding import StaticCacheDecoder
 from scratchlm.training.acceleration import compiled_generation_kwargs, use_compiled_decoding
 from scratchlm.training.data.seq2seq import encode_with_eos
@@ -41,7 +43,8 @@ class GenerateArguments:
     model_name_or_path: str = field(metadata={"help": "A trained model directory (or Hub id) with its tokenizer."})
     input_file: str = field(default=STDIO, metadata={"help": "Input text, one input a line ('-': standard input)."})
     output_file: str = field(default=STDIO, metadata={"help": "Where to write one output a line ('-': standard "
-                                                                "output). An existing file is replaced."})
+                                                                "output)."})
+    overwrite_output: bool = field(default=False, metadata={"help": "Replace an existing --output_file."})
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer (default: the model's)."})
     batch_size: int = field(default=16, metadata={"help": "Lines generated together."})
     num_beams: int = field(default=1, metadata={"help": "Beam size (1: greedy or sampling)."})
@@ -85,8 +88,18 @@ def check_arguments(args: GenerateArguments) -> None:
         raise ValueError(f"--max_source_length must be at least 2, got {args.max_source_length}")
     if args.input_file != STDIO and not Path(args.input_file).is_file():
         raise FileNotFoundError(f"--input_file not found: {args.input_file}")
-    if args.output_file != STDIO and Path(args.output_file).is_dir():
-        raise IsADirectoryError(f"--output_file {args.output_file} is a directory; give a file path")
+    if args.output_file != STDIO:
+        check_output_file(args)
+
+
+def check_output_file(args: GenerateArguments) -> None:
+    output = Path(args.output_file)
+    if output.is_dir():
+        raise IsADirectoryError(f"--output_file {output} is a directory; give a file path")
+    if args.input_file != STDIO and same_file(args.input_file, output):
+        raise ValueError(f"--output_file {output} is the --input_file; write the outputs to another file")
+    if output.exists() and not args.overwrite_output:
+        raise FileExistsError(f"--output_file {output} exists; pass --overwrite_output to replace it")
 
 
 def load_model_and_tokenizer(args: GenerateArguments):
@@ -128,7 +141,7 @@ def open_text(path: str, mode: str) -> Iterator[TextIO]:
     if path == STDIO:
         yield sys.stdin if mode == "r" else sys.stdout
     else:
-        with open(path, mode, encoding="utf-8") as handle:
+        with (open(path, encoding="utf-8") if mode == "r" else atomic_open(path, mode)) as handle:
             yield handle
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import resource
 
 import pytest
 import torch
@@ -154,3 +156,58 @@ def test_bad_options_are_one_line_errors(seq2seq_dir, flags, message, capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"scratchlm-generate: error: {message}") and "\n" not in error
+
+
+@contextlib.contextmanager
+def file_size_limit(nbytes: int):
+    """Writes past `nbytes` of any file fail with EFBIG, as a full disk fails them (Python ignores SIGXFSZ)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def one_line_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("scratchlm-generate: error: ") and "\n" not in error
+    return error
+
+
+def test_an_output_that_is_the_input_is_refused_before_the_model_loads(tmp_path, capsys):
+    prompts = write_input(tmp_path)
+    (tmp_path / "sub").mkdir()
+    same = tmp_path / "sub" / ".." / "input.txt"  # another spelling of the input file
+    for flags in ([], ["--overwrite_output"]):
+        error = one_line_error(["--model_name_or_path", str(tmp_path / "no-model"), "--input_file", str(prompts),
+                                "--output_file", str(same), *flags], capsys)
+        assert f"--output_file {same} is the --input_file" in error
+    assert prompts.read_text(encoding="utf-8") == "".join(line + "\n" for line in LINES)
+
+
+def test_an_existing_output_needs_overwrite_output(causal_dir, tmp_path, capsys):
+    output = tmp_path / "out.txt"
+    output.write_text("earlier outputs\n", encoding="utf-8")
+    argv = ["--model_name_or_path", str(causal_dir), "--input_file", str(write_input(tmp_path)), "--output_file",
+            str(output), "--max_new_tokens", "3"]
+    error = one_line_error([*argv[:1], str(tmp_path / "no-model"), *argv[2:]], capsys)
+    assert f"--output_file {output} exists; pass --overwrite_output to replace it" in error
+    assert output.read_text(encoding="utf-8") == "earlier outputs\n"
+    main([*argv, "--overwrite_output"])
+    assert len(output.read_text(encoding="utf-8").splitlines()) == len(LINES)
+
+
+def test_a_write_that_fails_midway_leaves_the_previous_output(causal_dir, tmp_path, capsys):
+    output = tmp_path / "out.txt"
+    output.write_text("earlier outputs\n" * 20, encoding="utf-8")
+    argv = ["--model_name_or_path", str(causal_dir), "--input_file", str(write_input(tmp_path)), "--output_file",
+            str(output), "--overwrite_output", "--batch_size", "1", "--max_new_tokens", "30"]
+    with file_size_limit(64):  # the new outputs need more than 64 bytes: a disk that fills
+        error = one_line_error(argv, capsys)
+    assert "File too large" in error
+    assert output.read_text(encoding="utf-8") == "earlier outputs\n" * 20
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["input.txt", "out.txt"]  # no partial file left
