@@ -12,7 +12,7 @@ This file travels with saved models as remote code: it imports only transformers
 from transformers import PreTrainedConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, RopeParameters
 
-from .configuration_scratchlm import ATTENTION_BACKENDS
+from .configuration_scratchlm import ATTENTION_BACKENDS, ScratchLMConfig
 
 # Named shapes. `tiny` is for tests; `small` (about 9.6 M parameters with an 8k vocabulary) is the size of the
 # small Multi30k Transformers and trains on a CPU; `base` is the original Transformer-base (d_model 512, 6 + 6
@@ -170,6 +170,9 @@ class ScratchLMSeq2SeqConfig(PreTrainedConfig):
         if name not in SEQ2SEQ_PRESETS:
             raise ValueError(f"unknown ScratchLM seq2seq preset {name!r} (known: {', '.join(SEQ2SEQ_PRESETS)})")
         return cls(**{**SEQ2SEQ_PRESETS[name], **overrides})
+
+    # The longest source or target the model was trained for (RoPE scaling included), as in the decoder's config.
+    max_sequence_length = ScratchLMConfig.max_sequence_length
 
     @property
     def num_parameters(self) -> int:

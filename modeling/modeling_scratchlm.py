@@ -23,10 +23,14 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import can_return_tuple
+from transformers.utils import can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_scratchlm import ScratchLMConfig
+
+logger = logging.get_logger(__name__)
 
 
 class ScratchLMRMSNorm(nn.Module):
@@ -208,13 +212,12 @@ class ScratchLMDecoderLayer(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
         **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_output, attn_weights = self.self_attn(
+    ) -> torch.Tensor:
+        attn_output, _ = self.self_attn(
             self.input_layernorm(hidden_states), position_embeddings, attention_mask, cache=cache, **kwargs
         )
         hidden_states = hidden_states + self.dropout(attn_output)
-        hidden_states = hidden_states + self.dropout(self.mlp(self.post_attention_layernorm(hidden_states)))
-        return hidden_states, attn_weights
+        return hidden_states + self.dropout(self.mlp(self.post_attention_layernorm(hidden_states)))
 
 
 # Written into config.json when a model registered for remote code is saved, so that every Auto class
@@ -241,6 +244,9 @@ class ScratchLMPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+    # What `output_hidden_states` / `output_attentions` return, recorded by hooks (`capture_outputs`): the input of
+    # every block, then the final normed output; the attention weights of every block (eager attention only).
+    _can_record_outputs = {"hidden_states": ScratchLMDecoderLayer, "attentions": ScratchLMAttention}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:
@@ -267,30 +273,39 @@ class ScratchLMPreTrainedModel(PreTrainedModel):
             module.original_inv_freq.copy_(inv_freq)
 
 
-def _check_inputs(config: ScratchLMConfig, input_ids, seq_len: int, past_len: int):
-    """Clear errors for out-of-vocabulary ids and over-long input, where the input enters.
+def check_token_ids(config, input_ids, name: str = "input_ids"):
+    """A clear error for ids outside the vocabulary, which the embedding cannot look up.
 
-    Both read tensor values (a device-to-host sync), so they run only outside `torch.compile`: a compiled forward
-    (full-graph capture, `generate` with a static cache and compilation) traces without them.
+    It reads tensor values (a device-to-host sync), so callers run it only outside `torch.compile`.
     """
     if input_ids is not None and input_ids.numel() > 0:
         low, high = int(input_ids.min()), int(input_ids.max())
         if low < 0 or high >= config.vocab_size:
             bad = low if low < 0 else high
             raise ValueError(
-                f"input_ids contains token id {bad}, outside the vocabulary [0, {config.vocab_size}): "
+                f"{name} contains token id {bad}, outside the vocabulary [0, {config.vocab_size}): "
                 "was the input tokenized with a tokenizer that does not belong to this model?"
             )
-    total = int(past_len) + seq_len
+
+
+def warn_past_context(config, length: int, name: str = "input"):
+    """Warn (once) when `length` tokens are more than the model was trained on.
+
+    Rotary positions are computed for any length, so, as in transformers' models, a longer input runs: the outputs
+    past the trained context are just unreliable. The message holds no token count, so `warning_once` logs it once
+    however many generation steps cross the limit.
+    """
     limit = config.max_sequence_length
-    if limit is not None and total > limit:
-        scaled = config.rope_parameters.get("rope_type", "default") != "default"
-        raise ValueError(
-            f"sequence of {total} tokens ({int(past_len)} cached + {seq_len} new) is longer than the model's context "
-            f"of {limit} ("
-            + ("max_position_embeddings scaled by the RoPE factor" if scaled else "max_position_embeddings")
-            + "): truncate the input, or use a model with a longer context or RoPE scaling"
-        )
+    if limit is None or length <= limit:
+        return
+    rope_type = config.rope_parameters.get("rope_type", "default")
+    source = "max_position_embeddings" if rope_type == "default" else (
+        f"max_position_embeddings scaled by its {rope_type} RoPE factor")
+    logger.warning_once(
+        f"{name} longer than the model's context of {limit} tokens ({source}): positions past it were never "
+        "trained, so the outputs there are unreliable; truncate the input, or use a model with a longer context or "
+        "RoPE scaling"
+    )
 
 
 class ScratchLMModel(ScratchLMPreTrainedModel):
@@ -310,7 +325,8 @@ class ScratchLMModel(ScratchLMPreTrainedModel):
         self.post_init()
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
-    @can_return_tuple
+    @merge_with_config_defaults
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -319,27 +335,23 @@ class ScratchLMModel(ScratchLMPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        r"""
+        `output_hidden_states` / `output_attentions` (keyword arguments, defaulting to the config's) are recorded by
+        transformers' output capturing (`_can_record_outputs`); `output_hidden_states` may name the indices wanted.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        if self.gradient_checkpointing and self.training:
-            use_cache = False
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
 
         seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         past_len = cache.get_seq_length() if cache is not None else 0
         compiling = torch.compiler.is_compiling()
-        if not compiling:
-            _check_inputs(self.config, input_ids, seq_len, past_len)
+        if not compiling:  # both read tensor values or log: eager only
+            check_token_ids(self.config, input_ids)
+            warn_past_context(self.config, int(past_len) + seq_len)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
 
@@ -373,31 +385,9 @@ class ScratchLMModel(ScratchLMPreTrainedModel):
 
         hidden_states = self.dropout(inputs_embeds)
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
-        all_hidden_states = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            hidden_states, attn_weights = layer(
-                hidden_states,
-                position_embeddings,
-                attention_mask=causal_mask,
-                cache=cache,
-                output_attentions=output_attentions,
-                **kwargs,
-            )
-            if output_attentions:
-                all_attentions += (attn_weights,)
-        hidden_states = self.norm(hidden_states)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
-
-        return BaseModelOutputWithPast(
-            last_hidden_state=hidden_states,
-            cache=cache if use_cache else None,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-        )
+            hidden_states = layer(hidden_states, position_embeddings, attention_mask=causal_mask, cache=cache, **kwargs)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache if use_cache else None)
 
 
 class ScratchLMForCausalLM(ScratchLMPreTrainedModel, GenerationMixin):
@@ -560,22 +550,30 @@ class ScratchLMForTokenClassification(ScratchLMPreTrainedModel):
         self.score = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
         **kwargs,
     ) -> TokenClassifierOutput:
+        r"""
+        cache: keys and values of earlier tokens, extended in place (the output has no cache field, so none is built
+            unless `use_cache=True`).
+        """
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
+            cache=cache,
             inputs_embeds=inputs_embeds,
-            use_cache=False,
+            use_cache=bool(use_cache),
             return_dict=True,
             **kwargs,
         )
@@ -597,23 +595,30 @@ class ScratchLMForQuestionAnswering(ScratchLMPreTrainedModel):
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         start_positions: torch.LongTensor | None = None,
         end_positions: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
         **kwargs,
     ) -> QuestionAnsweringModelOutput:
+        r"""
+        cache: keys and values of earlier tokens, extended in place (as in the token-classification head).
+        """
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
+            cache=cache,
             inputs_embeds=inputs_embeds,
-            use_cache=False,
+            use_cache=bool(use_cache),
             return_dict=True,
             **kwargs,
         )

@@ -35,6 +35,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.bart.modeling_bart import shift_tokens_right
 from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_scratchlm_seq2seq import ScratchLMSeq2SeqConfig
 from .modeling_scratchlm import (
@@ -44,7 +46,9 @@ from .modeling_scratchlm import (
     ScratchLMPreTrainedModel,
     ScratchLMRMSNorm,
     ScratchLMRotaryEmbedding,
+    check_token_ids,
     eager_attention_forward,
+    warn_past_context,
 )
 
 # Written into config.json when a model registered for remote code is saved, so that every Auto class (not only
@@ -145,19 +149,18 @@ class ScratchLMSeq2SeqDecoderLayer(GradientCheckpointingLayer):
         encoder_attention_mask: torch.Tensor | None = None,
         cache: EncoderDecoderCache | None = None,
         **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    ) -> torch.Tensor:
         self_cache = cache.self_attention_cache if cache is not None else None
-        attn_output, self_weights = self.self_attn(
+        attn_output, _ = self.self_attn(
             self.input_layernorm(hidden_states), position_embeddings, attention_mask, cache=self_cache, **kwargs
         )
         hidden_states = hidden_states + self.dropout(attn_output)
-        cross_output, cross_weights = self.cross_attn(
+        cross_output, _ = self.cross_attn(
             self.cross_attn_layernorm(hidden_states), encoder_hidden_states, encoder_attention_mask, cache=cache,
             **kwargs,
         )
         hidden_states = hidden_states + self.dropout(cross_output)
-        hidden_states = hidden_states + self.dropout(self.mlp(self.post_attention_layernorm(hidden_states)))
-        return hidden_states, self_weights, cross_weights
+        return hidden_states + self.dropout(self.mlp(self.post_attention_layernorm(hidden_states)))
 
 
 class ScratchLMSeq2SeqPreTrainedModel(PreTrainedModel):
@@ -191,27 +194,16 @@ class ScratchLMSeq2SeqPreTrainedModel(PreTrainedModel):
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
 
-def _check_inputs(config: ScratchLMSeq2SeqConfig, name: str, input_ids, seq_len: int, past_len: int = 0):
-    """Clear errors for token ids outside the vocabulary and sequences longer than the context.
-
-    The id check reads tensor values, so it runs in eager mode only: `torch.compile` traces the forward without it.
-    """
-    if input_ids is not None and input_ids.numel() > 0 and not torch.compiler.is_compiling():
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= config.vocab_size:
-            raise ValueError(
-                f"{name} contains token id {low if low < 0 else high}, outside the vocabulary [0, "
-                f"{config.vocab_size}): was the input tokenized with a tokenizer that does not belong to this model?"
-            )
-    if past_len + seq_len > config.max_position_embeddings and config.rope_parameters.get("rope_type") != "dynamic":
-        raise ValueError(
-            f"{name}: a sequence of {past_len + seq_len} tokens is longer than the model's context of "
-            f"{config.max_position_embeddings} (max_position_embeddings): truncate the input"
-        )
-
-
 class ScratchLMSeq2SeqEncoder(ScratchLMSeq2SeqPreTrainedModel):
     """The encoder stack: the shared token embedding, bidirectional blocks and a final norm."""
+
+    # Recorded by `capture_outputs`, as in BART's encoder: the input of every block then the final normed output,
+    # and the attention weights of every block (eager attention only). The depth is named so that negative indices
+    # in `output_hidden_states` count this stack's layers (the config's `num_hidden_layers` is the decoder's).
+    _can_record_outputs = {
+        "hidden_states": OutputRecorder(ScratchLMEncoderLayer, num_hidden_layers_key="encoder_layers"),
+        "attentions": ScratchLMAttention,
+    }
 
     def __init__(self, config: ScratchLMSeq2SeqConfig):
         super().__init__(config)
@@ -223,27 +215,24 @@ class ScratchLMSeq2SeqEncoder(ScratchLMSeq2SeqPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    @can_return_tuple
+    @merge_with_config_defaults
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> BaseModelOutput:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds to the encoder")
         kwargs.pop("cache", None)
         kwargs.pop("past_key_values", None)
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
         seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        _check_inputs(self.config, "input_ids", input_ids, seq_len)
+        if not torch.compiler.is_compiling():  # both read tensor values or log: eager only
+            check_token_ids(self.config, input_ids)
+            warn_past_context(self.config, seq_len, "input_ids")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         if position_ids is None:
@@ -252,25 +241,20 @@ class ScratchLMSeq2SeqEncoder(ScratchLMSeq2SeqPreTrainedModel):
 
         hidden_states = self.dropout(inputs_embeds)
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
-        all_hidden_states = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            hidden_states, weights = layer(
-                hidden_states, position_embeddings, attention_mask=mask, output_attentions=output_attentions, **kwargs
-            )
-            if output_attentions:
-                all_attentions += (weights,)
-        hidden_states = self.norm(hidden_states)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
-        return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=all_hidden_states,
-                               attentions=all_attentions)
+            hidden_states = layer(hidden_states, position_embeddings, attention_mask=mask, **kwargs)
+        return BaseModelOutput(last_hidden_state=self.norm(hidden_states))
 
 
 class ScratchLMSeq2SeqDecoder(ScratchLMSeq2SeqPreTrainedModel):
     """The decoder stack over embedded target tokens (the embedding is the encoder's): blocks and a final norm."""
+
+    # As in BART's decoder: hidden states, self-attention and cross-attention weights of every block.
+    _can_record_outputs = {
+        "hidden_states": OutputRecorder(ScratchLMSeq2SeqDecoderLayer, num_hidden_layers_key="decoder_layers"),
+        "attentions": ScratchLMAttention,
+        "cross_attentions": ScratchLMCrossAttention,
+    }
 
     def __init__(self, config: ScratchLMSeq2SeqConfig):
         super().__init__(config)
@@ -281,7 +265,8 @@ class ScratchLMSeq2SeqDecoder(ScratchLMSeq2SeqPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    @can_return_tuple
+    @merge_with_config_defaults
+    @capture_outputs
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
@@ -292,24 +277,16 @@ class ScratchLMSeq2SeqDecoder(ScratchLMSeq2SeqPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         cache: EncoderDecoderCache | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPastAndCrossAttentions:
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        if self.gradient_checkpointing and self.training:
-            use_cache = False
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         if not use_cache:
             cache = None
         seq_len = inputs_embeds.shape[1]
         past_len = cache.get_seq_length() if cache is not None else 0
-        _check_inputs(self.config, "decoder_input_ids", None, seq_len, past_len)
+        if not torch.compiler.is_compiling():
+            warn_past_context(self.config, int(past_len) + seq_len, "decoder_input_ids")
         if position_ids is None:
             position_ids = torch.arange(past_len, past_len + seq_len, device=inputs_embeds.device).unsqueeze(0)
 
@@ -329,35 +306,17 @@ class ScratchLMSeq2SeqDecoder(ScratchLMSeq2SeqPreTrainedModel):
 
         hidden_states = self.dropout(inputs_embeds)
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
-        all_hidden_states = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        all_cross_attentions = () if output_attentions else None
         for layer in self.layers:
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            hidden_states, self_weights, cross_weights = layer(
+            hidden_states = layer(
                 hidden_states,
                 position_embeddings,
                 encoder_hidden_states,
                 attention_mask=self_mask,
                 encoder_attention_mask=cross_mask,
                 cache=cache,
-                output_attentions=output_attentions,
                 **kwargs,
             )
-            if output_attentions:
-                all_attentions += (self_weights,)
-                all_cross_attentions += (cross_weights,)
-        hidden_states = self.norm(hidden_states)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
-        return BaseModelOutputWithPastAndCrossAttentions(
-            last_hidden_state=hidden_states,
-            cache=cache,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-            cross_attentions=all_cross_attentions,
-        )
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.norm(hidden_states), cache=cache)
 
 
 class ScratchLMSeq2SeqModel(ScratchLMSeq2SeqPreTrainedModel):
@@ -389,8 +348,6 @@ class ScratchLMSeq2SeqModel(ScratchLMSeq2SeqPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput:
         r"""
@@ -399,17 +356,14 @@ class ScratchLMSeq2SeqModel(ScratchLMSeq2SeqPreTrainedModel):
         encoder_outputs: the encoder's output for `input_ids`, reused instead of encoding again (generation).
         cache: an `EncoderDecoderCache` (self-attention keys/values so far, cross-attention keys/values of the
             source); `past_key_values` is accepted as its old name.
+        `output_hidden_states` / `output_attentions` (keyword arguments, defaulting to the config's) reach the
+        encoder and the decoder, which record them with transformers' output capturing.
         """
         if decoder_input_ids is None and decoder_inputs_embeds is None:
             raise ValueError("pass decoder_input_ids (or labels to the LM head, which shifts them into place)")
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                inputs_embeds=inputs_embeds,
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
-                **kwargs,
+                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
             )
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(
@@ -418,7 +372,8 @@ class ScratchLMSeq2SeqModel(ScratchLMSeq2SeqPreTrainedModel):
                 attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
             )
         if decoder_inputs_embeds is None:
-            _check_inputs(self.config, "decoder_input_ids", decoder_input_ids, 0)
+            if not torch.compiler.is_compiling():
+                check_token_ids(self.config, decoder_input_ids, "decoder_input_ids")
             decoder_inputs_embeds = self.get_input_embeddings()(decoder_input_ids)
 
         decoder_outputs = self.decoder(
@@ -429,8 +384,6 @@ class ScratchLMSeq2SeqModel(ScratchLMSeq2SeqPreTrainedModel):
             position_ids=decoder_position_ids,
             cache=cache,
             use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
             **kwargs,
         )
         return Seq2SeqModelOutput(

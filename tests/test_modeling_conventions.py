@@ -1,13 +1,25 @@
-"""transformers conventions every ScratchLM class follows: tuple outputs, RoPE scaling past the trained context,
-and the renamed cache argument (compilation is in test_modeling_compile.py)."""
+"""transformers conventions every ScratchLM class follows, held against Llama at the installed version: tuple outputs,
+hidden states and attentions recorded by transformers' output capturing, input past the trained context (a warning,
+as RoPE computes any position) and RoPE scaling, and the renamed cache argument on every head (compilation is in
+test_modeling_compile.py)."""
 
 from __future__ import annotations
 
+import inspect
+import logging
 import warnings
 
 import pytest
 import torch
-from transformers import Cache, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    Cache,
+    DynamicCache,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForQuestionAnswering,
+    LlamaForTokenClassification,
+    LlamaModel,
+)
 
 from scratchlm.modeling import (
     ScratchLMConfig,
@@ -17,6 +29,8 @@ from scratchlm.modeling import (
     ScratchLMForTokenClassification,
     ScratchLMModel,
 )
+from scratchlm.modeling.convert_llama import convert_model, llama_config_to_scratchlm
+from scratchlm.modeling.modeling_scratchlm import ScratchLMAttention, ScratchLMDecoderLayer
 
 TINY = dict(
     vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
@@ -36,6 +50,8 @@ def ids_of(length=12, batch=2):
 def assert_same(ours, expected, where="output"):
     """Element-by-element equality of tensors, caches and nested tuples."""
     assert type(ours) is type(expected), f"{where}: {type(ours).__name__} != {type(expected).__name__}"
+    if expected is None:
+        return
     if isinstance(expected, torch.Tensor):
         assert torch.equal(ours, expected), where
     elif isinstance(expected, Cache):
@@ -76,7 +92,112 @@ def test_tuple_output_is_the_model_output_to_tuple(cls, config_overrides, inputs
         assert_same(model(ids, **common), as_dict.to_tuple())
 
 
-# --- 3. RoPE scaling lets the model run past its trained context ------------------------------------------------
+# --- 2. hidden states and attentions: recorded by transformers' output capturing, as in Llama --------------------
+
+
+def llama_twin(**overrides):
+    """A Llama with exactly the weights of a fresh ScratchLM base model (the same architecture), eager attention."""
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(**{**TINY, **overrides}, tie_word_embeddings=True)).eval()
+    scratch = convert_model(llama, ScratchLMForCausalLM, llama_config_to_scratchlm(llama.config)).eval()
+    for model in (scratch, llama):
+        model.set_attn_implementation("eager")
+    return scratch.model, llama.model
+
+
+def test_hidden_states_and_attentions_are_declared_for_output_capturing():
+    assert ScratchLMModel._can_record_outputs == {"hidden_states": ScratchLMDecoderLayer,
+                                                  "attentions": ScratchLMAttention}
+    assert LlamaModel._can_record_outputs.keys() == ScratchLMModel._can_record_outputs.keys()
+
+
+def test_recorded_hidden_states_and_attentions_equal_llamas():
+    scratch, llama = llama_twin(num_hidden_layers=3)
+    with torch.no_grad():
+        ours = scratch(ids, output_hidden_states=True, output_attentions=True)
+        theirs = llama(ids, output_hidden_states=True, output_attentions=True)
+    # The input of every layer, then the normed output of the last: 4 hidden states for 3 layers.
+    assert len(ours.hidden_states) == len(theirs.hidden_states) == 4
+    assert len(ours.attentions) == len(theirs.attentions) == 3
+    for a, b in zip(ours.hidden_states + ours.attentions, theirs.hidden_states + theirs.attentions, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.equal(ours.hidden_states[0], scratch.embed_tokens(ids))
+    assert torch.equal(ours.hidden_states[-1], ours.last_hidden_state)
+    # The config's flags are the defaults, as in every transformers model.
+    scratch.config.output_hidden_states = scratch.config.output_attentions = True
+    with torch.no_grad():
+        from_config = scratch(ids)
+    assert_same(from_config.hidden_states, ours.hidden_states)
+    assert_same(from_config.attentions, ours.attentions)
+
+
+def test_hidden_states_selected_by_index_as_in_llama():
+    # A v5 feature of output capturing: `output_hidden_states` may name the indices wanted (negative ones too);
+    # the others come back as None, and are not kept in memory.
+    scratch, llama = llama_twin(num_hidden_layers=3)
+    for selection in (2, [1, -1]):
+        with torch.no_grad():
+            ours = scratch(ids, output_hidden_states=selection).hidden_states
+            theirs = llama(ids, output_hidden_states=selection).hidden_states
+        assert [h is None for h in ours] == [h is None for h in theirs] and any(h is None for h in ours)
+        for a, b in zip(ours, theirs):
+            assert a is None or torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls, config_overrides", [case[:2] for case in CASES[1:]],
+                         ids=[case[0].__name__ for case in CASES[1:]])
+def test_every_head_returns_its_bases_recorded_outputs(cls, config_overrides):
+    model = tiny_model(cls, attn_implementation="eager", **config_overrides)
+    with torch.no_grad():
+        head = model(ids, output_hidden_states=[0, -1], output_attentions=True)
+        base = model.model(ids, output_hidden_states=[0, -1], output_attentions=True)
+    assert_same(head.hidden_states, base.hidden_states)
+    assert_same(head.attentions, base.attentions)
+    assert head.hidden_states[1] is None and len(head.attentions) == TINY["num_hidden_layers"]
+
+
+# --- 3. input past the trained context: computed, as in Llama, with one warning; RoPE scaling -------------------
+
+
+def context_warnings(caplog, run):
+    """(run(), the messages of the past-the-context warnings it logged)."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="scratchlm"):
+        result = run()
+    return result, [r.getMessage() for r in caplog.records if "longer than the model's context" in r.getMessage()]
+
+
+def test_input_past_the_context_runs_as_in_llama_with_one_warning(caplog):
+    # Rotary positions are computed for any length, so a longer input is a quality concern, not an error: like Llama,
+    # the model runs it. The warning is logged once per process and message (transformers' `warning_once`), so this
+    # test uses a context length (48) no other test does.
+    scratch, llama = llama_twin(max_position_embeddings=48)
+    long = ids_of(length=72, batch=1)
+    with torch.no_grad():
+        _, logged = context_warnings(caplog, lambda: scratch(long[:, :48]))
+        assert logged == []
+        ours, logged = context_warnings(caplog, lambda: scratch(long).last_hidden_state)
+        assert torch.allclose(ours, llama(long).last_hidden_state, atol=1e-5)
+        assert len(logged) == 1 and "context of 48 tokens (max_position_embeddings)" in logged[0]
+        _, logged = context_warnings(caplog, lambda: scratch(long))
+        assert logged == []  # once
+
+
+@pytest.mark.parametrize("scaling_type", ["linear", "dynamic", "yarn"])
+def test_scaled_against_unscaled_rope_past_the_context(scaling_type):
+    # transformers' common RoPE test: a default-RoPE model and one scaled by 10 from the same seed, each fed a short
+    # input and one of 1.5 times the context.
+    default = {"rope_type": "default", "rope_theta": 10000.0, "original_max_position_embeddings": 16384}
+    short, long = ids_of(length=10, batch=1), ids_of(length=int(TINY["max_position_embeddings"] * 1.5), batch=1)
+    outputs = []
+    for rope in (default, {**default, "rope_type": scaling_type, "factor": 10.0}):
+        model = tiny_model(ScratchLMModel, rope_parameters=rope)
+        with torch.no_grad():
+            outputs.append([model(x).last_hidden_state for x in (short, long)])
+    (original_short, original_long), (scaled_short, scaled_long) = outputs
+    # Dynamic NTK changes nothing until the input is longer than the context.
+    assert torch.allclose(original_short, scaled_short, atol=1e-5) == (scaling_type == "dynamic")
+    assert not torch.allclose(original_long, scaled_long, atol=1e-5)
 
 
 @pytest.mark.parametrize("rope, limit", [
@@ -84,29 +205,24 @@ def test_tuple_output_is_the_model_output_to_tuple(cls, config_overrides, inputs
     ({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64}, 256),
     ({"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}, None),
 ])
-def test_rope_scaling_extends_the_accepted_length(rope, limit):
+def test_rope_scaling_extends_the_context(rope, limit, caplog):
     model = tiny_model(rope_parameters=rope)
     assert model.config.max_sequence_length == limit
     longest = limit or 300
     with torch.no_grad():
-        logits = model(ids_of(length=longest, batch=1)).logits
-        assert logits.shape[1] == longest and torch.isfinite(logits).all()
-        if limit is not None:
-            with pytest.raises(ValueError, match=f"longer than the model's context of {limit} .*RoPE factor"):
-                model(ids_of(length=limit + 1, batch=1))
+        logits, logged = context_warnings(caplog, lambda: model(ids_of(length=longest, batch=1)).logits)
+        assert logits.shape[1] == longest and torch.isfinite(logits).all() and logged == []
+        if limit is not None:  # past the scaled context: still computed, with the warning naming the scaling
+            logits, logged = context_warnings(caplog, lambda: model(ids_of(length=limit + 1, batch=1)).logits)
+            assert torch.isfinite(logits).all()
+            assert logged and f"context of {limit} tokens (max_position_embeddings scaled by its {rope['rope_type']} " \
+                "RoPE factor)" in logged[0]
     # Generation crosses max_position_embeddings (128) with the cache, and matches a cache-free forward.
     prompt = ids_of(length=124, batch=1)
     generated = model.generate(prompt, max_new_tokens=8, do_sample=False, eos_token_id=None)
     assert generated.shape[1] == 132
     with torch.no_grad():
         assert model(generated[:, :-1], use_cache=False).logits[0, -1].argmax() == generated[0, -1]
-
-
-def test_unscaled_model_still_refuses_input_past_its_context():
-    model = tiny_model()
-    assert model.config.max_sequence_length == 128
-    with pytest.raises(ValueError, match=r"context of 128 \(max_position_embeddings\)"):
-        model(ids_of(length=129, batch=1))
 
 
 # --- 4. the old `past_key_values` name: accepted with the library's warning, output field named `cache` ----------
@@ -144,3 +260,33 @@ def test_past_key_values_is_deprecated_exactly_as_in_llama():
             with pytest.warns(FutureWarning, match="`past_key_values` is deprecated .* Use `cache` instead"):
                 out = model(sequence[:, :6], past_key_values=None, use_cache=True)
             assert "cache" in out.keys() and "past_key_values" not in out.keys()
+
+
+@pytest.mark.parametrize("cls, llama_cls", [
+    (ScratchLMForTokenClassification, LlamaForTokenClassification),
+    (ScratchLMForQuestionAnswering, LlamaForQuestionAnswering),
+])
+def test_token_classification_and_qa_heads_take_the_cache_as_llamas_do(cls, llama_cls):
+    assert "cache" in inspect.signature(cls.forward).parameters
+    assert "cache" in inspect.signature(llama_cls.forward).parameters
+    torch.manual_seed(0)
+    llama = llama_cls(LlamaConfig(**TINY)).eval()
+    scratch = tiny_model(cls)
+    sequence = ids_of(length=7, batch=1)
+    messages = []
+    for model in (scratch, llama):
+        cache = DynamicCache(config=model.config)
+        with torch.no_grad():
+            model(sequence[:, :6], cache=cache)
+            assert cache.get_seq_length() == 6  # the head handed the cache to its base
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                step = model(sequence[:, 6:], past_key_values=cache)
+            full = model(sequence)
+        assert cache.get_seq_length() == 7
+        messages.append([(w.category, str(w.message)) for w in caught])
+        name = "logits" if "logits" in full else "start_logits"
+        assert torch.allclose(step[name], full[name][:, 6:], atol=1e-5)
+    ours, theirs = messages
+    assert ours and ours[0][0] is FutureWarning and "Use `cache` instead" in ours[0][1]
+    assert [(c, m.replace("ScratchLM", "Llama")) for c, m in ours] == theirs

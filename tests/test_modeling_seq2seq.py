@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
+from transformers.models.bart.modeling_bart import BartDecoder, BartEncoder
 
 from scratchlm.modeling import (
     SEQ2SEQ_PRESETS,
@@ -237,6 +239,73 @@ def test_out_of_vocabulary_ids_raise_before_the_model_runs(model):
         model(input_ids=ids, decoder_input_ids=random_ids())
     with pytest.raises(ValueError, match="decoder_input_ids contains token id 320"):
         model(input_ids=random_ids(), decoder_input_ids=ids)
+
+
+# --- transformers' conventions at the installed version, as BART's -----------------------------------------------
+
+
+def test_outputs_are_declared_for_output_capturing_as_in_bart(model):
+    encoder, decoder = model.get_encoder(), model.model.decoder
+    assert encoder._can_record_outputs.keys() == BartEncoder._can_record_outputs.keys() == {"hidden_states",
+                                                                                            "attentions"}
+    assert decoder._can_record_outputs.keys() == BartDecoder._can_record_outputs.keys() == {
+        "hidden_states", "attentions", "cross_attentions"}
+
+
+def test_recorded_outputs_are_each_layers_input_and_attention_weights():
+    """What output capturing returns, against plain torch hooks on the model's own modules: the input of every layer
+    and the output of the final norm; the weights of every self- and cross-attention."""
+    model = tiny_model(attn_implementation="eager", encoder_layers=3)
+    ids, decoder_ids = random_ids(), random_ids(length=5, seed=9)
+    seen = {f"{side}_{kind}": [] for side in ("encoder", "decoder") for kind in ("hidden_states", "attentions")}
+    seen["cross_attentions"] = []
+
+    handles = []
+    for side in ("encoder", "decoder"):
+        stack = getattr(model.model, side)
+        for layer in stack.layers:
+            handles.append(layer.register_forward_pre_hook(lambda m, args, side=side: seen[f"{side}_hidden_states"]
+                                                           .append(args[0])))
+            handles.append(layer.self_attn.register_forward_hook(lambda m, args, out, side=side:
+                                                                 seen[f"{side}_attentions"].append(out[1])))
+            if side == "decoder":
+                handles.append(layer.cross_attn.register_forward_hook(lambda m, args, out:
+                                                                      seen["cross_attentions"].append(out[1])))
+        handles.append(stack.norm.register_forward_hook(lambda m, args, out, side=side:
+                                                        seen[f"{side}_hidden_states"].append(out)))
+    with torch.no_grad():
+        out = model(input_ids=ids, decoder_input_ids=decoder_ids, output_hidden_states=True, output_attentions=True)
+    for handle in handles:
+        handle.remove()
+    for name, expected in seen.items():
+        recorded = getattr(out, name)
+        assert len(recorded) == len(expected), name
+        for index, (a, b) in enumerate(zip(recorded, expected)):
+            assert torch.equal(a, b), f"{name}[{index}]"
+    assert len(out.encoder_hidden_states) == 4 and len(out.decoder_hidden_states) == 3
+    assert len(out.encoder_attentions) == 3 and len(out.decoder_attentions) == len(out.cross_attentions) == 2
+    assert out.cross_attentions[0].shape == (2, TINY["num_attention_heads"], 5, 9)
+    # Selecting by index (a v5 feature of output capturing): the others come back as None, and negative indices
+    # count each stack's own layers (3 in the encoder, 2 in the decoder).
+    with torch.no_grad():
+        selected = model(input_ids=ids, decoder_input_ids=decoder_ids, output_hidden_states=[-1])
+    assert [h is None for h in selected.encoder_hidden_states] == [True, True, True, False]
+    assert [h is None for h in selected.decoder_hidden_states] == [True, True, False]
+    assert torch.equal(selected.encoder_hidden_states[-1], out.encoder_last_hidden_state)
+    assert torch.equal(selected.decoder_hidden_states[-1], out.decoder_hidden_states[-1])
+
+
+def test_source_and_target_past_the_context_run_with_a_warning(model, caplog):
+    # Rotary positions exist for any length, so, as in transformers' models, a longer input runs, with one warning.
+    source, target = random_ids(length=96), random_ids(length=80, seed=9)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="scratchlm"), torch.no_grad():
+        logits = model(input_ids=source, decoder_input_ids=target).logits
+    assert logits.shape == (2, 80, TINY["vocab_size"]) and torch.isfinite(logits).all()
+    logged = [r.getMessage() for r in caplog.records if "longer than the model's context" in r.getMessage()]
+    assert len(logged) == 2
+    assert logged[0].startswith("input_ids longer than the model's context of 64 tokens (max_position_embeddings)")
+    assert logged[1].startswith("decoder_input_ids longer than the model's context of 64 tokens")
 
 
 # --- decoding ---------------------------------------------------------------------------------------------------
