@@ -90,6 +90,8 @@ def init_main(argv=None) -> None:
 
 @command("scratchlm-convert")
 def convert_main(argv=None) -> None:
+    from scratchlm.inference.model_dir import check_weights_readable
+
     from .convert_llama import convert_llama_directory, convert_scratchlm_directory_to_llama
 
     (args,) = parse_args([ConvertArguments], argv, description="Convert between Llama and ScratchLM checkpoints.")
@@ -97,6 +99,7 @@ def convert_main(argv=None) -> None:
         raise ValueError("give exactly one of --from_llama DIR or --to_llama DIR")
     output_dir = Path(args.output_dir)
     check_output_dir(output_dir, args.overwrite_output)
+    check_weights_readable(args.from_llama or args.to_llama)
     with torch.no_grad():
         if args.from_llama:
             model = convert_llama_directory(args.from_llama, output_dir)
