@@ -89,3 +89,58 @@ def test_bad_option_is_one_line_before_loading(tiny_causal_lm_dir, capsys):
         chat_main([str(tiny_causal_lm_dir / "missing")])
     assert exit_info.value.code == 2
     assert "scratchlm-chat: error:" in capsys.readouterr().err
+
+
+def _words(tokenizer, tokens: int) -> str:
+    """A message of about `tokens` tokens."""
+    sentence = "The quick brown fox jumps over the lazy dog. "
+    per_sentence = len(tokenizer(sentence).input_ids)
+    return sentence * (tokens // per_sentence + 1)
+
+
+def test_over_long_message_is_refused_with_the_numbers_and_old_turns_are_dropped(
+    tiny_causal_lm_dir, model_and_tokenizer, monkeypatch, capsys
+):
+    model, tokenizer = model_and_tokenizer
+    context = model.config.max_position_embeddings
+    budget = context - MAX_NEW_TOKENS
+    first, too_long, third = _words(tokenizer, budget // 2), _words(tokenizer, budget + 50), _words(tokenizer, budget // 2)
+    argv = [str(tiny_causal_lm_dir), "--max_new_tokens", str(MAX_NEW_TOKENS)]
+    out = _run_chat(monkeypatch, capsys, argv, [first, too_long, third, "short"])
+
+    reply1 = _chat_reply(model, tokenizer, [{"role": "user", "content": first}], do_sample=False)
+    # The long message is neither answered nor kept; the third does not fit beside the first exchange, which goes.
+    history = [{"role": "user", "content": third}]
+    reply3 = _chat_reply(model, tokenizer, history, do_sample=False)
+    history += [{"role": "assistant", "content": reply3}, {"role": "user", "content": "short"}]
+    reply4 = _chat_reply(model, tokenizer, history, do_sample=False)
+    assert out.out == f"{reply1}\n{reply3}\n{reply4}\n"
+    size = tokenizer.apply_chat_template([{"role": "user", "content": too_long}], add_generation_prompt=True,
+                                         return_dict=True)["input_ids"]
+    refused = [line for line in out.err.splitlines() if line.startswith("[not sent")]
+    assert len(refused) == 1
+    assert f"{len(size)} tokens" in refused[0] and f"{budget}" in refused[0] and f"context of {context}" in refused[0]
+    assert "oldest exchange" in out.err
+
+
+def test_max_new_tokens_must_leave_room_for_the_prompt(tiny_causal_lm_dir, model_and_tokenizer, monkeypatch, capsys):
+    context = model_and_tokenizer[0].config.max_position_embeddings
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
+    with pytest.raises(SystemExit) as exit_info:
+        chat_main([str(tiny_causal_lm_dir), "--max_new_tokens", str(context)])
+    assert exit_info.value.code == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert "--max_new_tokens" in out.err and f"context of {context} tokens" in out.err
+
+
+def test_non_utf8_input_is_one_line_and_the_chat_goes_on(
+    tiny_causal_lm_dir, model_and_tokenizer, monkeypatch, capsys
+):
+    model, tokenizer = model_and_tokenizer
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9 latin-1\nhello\n"), encoding="utf-8"))
+    chat_main([str(tiny_causal_lm_dir), "--max_new_tokens", str(MAX_NEW_TOKENS)])
+    out = capsys.readouterr()
+    assert out.out == _chat_reply(model, tokenizer, [{"role": "user", "content": "hello"}], do_sample=False) + "\n"
+    assert "[not sent: the message is not utf-8 text (byte 0xe9 at position 3)]" in out.err
+    assert "Traceback" not in out.err
