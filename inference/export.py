@@ -3,6 +3,8 @@
     scratchlm-export MODEL_DIR --format gguf [--outtype f16|q8_0] --output model.gguf
     scratchlm-export MODEL_DIR --format gguf --output_dir exports/          (writes exports/NAME-f16.gguf)
 
+MODEL_DIR is a decoder-only ScratchLM model, or the adapter directory of a LoRA run (exported merged into its base).
+NAME is the model directory's name, or the run's for the `merged` directory of a LoRA run (`chat/merged` -> chat).
 GGUF files run in llama.cpp and Ollama; see the README section "Run it anywhere: GGUF and Ollama".
 """
 
@@ -14,19 +16,22 @@ from pathlib import Path
 from scratchlm.cli import command, move_bare_argument, parse_args
 
 from .gguf_export import OUTTYPES, export_gguf
-from .model_dir import check_model_dir
+from .model_dir import check_model_dir, model_name
 
 FORMATS = ("gguf",)
 
 
 @dataclass
 class ExportArguments:
-    model_dir: str = field(metadata={"help": "The ScratchLM model directory (weights and tokenizer)."})
+    model_dir: str = field(metadata={"help": "The ScratchLM model directory (weights and tokenizer), or a LoRA "
+                                                 "adapter directory (exported merged into its base)."})
     format: str = field(default="gguf", metadata={"help": f"Output format: one of {', '.join(FORMATS)}."})
     outtype: str = field(default="f16", metadata={"help": f"Weight type: one of {', '.join(OUTTYPES)}."})
     output: str | None = field(default=None, metadata={"help": "The file to write."})
     output_dir: str | None = field(
-        default=None, metadata={"help": "A directory to write MODEL_NAME-OUTTYPE.gguf into (instead of --output)."}
+        default=None,
+        metadata={"help": "A directory to write NAME-OUTTYPE.gguf into (instead of --output). NAME is the model "
+                          "directory's name, or its run's for a LoRA run's merged/ directory (chat/merged -> chat)."},
     )
     overwrite_output: bool = field(default=False, metadata={"help": "Replace an existing output file."})
 
@@ -34,7 +39,7 @@ class ExportArguments:
 def output_path(args: ExportArguments, model_dir: Path) -> Path:
     if (args.output is None) == (args.output_dir is None):
         raise ValueError("give exactly one of --output FILE or --output_dir DIR")
-    path = Path(args.output) if args.output else Path(args.output_dir) / f"{model_dir.resolve().name}-{args.outtype}.gguf"
+    path = Path(args.output) if args.output else Path(args.output_dir) / f"{model_name(model_dir)}-{args.outtype}.gguf"
     if path.is_dir():
         raise IsADirectoryError(f"--output {path} is a directory: give a file name or use --output_dir")
     if path.exists() and not args.overwrite_output:

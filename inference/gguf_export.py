@@ -1,4 +1,5 @@
-"""Write a decoder-only ScratchLM directory as a GGUF file that llama.cpp (and Ollama) run.
+"""Write a decoder-only ScratchLM directory (or a LoRA adapter directory on one, merged) as a GGUF file that
+llama.cpp (and Ollama) run.
 
 ScratchLM's decoder has Llama's parameter names and converts losslessly to `LlamaForCausalLM`, so the file is
 written in llama.cpp's Llama layout, with the `gguf` package's own tensor-name map, writer and quantizer, and the
@@ -9,21 +10,23 @@ rotary layout, a tied LM head left out (llama.cpp reuses the embedding), the byt
 llama.cpp does not run a tokenizer's regex: it picks its own implementation of a pre-tokenizer by name
 (`tokenizer.ggml.pre`). The name is read off the regex in tokenizer.json through `LLAMA_CPP_PRETOKENIZERS`;
 any other pre-tokenizer stops the export, since llama.cpp would split text differently from ScratchLM.
+
+The file is written under a temporary name and renamed when complete: a kill or a full disk mid-write leaves a
+previous export as it was, never a fragment under the final name.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer
 
-from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
+from scratchlm.files import atomic_path
+from scratchlm.modeling import ScratchLMConfig
 
-logger = logging.getLogger(__name__)
+from .model_dir import check_model_dir, load_causal_lm, model_config, model_name, tokenizer_dir
 
 # Split regexes of byte-level BPE tokenizers -> the name of llama.cpp's implementation of that split
 # (llama.cpp: src/llama-vocab.cpp, LLAMA_VOCAB_PRE_TYPE_*).
@@ -64,8 +67,14 @@ def llama_cpp_pretokenizer(tokenizer_file: Path) -> str:
     return LLAMA_CPP_PRETOKENIZERS[regex]
 
 
-def check_exportable(config: ScratchLMConfig) -> None:
-    """A ValueError naming the first setting that llama.cpp's Llama architecture cannot hold."""
+def check_exportable(config, model_dir: Path) -> None:
+    """A ValueError naming what llama.cpp's Llama architecture cannot hold: another kind of model, or a setting."""
+    if config.is_encoder_decoder:
+        raise ValueError(f"{model_dir} holds an encoder-decoder model ({config.model_type}), which llama.cpp's Llama "
+                         "layout cannot hold: GGUF export takes a decoder-only ScratchLM model")
+    if config.model_type != ScratchLMConfig.model_type:
+        raise ValueError(f"{model_dir} holds a {config.model_type!r} model: GGUF export takes a decoder-only "
+                         f"ScratchLM model ({ScratchLMConfig.model_type!r})")
     if config.use_qk_norm:
         raise ValueError("this model uses QK-norm (use_qk_norm=True), which llama.cpp's Llama architecture lacks")
     if config.attention_bias or config.mlp_bias:
@@ -83,10 +92,10 @@ def permute_for_llama_cpp(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
     )
 
 
-def _tokenizer_metadata(writer, tokenizer, model_dir: Path, vocab_size: int) -> None:
+def _tokenizer_metadata(writer, tokenizer, tokenizer_file: Path, vocab_size: int) -> None:
     import gguf
 
-    pre = llama_cpp_pretokenizer(model_dir / "tokenizer.json")
+    pre = llama_cpp_pretokenizer(tokenizer_file)
     vocab = tokenizer.get_vocab()
     if max(vocab.values()) >= vocab_size:
         raise ValueError(f"the tokenizer has ids up to {max(vocab.values())}, past the model's vocab_size {vocab_size}")
@@ -104,7 +113,7 @@ def _tokenizer_metadata(writer, tokenizer, model_dir: Path, vocab_size: int) -> 
         else:
             tokens.append(by_id[index])
             types.append(gguf.TokenType.NORMAL)
-    merges = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]["merges"]
+    merges = json.loads(tokenizer_file.read_text(encoding="utf-8"))["model"]["merges"]
     merges = [merge if isinstance(merge, str) else " ".join(merge) for merge in merges]
 
     writer.add_tokenizer_model("gpt2")
@@ -136,27 +145,26 @@ def _tensor_data(name: str, tensor: torch.Tensor, outtype: str):
 
 
 def export_gguf(model_dir: str | Path, output: str | Path, outtype: str = "f16") -> Path:
-    """Write the ScratchLM causal LM in `model_dir` (weights + tokenizer) as the GGUF file `output`."""
+    """Write the ScratchLM causal LM in `model_dir` (weights + tokenizer; or a LoRA adapter directory, merged into
+    its base) as the GGUF file `output`."""
     import gguf
 
-    model_dir, output = Path(model_dir), Path(output)
+    output = Path(output)
     if outtype not in OUTTYPES:
         raise ValueError(f"--outtype must be one of {', '.join(OUTTYPES)}, got {outtype!r}")
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir} holds no config.json: not a model directory")
-    if not (model_dir / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"{model_dir} holds no tokenizer.json: a GGUF file needs the tokenizer")
-    config = ScratchLMConfig.from_pretrained(model_dir)
-    check_exportable(config)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    llama_cpp_pretokenizer(model_dir / "tokenizer.json")  # fail on the tokenizer before loading weights
+    model_dir = check_model_dir(model_dir)
+    config = model_config(model_dir)
+    check_exportable(config, model_dir)
+    tokenizer_file = Path(tokenizer_dir(model_dir)) / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise FileNotFoundError(f"{tokenizer_file.parent} holds no tokenizer.json: a GGUF file needs the tokenizer")
+    llama_cpp_pretokenizer(tokenizer_file)  # fail on the tokenizer before loading weights
 
-    model = ScratchLMForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model, tokenizer = load_causal_lm(model_dir, device="cpu", dtype="float32")
     arch = gguf.MODEL_ARCH.LLAMA
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(output, gguf.MODEL_ARCH_NAMES[arch])
-    writer.add_name(model_dir.resolve().name)
+    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[arch])
+    writer.add_name(model_name(model_dir))
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if outtype == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     writer.add_vocab_size(config.vocab_size)
@@ -175,7 +183,7 @@ def export_gguf(model_dir: str | Path, output: str | Path, outtype: str = "f16")
     if rope.get("rope_type") == "linear":
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(float(rope["factor"]))
-    _tokenizer_metadata(writer, tokenizer, model_dir, config.vocab_size)
+    _tokenizer_metadata(writer, tokenizer, tokenizer_file, config.vocab_size)
 
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight" and config.tie_word_embeddings:
@@ -190,9 +198,14 @@ def export_gguf(model_dir: str | Path, output: str | Path, outtype: str = "f16")
         data, raw_dtype = _tensor_data(name, tensor, outtype)
         writer.add_tensor(gguf_name, data, raw_dtype=raw_dtype)
 
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    logger.info("wrote %s (%s, %.1f MB)", output, outtype, output.stat().st_size / 1e6)
+    with atomic_path(output) as temporary:
+        try:
+            writer.write_header_to_file(temporary)
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        except OSError as error:  # a full disk, a file-size limit: the export is incomplete
+            raise OSError(f"writing {output} failed ({error.strerror or error}): nothing was written under that name, "
+                          "a previous file is as it was") from None
+        finally:
+            writer.close()
     return output

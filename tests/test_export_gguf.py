@@ -5,7 +5,11 @@ too slow for the suite: benchmarks/bench_gguf.py does that (tokenization and gre
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -105,8 +109,85 @@ def test_bad_arguments_fail_before_work(tiny_causal_lm_dir, tmp_path, capsys):
         ([str(tiny_causal_lm_dir), "--outtype", "q4", "--output", str(tmp_path / "x.gguf")], "--outtype"),
         ([str(tiny_causal_lm_dir), "--format", "onnx", "--output", str(tmp_path / "x.gguf")], "--format"),
         ([str(tiny_causal_lm_dir)], "--output"),
-        ([str(tmp_path / "missing"), "--output", str(tmp_path / "x.gguf")], "config.json"),
+        ([str(tmp_path / "missing"), "--output", str(tmp_path / "x.gguf")], "does not exist"),
     ):
         with pytest.raises(SystemExit):
             export_main(argv)
         assert expected in capsys.readouterr().err
+
+
+def test_wrote_is_printed_once_and_a_merged_dir_is_named_after_its_run(tiny_causal_lm_dir, tmp_path, capsys, caplog):
+    merged = tmp_path / "chat" / "merged"
+    shutil.copytree(tiny_causal_lm_dir, merged)
+    export_main([str(merged), "--outtype", "q8_0", "--output_dir", str(tmp_path / "exports")])
+    output = tmp_path / "exports" / "chat-q8_0.gguf"
+    assert output.is_file()
+    assert gguf.GGUFReader(output).fields["general.name"].contents() == "chat"
+    out = capsys.readouterr()
+    assert (out.out + out.err + caplog.text).count("wrote ") == 1
+
+
+def test_an_encoder_decoder_is_refused_in_one_line(tiny_causal_lm_dir, tmp_path, capsys):
+    from scratchlm.modeling import ScratchLMSeq2SeqConfig, ScratchLMSeq2SeqForConditionalGeneration
+
+    model_dir = tmp_path / "s2s"
+    config = ScratchLMSeq2SeqConfig(vocab_size=400, hidden_size=64, intermediate_size=160, encoder_layers=1,
+                                    decoder_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                                    max_position_embeddings=64, pad_token_id=2, bos_token_id=0,
+                                    decoder_start_token_id=0)
+    ScratchLMSeq2SeqForConditionalGeneration(config).save_pretrained(model_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_causal_lm_dir / name, model_dir / name)
+    output = tmp_path / "s2s.gguf"
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([str(model_dir), "--output", str(output)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "encoder-decoder" in err[-1] and "decoder-only ScratchLM" in err[-1]
+    assert not output.exists()
+
+
+# Runs scratchlm-export with a limit on the size of any file it writes (RLIMIT_FSIZE): past it, the write fails for
+# real mid-file, as on a full disk (EFBIG: Python ignores SIGXFSZ), or with SIGXFSZ's default action the process is
+# killed there, as by kill -9 (no cleanup runs).
+_EXPORT_WITH_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from scratchlm.inference.export import main
+if sys.argv[1] == "kill":
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+main(sys.argv[3:])
+"""
+
+
+def _export_with_file_size_limit(how: str, limit: int, argv: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", _EXPORT_WITH_FILE_SIZE_LIMIT, how, str(limit), *argv],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file-size limits")
+def test_a_write_cut_short_leaves_the_previous_export_as_it_was(tiny_causal_lm_dir, tmp_path):
+    output = tmp_path / "model.gguf"
+    argv = [str(tiny_causal_lm_dir), "--output", str(output), "--overwrite_output"]
+    # Killed mid-write, with no export before: nothing under the final name, so a re-run is not told it is done.
+    killed = _export_with_file_size_limit("kill", 100_000, argv)
+    assert killed.returncode == -signal.SIGXFSZ, killed.stderr
+    assert not output.exists()
+
+    export_main([str(tiny_causal_lm_dir), "--output", str(output)])
+    good = output.read_bytes()
+    assert len(good) > 200_000
+    killed = _export_with_file_size_limit("kill", len(good) // 2, argv)
+    assert killed.returncode == -signal.SIGXFSZ, killed.stderr
+    assert output.read_bytes() == good
+
+    full = _export_with_file_size_limit("full-disk", len(good) // 2, argv)
+    assert full.returncode == 2, full.stderr
+    line = full.stderr.strip().splitlines()[-1]
+    assert line.startswith("scratchlm-export: error: writing") and str(output) in line and "as it was" in line
+    assert output.read_bytes() == good
+    leftovers = {path.name for path in tmp_path.iterdir()} - {output.name}
+    assert all(name.endswith(".partial") for name in leftovers)  # only the two killed runs' temporary files
+    assert len(leftovers) == 2
