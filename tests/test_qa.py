@@ -12,6 +12,8 @@ import gzip
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import evaluate
@@ -24,22 +26,24 @@ from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 import scratchlm  # noqa: F401 - registers ScratchLM with the Auto classes
 from scratchlm.inference.qa import answer_question, predict_answers, window_settings
 from scratchlm.inference.qa import main as qa_main
+from scratchlm.inference.span_decoding import (
+    NO_ANSWER_INDEX,
+    best_spans,
+    build_features,
+    expected_f1_span,
+    postprocess_predictions,
+    span_text,
+)
 from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
 from scratchlm.tokenization import train_tokenizer
 from scratchlm.training.data.cloze import cloze_questions, split_sentences
 from scratchlm.training.data.cloze import main as cloze_main
 from scratchlm.training.data.qa import (
-    NO_ANSWER_INDEX,
     QAReport,
-    best_spans,
-    build_features,
     check_answers,
-    expected_f1_span,
     is_version_2,
     load_squad,
     metric_inputs,
-    postprocess_predictions,
-    span_text,
     split_by_article,
 )
 from scratchlm.training.finetune import main as finetune_main
@@ -492,6 +496,13 @@ def test_a_model_that_is_not_a_qa_model_is_refused_before_loading(finetuned, tmp
     with pytest.raises(SystemExit) as exit_info:
         qa_main(["--model", str(tmp_path / "typo"), "--question", "Who won?", "--context", CONTEXT])
     assert exit_info.value.code == 2 and "typo does not exist" in capsys.readouterr().err
+
+
+def test_answering_loads_no_training_code_and_no_metric():
+    code = ("import sys, scratchlm.inference.qa; print(sorted(m for m in sys.modules "
+            "if m.startswith('scratchlm.training') or m.split('.')[0] == 'evaluate'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_loads_without_the_package(finetuned, tokenizer, run_without_package):

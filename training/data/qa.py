@@ -1,4 +1,4 @@
-"""Extractive question answering data: SQuAD-format records -> token windows with answer spans, and back.
+"""Extractive question answering data: reading and checking SQuAD-format records, scoring inputs, splits.
 
 Reading (`load_squad`): the json file as published (`{"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}`,
 SQuAD 1.1 or 2.0), json/jsonl rows in the flat `datasets` layout (`id`, `title`, `context`, `question`, `answers`
@@ -9,18 +9,11 @@ Checking (`check_answers`): an answer whose text is not at its `answer_start` in
 first one quoted); a question left with no answer is dropped, unless it is unanswerable (SQuAD 2.0:
 `is_impossible`, or no answers at all).
 
-Windows (`build_features`): the input is `<|bos|> question <|eos|> context` — the question first, so every context
-token of this left-to-right model has read the question. A context longer than `max_length` is cut into windows
-that overlap by `stride` tokens (the tokenizer's `return_overflowing_tokens`). Answer character spans are mapped to
-token positions through the tokenizer's offsets. A window that does not hold the whole answer, and an unanswerable
-question, point both positions at index 0 — the bos token, ScratchLM's "no answer" position (it stands where BERT has
-[CLS]). Questions longer than `max_question_tokens` are cut (counted); answers that fall in no window are counted.
+Ids (`load_squad`): every question needs its own id, under which its prediction is stored; a missing or repeated
+one is an error naming the record, and data in which no question has an id gets them numbered `row-1`, `row-2`, ...
 
-Decoding (`postprocess_predictions`): per window the `n_best` start and end logits over context tokens give
-candidate spans (end not before start, at most `max_answer_length` tokens); the best span over all windows of a
-question, by start + end logit, is the answer. With `version_2` (SQuAD 2.0 data), the answer is empty when the
-no-answer score (start + end logit at index 0, the lowest over the windows) beats the best span by more than
-`null_score_threshold`. Evaluation and `scratchlm.inference.qa.answer_question` use these same functions.
+The windows and their decoding (`build_features`, `postprocess_predictions`) live in
+`scratchlm.inference.span_decoding`, which answering a question uses too, without the training code.
 
 Split (`split_by_article`): the last `test_fraction` of the articles (in file order) is the test part, so no
 context is in both parts; for `../shared/data/squad-v1.1/dev-v1.1.json` that is 10 of its 48 articles.
@@ -30,31 +23,28 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from datasets import Dataset, Features, List, Sequence, Value
+from datasets import Dataset
 
-from ..metrics.squad.squad import f1_score  # the metric's own F1, so the selection maximises what is scored
+from scratchlm.inference.span_decoding import (
+    FEATURES,
+    SPAN_SELECTIONS,  # noqa: F401 - where training/finetune.py imports it
+    WindowReport,
+)
+
 from .tables import ROW_ORIGIN, load_table
 
 logger = logging.getLogger(__name__)
 
-NO_ANSWER_INDEX = 0  # the bos token that opens every window
-FEATURES = Features({
-    "id": Value("string"), "title": Value("string"), "context": Value("string"), "question": Value("string"),
-    "answers": {"text": List(Value("string")), "answer_start": List(Value("int32"))},
-    "is_impossible": Value("bool"),
-})  # fmt: skip
 QUESTION_FIELDS = ("id", "question")
 
 
 @dataclass
-class QAReport:
+class QAReport(WindowReport):
     """What reading and windowing did to one split: skipped answers, dropped questions, windows without answer."""
 
     split: str = "train"
@@ -63,9 +53,6 @@ class QAReport:
     bad_answers: int = 0
     bad_answer_example: str = ""
     dropped_questions: int = 0
-    truncated_questions: int = 0
-    windows: int = 0
-    answers_in_no_window: int = 0
     numbered_ids: int = 0  # questions without an id in data where none has one: numbered row-1, row-2, ...
 
     def to_dict(self) -> dict[str, Any]:
@@ -260,166 +247,6 @@ def split_by_article(dataset: Dataset, test_fraction: float = 0.2) -> tuple[Data
     in_test = [title in test_titles for title in list(dataset["title"])]
     return (dataset.select([i for i, test in enumerate(in_test) if not test]),
             dataset.select([i for i, test in enumerate(in_test) if test]))
-
-
-# ----------------------------------------------------------------------------------------------------- windows
-
-
-def _question_prefixes(questions: list[str], tokenizer, max_question_tokens: int, report: QAReport) -> list[str]:
-    """`<|bos|> question <|eos|>`, the question cut to `max_question_tokens` tokens."""
-    if tokenizer.bos_token is None or tokenizer.eos_token is None:
-        raise ValueError("question answering needs a tokenizer with bos and eos tokens (bos marks 'no answer')")
-    prefixes = []
-    encoded = tokenizer([q.strip() for q in questions], add_special_tokens=False)["input_ids"]
-    for question, ids in zip(questions, encoded):
-        question = question.strip()
-        if len(ids) > max_question_tokens:
-            report.truncated_questions += 1
-            question = tokenizer.decode(ids[:max_question_tokens])
-        prefixes.append(f"{tokenizer.bos_token}{question}{tokenizer.eos_token}")
-    return prefixes
-
-
-def _answer_positions(sequence_ids: list, offsets: list, start_char: int, end_char: int) -> tuple[int, int] | None:
-    """Token positions of the answer characters [start_char, end_char) in this window, or None when the window does
-    not hold all of it. Byte-level tokens carry their leading space, so a token holds a character when its offsets
-    end after it."""
-    context = [i for i, s in enumerate(sequence_ids) if s == 1]
-    if not context or offsets[context[0]][0] > start_char or offsets[context[-1]][1] < end_char:
-        return None
-    start = next(i for i in context if offsets[i][1] > start_char)
-    end = next(i for i in reversed(context) if offsets[i][0] < end_char)
-    return start, end
-
-
-def build_features(dataset: Dataset, tokenizer, *, max_length: int = 384, stride: int = 128,
-                   max_question_tokens: int = 64, report: QAReport | None = None) -> Dataset:
-    """Token windows of every question + context: `input_ids`, `attention_mask`, `start_positions`/`end_positions`
-    (the first answer; index 0 where the window lacks it or there is none), `example_id` and `offset_mapping`
-    (character offsets of context tokens, None elsewhere) for decoding. Drop the last two before training."""
-    if max_length <= max_question_tokens + 2 + stride:
-        raise ValueError(f"max_length ({max_length}) must exceed max_question_tokens + 2 + stride "
-                         f"({max_question_tokens} + 2 + {stride}) so that windows advance through the context")
-    report = report if report is not None else QAReport()
-    prefixes = _question_prefixes(list(dataset["question"]), tokenizer, max_question_tokens, report)
-    encoded = tokenizer(
-        prefixes, list(dataset["context"]), truncation="only_second", max_length=max_length, stride=stride,
-        return_overflowing_tokens=True, return_offsets_mapping=True, add_special_tokens=False,
-    )
-    columns: dict[str, list] = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
-                                "start_positions": [], "end_positions": [], "example_id": [], "offset_mapping": []}
-    answered = set()
-    all_answers, ids = list(dataset["answers"]), list(dataset["id"])
-    for window, example in enumerate(encoded["overflow_to_sample_mapping"]):
-        sequence_ids, offsets = encoded.sequence_ids(window), encoded["offset_mapping"][window]
-        answers = all_answers[example]
-        positions = None
-        if answers["text"]:
-            start_char = answers["answer_start"][0]
-            positions = _answer_positions(sequence_ids, offsets, start_char, start_char + len(answers["text"][0]))
-        if positions is not None:
-            answered.add(example)
-        start, end = positions or (NO_ANSWER_INDEX, NO_ANSWER_INDEX)
-        columns["start_positions"].append(start)
-        columns["end_positions"].append(end)
-        columns["example_id"].append(ids[example])
-        columns["offset_mapping"].append([list(o) if s == 1 else None for s, o in zip(sequence_ids, offsets)])
-    report.windows += len(columns["input_ids"])
-    report.answers_in_no_window += sum(1 for i, answers in enumerate(all_answers)
-                                       if answers["text"] and i not in answered)
-    features = Features({
-        "input_ids": List(Value("int32")), "attention_mask": List(Value("int8")),
-        "start_positions": Value("int32"), "end_positions": Value("int32"), "example_id": Value("string"),
-        "offset_mapping": List(Sequence(Value("int32"), length=2)),
-    })  # fmt: skip
-    return Dataset.from_dict(columns, features=features)
-
-
-# ---------------------------------------------------------------------------------------------------- decoding
-
-
-def best_spans(start_logits, end_logits, offsets: list, *, n_best: int = 20,
-               max_answer_length: int = 30) -> list[tuple[float, int, int]]:
-    """The valid candidate spans of one window, best first: (start + end logit, start char, end char).
-
-    Candidates pair the `n_best` highest start and end logits over context tokens (positions whose offsets are not
-    None); a span is valid when its end is not before its start and it has at most `max_answer_length` tokens."""
-    length = len(offsets)
-    start_logits, end_logits = np.asarray(start_logits)[:length], np.asarray(end_logits)[:length]
-    context = np.array([o is not None for o in offsets])
-    if not context.any():
-        return []
-    masked_start = np.where(context, start_logits, -np.inf)
-    masked_end = np.where(context, end_logits, -np.inf)
-    starts = [i for i in np.argsort(masked_start)[::-1][:n_best] if context[i]]
-    ends = [i for i in np.argsort(masked_end)[::-1][:n_best] if context[i]]
-    spans = []
-    for s in starts:
-        for e in ends:
-            if s <= e < s + max_answer_length:
-                spans.append((float(start_logits[s] + end_logits[e]), offsets[s][0], offsets[e][1]))
-    spans.sort(key=lambda span: -span[0])
-    return spans[:n_best]
-
-
-def span_text(context: str, start_char: int, end_char: int) -> tuple[str, int]:
-    """The answer text of a character span and its start, without the leading space a byte-level token carries."""
-    text = context[start_char:end_char]
-    stripped = text.lstrip()
-    return stripped.rstrip(), start_char + len(text) - len(stripped)
-
-
-SPAN_SELECTIONS = ("best", "expected_f1")
-
-
-def expected_f1_span(context: str, spans: list[tuple[float, int, int]]) -> tuple[float, int, int]:
-    """Of the candidate `spans` (score, start char, end char), the one whose answer has the highest F1 expected
-    under the model's distribution over them (softmax of the span scores, equal answers pooled): minimum Bayes
-    risk decoding for the F1 metric."""
-    answers: dict[str, list] = {}
-    for span in spans:
-        answers.setdefault(span_text(context, span[1], span[2])[0], []).append(span)
-    scores = np.array([np.logaddexp.reduce([span[0] for span in group]) for group in answers.values()])
-    probabilities = np.exp(scores - scores.max())
-    probabilities /= probabilities.sum()
-    expected = [sum(p * f1_score(mine, other) for p, other in zip(probabilities, answers)) for mine in answers]
-    best_group = list(answers.values())[int(np.argmax(expected))]
-    return max(best_group, key=lambda span: span[0])
-
-
-def postprocess_predictions(examples: Dataset, features: Dataset, start_logits, end_logits, *, n_best: int = 20,
-                            max_answer_length: int = 30, version_2: bool = False,
-                            null_score_threshold: float = 0.0, span_selection: str = "best") -> dict[str, dict]:
-    """Question id -> {"text", "answer_start", "score", "no_answer_score"}: over the question's windows, the span
-    with the best score, or (`span_selection="expected_f1"`) the one of the `n_best` best with the highest expected
-    F1 (`expected_f1_span`); with `version_2`, the empty answer where the no-answer score beats the best span's by
-    more than the threshold."""
-    if span_selection not in SPAN_SELECTIONS:
-        raise ValueError(f"unknown span selection {span_selection!r}: choose one of {', '.join(SPAN_SELECTIONS)}")
-    windows: dict[str, list[int]] = {}
-    for index, example_id in enumerate(list(features["example_id"])):
-        windows.setdefault(example_id, []).append(index)
-    offsets_column = list(features["offset_mapping"])
-    predictions = {}
-    for example in examples:
-        candidates = []
-        null_score = math.inf
-        for index in windows.get(example["id"], []):
-            candidates += best_spans(start_logits[index], end_logits[index], offsets_column[index], n_best=n_best,
-                                     max_answer_length=max_answer_length)
-            no_answer = float(start_logits[index][NO_ANSWER_INDEX] + end_logits[index][NO_ANSWER_INDEX])
-            null_score = min(null_score, no_answer)
-        candidates = sorted(candidates, key=lambda span: -span[0])[:n_best] or [(-math.inf, 0, 0)]
-        top = candidates[0][0]
-        best = candidates[0]
-        if span_selection == "expected_f1" and top > -math.inf:
-            best = expected_f1_span(example["context"], candidates)
-        text, start = span_text(example["context"], best[1], best[2])
-        if version_2 and (top == -math.inf or null_score > top + null_score_threshold):
-            text, start = "", -1
-        predictions[example["id"]] = {"text": text, "answer_start": start, "score": best[0],
-                                      "no_answer_score": null_score}
-    return predictions
 
 
 def metric_inputs(predictions: dict[str, dict], examples: Dataset) -> dict[str, list]:

@@ -31,15 +31,9 @@ import numpy as np
 from datasets import Dataset
 from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, TrainerCallback
 
-from ..data.qa import (
-    QAReport,
-    build_features,
-    check_answers,
-    is_version_2,
-    load_squad,
-    metric_inputs,
-    postprocess_predictions,
-)
+from scratchlm.inference.span_decoding import build_features, postprocess_predictions
+
+from ..data.qa import QAReport, check_answers, is_version_2, load_squad, metric_inputs
 from ..data.tables import hold_out_and_limit, load_splits
 from ..evaluation import load_metric
 from .base import FinetuneTask

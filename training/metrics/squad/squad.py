@@ -7,12 +7,12 @@ unanswerable question): then only the empty prediction is right, as in the offic
 adds `has_answer_exact_match`/`has_answer_f1`, `no_answer_exact_match`/`no_answer_f1` and their counts.
 """
 
-import collections
-import re
-import string
-
 import datasets
 import evaluate
+
+# The official script's normalisation and F1, in the module that decodes answers too (so that its expected-F1 span
+# selection maximises what is scored here).
+from scratchlm.inference.span_decoding import exact_match_score, f1_score, normalize_answer
 
 _DESCRIPTION = """Exact match: the share of questions whose normalised prediction equals a normalised reference
 answer. F1: the best token-overlap F1 against the reference answers, averaged over questions. Normalisation lower-cases,
@@ -35,32 +35,6 @@ Example:
 _CITATION = """@inproceedings{rajpurkar-etal-2016-squad, title={{SQ}u{AD}: 100,000+ Questions for Machine
 Comprehension of Text}, author={Rajpurkar, Pranav and Zhang, Jian and Lopyrev, Konstantin and Liang, Percy},
 booktitle={Proceedings of EMNLP}, pages={2383--2392}, year={2016}}"""
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = set(string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """Lower case, no punctuation, no articles, single spaces (the official script's normalisation)."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def exact_match_score(prediction: str, reference: str) -> float:
-    return float(normalize_answer(prediction) == normalize_answer(reference))
-
-
-def f1_score(prediction: str, reference: str) -> float:
-    prediction_tokens, reference_tokens = normalize_answer(prediction).split(), normalize_answer(reference).split()
-    if not prediction_tokens or not reference_tokens:
-        return float(prediction_tokens == reference_tokens)  # v2.0: both empty (no answer) is a match
-    common = collections.Counter(prediction_tokens) & collections.Counter(reference_tokens)
-    overlap = sum(common.values())
-    if overlap == 0:
-        return 0.0
-    precision, recall = overlap / len(prediction_tokens), overlap / len(reference_tokens)
-    return 2 * precision * recall / (precision + recall)
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Squad(evaluate.Metric):
