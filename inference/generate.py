@@ -31,6 +31,15 @@ import scratchlm  # noqa: F401  (registers the ScratchLM models with the Auto cl
 from scratchlm.cli import command, parse_args
 from scratchlm.files import atomic_open, same_file
 from scratchlm.inference.decoding import StaticCacheDecoder
+from scratchlm.inference.model_dir import (
+    DEVICES,
+    DTYPES,
+    check_model_dir,
+    check_weights_readable,
+    resolve_device,
+    resolve_dtype,
+)
+from scratchlm.model_cards.run_record import is_hub_id
 from scratchlm.training.acceleration import compiled_generation_kwargs, use_compiled_decoding
 from scratchlm.training.data.seq2seq import encode_with_eos
 
@@ -61,8 +70,8 @@ class GenerateArguments:
     source_prefix: str = field(default="", metadata={"help": "Text put before every input (a T5 task prefix)."})
     max_source_length: int | None = field(default=None, metadata={"help": "Cut longer inputs to this many tokens "
                                                                             "(counted in a warning)."})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda when available)."})
-    dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, float32, bfloat16, float16."})
+    device: str = field(default="auto", metadata={"help": f"{', '.join(DEVICES)} (auto: a GPU when there is one)."})
+    dtype: str = field(default="auto", metadata={"help": f"Weights dtype: {', '.join(DTYPES)}."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from a Hub model repository."})
     compile: bool | None = field(default=None, metadata={
         "help": "Compile the decoding (torch.compile; falls back to eager where it is unavailable). A decoder-only "
@@ -74,6 +83,7 @@ class GenerateArguments:
 
 
 def check_arguments(args: GenerateArguments) -> None:
+    resolve_device(args.device), resolve_dtype(args.dtype)
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
     if args.num_beams < 1:
@@ -90,6 +100,8 @@ def check_arguments(args: GenerateArguments) -> None:
         raise FileNotFoundError(f"--input_file not found: {args.input_file}")
     if args.output_file != STDIO:
         check_output_file(args)
+    if Path(args.model_name_or_path).exists() or not is_hub_id(args.model_name_or_path):  # a directory here
+        check_weights_readable(check_model_dir(args.model_name_or_path))
 
 
 def check_output_file(args: GenerateArguments) -> None:
@@ -107,10 +119,9 @@ def load_model_and_tokenizer(args: GenerateArguments):
     kind of model needs (left for a decoder-only model, so every row's continuation starts at the end)."""
     config = AutoConfig.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
     auto_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
-    model = auto_class.from_pretrained(args.model_name_or_path, dtype=dtype, trust_remote_code=args.trust_remote_code)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).eval()
+    model = auto_class.from_pretrained(args.model_name_or_path, dtype=resolve_dtype(args.dtype),
+                                       trust_remote_code=args.trust_remote_code)
+    model.to(resolve_device(args.device)).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path or args.model_name_or_path,
                                               trust_remote_code=args.trust_remote_code)
     tokenizer.padding_side = "right" if config.is_encoder_decoder else "left"

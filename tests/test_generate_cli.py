@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import resource
+import shutil
 
 import pytest
 import torch
@@ -211,3 +212,27 @@ def test_a_write_that_fails_midway_leaves_the_previous_output(causal_dir, tmp_pa
     assert "File too large" in error
     assert output.read_text(encoding="utf-8") == "earlier outputs\n" * 20
     assert sorted(path.name for path in tmp_path.iterdir()) == ["input.txt", "out.txt"]  # no partial file left
+
+
+def test_a_truncated_weights_file_is_one_line_naming_it(causal_dir, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    shutil.copytree(causal_dir, model_dir)
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    error = one_line_error(["--model_name_or_path", str(model_dir), "--input_file", str(write_input(tmp_path))],
+                           capsys)
+    assert str(weights) in error
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--dtype", "foo"], "--dtype must be one of auto, float32, bfloat16, float16, got 'foo'"),
+    pytest.param(["--device", "cuda"], "--device cuda: torch finds no CUDA GPU on this machine",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+    (["--device", "gpu"], "--device 'gpu' is not a device"),
+    (["--model_name_or_path", "./typo"], "typo does not exist: give a model directory"),  # no Hub look-up
+])
+def test_bad_device_dtype_and_model_path_are_one_line_errors_before_the_model_loads(tmp_path, flags, message,
+                                                                                    capsys):
+    error = one_line_error(["--model_name_or_path", str(tmp_path / "model"), "--input_file",
+                            str(write_input(tmp_path)), *flags], capsys)
+    assert error.startswith(f"scratchlm-generate: error: {message}")
