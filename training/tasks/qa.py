@@ -31,6 +31,7 @@ import numpy as np
 from datasets import Dataset
 from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, TrainerCallback
 
+from scratchlm.files import atomic_write_text
 from scratchlm.inference.span_decoding import build_features, postprocess_predictions
 
 from ..data.qa import QAReport, check_answers, is_version_2, load_squad, metric_inputs
@@ -121,10 +122,10 @@ class PredictionsWriter(TrainerCallback):
             return
         _, predictions = self.task.last_predictions
         prefix = "test" if any(key.startswith("test_") for key in metrics or {}) else "eval"
-        path = Path(args.output_dir) / f"{prefix}_predictions.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({key: value["text"] for key, value in predictions.items()}, ensure_ascii=False,
-                                   indent=1) + "\n", encoding="utf-8")
+        answers = {key: value["text"] for key, value in predictions.items()}
+        # a temporary name, renamed when complete: a run killed mid-write leaves the previous predictions
+        atomic_write_text(Path(args.output_dir) / f"{prefix}_predictions.json",
+                          json.dumps(answers, ensure_ascii=False, indent=1) + "\n")
 
 
 def qa_decoding(data: QAData) -> dict[str, Any]:
