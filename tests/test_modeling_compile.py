@@ -39,11 +39,10 @@ def test_fullgraph_forward_and_the_input_errors_outside_it(bidirectional):
             name = "end_logits" if bidirectional else "logits"
             assert torch.allclose(output[name], expected[name], atol=1e-6)
     assert counter.frame_count >= 1 and counter.op_count > 0
-    # Eagerly the clear errors still fire, before any work.
+    # Eagerly the clear error still fires, before any work; input past the context runs (with a warning), as Llama's.
     with pytest.raises(ValueError, match="token id 256, outside the vocabulary"):
         model(torch.tensor([[5, 256]]))
-    with pytest.raises(ValueError, match="longer than the model's context of 128"):
-        model(torch.randint(3, 200, (1, 129)))
+    assert model(torch.randint(3, 200, (1, 129)))[0].shape[1] == 129
 
 
 def test_generate_with_a_compiled_static_cache_matches_eager_generate():
