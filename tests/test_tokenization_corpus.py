@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
 
 from scratchlm.tokenization import read_corpus, resolve_files
+from scratchlm.tokenization.corpus import load_json
 
 
 def test_txt_documents(tmp_path):
@@ -114,6 +116,29 @@ def test_corrupt_or_cut_off_gzip_is_named_before_reading(tmp_path):
             read_corpus(tmp_path / name, precheck_utf8=True)
 
 
+@pytest.mark.parametrize("name", ["fake.txt.gz", "cut.txt.gz", "fake.jsonl.gz", "cut.jsonl.gz", "cut.json.gz",
+                                  "cut.csv.gz"])
+@pytest.mark.parametrize("errors", ["strict", "replace"])
+def test_corrupt_or_cut_off_gzip_is_named_while_reading(tmp_path, name, errors):
+    """Without the pre-check (pretraining with --errors replace, the tokenizer, cloze) the reader names the file."""
+    rows = "".join(json.dumps({"text": f"row {index}"}) + "\n" for index in range(300))
+    content = {"txt": "one paragraph\n\n" * 300, "jsonl": rows, "json": json.dumps([{"text": "x"}] * 300),
+               "csv": "text\n" + "a row\n" * 300}[name.split(".")[1]]
+    compressed = gzip.compress(content.encode())
+    path = tmp_path / name
+    cut = compressed[: len(compressed) // 2]
+    path.write_bytes(b"Two lines of plain text\nnot gzip\n" if name.startswith("fake") else cut)
+    with pytest.raises(ValueError, match=rf"^{str(path).replace('.', '[.]')}: not a readable gzip file"):
+        list(read_corpus(path, errors=errors))
+
+
+def test_a_file_that_is_no_parquet_is_named(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"PAR1 this is not really parquet")
+    with pytest.raises(ValueError, match=rf"^{str(path).replace('.', '[.]')}: not a readable parquet file"):
+        list(read_corpus(path))
+
+
 def test_datasets_sources(tmp_path, monkeypatch):
     import datasets
     import huggingface_hub.constants
@@ -152,3 +177,14 @@ def test_text_column_per_source_reads_poems_and_reviews_together(data_dir):
         TextColumns.parse(["elsewhere.csv:review"], [song, reviews])
     with pytest.raises(ValueError, match=r"waimai_10k\.csv: no text column 'paragraphs'; columns found: label, review"):
         list(read_corpus([song, reviews], text_column="paragraphs"))  # one name for every source
+
+
+def test_a_cut_off_json_file_is_named_with_the_place(tmp_path):
+    """A published SQuAD file is one JSON object on one line: json's own message gives only the column."""
+    path = tmp_path / "dev-v1.1.json"
+    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": []}] * 50})[:999])
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: invalid JSON \(Unterminated string starting at: "
+                                         r"line 1 column \d+"):
+        load_json(path)
+    path.write_text('{"data": [1]}')
+    assert load_json(path) == {"data": [1]}

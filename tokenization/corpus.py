@@ -28,6 +28,7 @@ Empty documents are skipped.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import glob
 import gzip
@@ -136,10 +137,13 @@ def _utf8_error(path: Path, offset: int, error: UnicodeDecodeError, advice: str 
     return ValueError(f"{path}: invalid UTF-8 at byte offset {offset} (bytes {bad!r}: {error.reason}); {advice}")
 
 
-def _read_chunk(handle, path: Path, size: int) -> bytes:
+@contextlib.contextmanager
+def named_read_errors(path: Path) -> Iterator[None]:
+    """Errors of a corrupt or cut-off .gz (gzip's own name neither the file nor what is wrong with it: "Not a
+    gzipped file (b'Tw')") as a ValueError naming `path`."""
     try:
-        return handle.read(size)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as error:  # a corrupt or cut-off .gz
+        yield
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise ValueError(f"{path}: not a readable gzip file ({error})") from None
 
 
@@ -155,8 +159,8 @@ def check_utf8(files: Iterable[Path], chunk_size: int = 1 << 20, advice: str = R
             continue
         decoder = codecs.getincrementaldecoder("utf-8")("strict")
         offset = 0
-        with _open_binary(path) as handle:
-            while chunk := _read_chunk(handle, path, chunk_size):
+        with _open_binary(path) as handle, named_read_errors(path):
+            while chunk := handle.read(chunk_size):
                 try:
                     decoder.decode(chunk)
                 except UnicodeDecodeError as error:
@@ -170,15 +174,16 @@ def check_utf8(files: Iterable[Path], chunk_size: int = 1 << 20, advice: str = R
                 raise _utf8_error(path, offset - len(error.object) + error.start, error, advice) from None
 
 
-def _decoded_lines(path: Path, errors: str) -> Iterator[str]:
-    """The lines of `path` (line breaks kept), decoded as UTF-8; strict errors name the byte offset."""
+def _decoded_lines(path: Path, errors: str, advice: str = REPLACE_ADVICE) -> Iterator[str]:
+    """The lines of `path` (line breaks kept: only "\\n" ends a line), decoded as UTF-8; strict errors name the byte
+    offset."""
     offset = 0
-    with _open_binary(path) as handle:
+    with _open_binary(path) as handle, named_read_errors(path):
         for raw in handle:
             try:
                 line = raw.decode("utf-8", errors)
             except UnicodeDecodeError as error:
-                raise _utf8_error(path, offset + error.start, error) from None
+                raise _utf8_error(path, offset + error.start, error, advice) from None
             if offset == 0 and line.startswith("\ufeff"):
                 line = line[1:]
             offset += len(raw)
@@ -190,6 +195,13 @@ def _strip_line_break(line: str) -> str:
         line = line[:-1]
         line = line.removesuffix("\r")
     return line
+
+
+def text_lines(path: Source, errors: str = "strict", advice: str = REPLACE_ADVICE) -> Iterator[str]:
+    """The lines of a UTF-8 text file (gzip when it ends in .gz), without their line ends ("\\n" or "\\r\\n"), one
+    at a time; invalid UTF-8 (strict) and a corrupt or cut-off .gz are errors naming the file, `advice` ending the
+    first."""
+    return (_strip_line_break(line) for line in _decoded_lines(Path(path), errors, advice))
 
 
 def _read_txt(path: Path, errors: str, sample_by: str) -> Iterator[str]:
@@ -242,10 +254,10 @@ def json_records(path: Source, errors: str = "strict") -> Iterator[tuple[str, An
     file holding one multi-line JSON object where records are expected."""
     path = Path(path)
     if format_suffix(path) == ".json":
-        with _open_binary(path) as handle:
+        with _open_binary(path) as handle, named_read_errors(path):
             head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
         if head.startswith(b"["):
-            for index, record in enumerate(_load_json(path, errors)):
+            for index, record in enumerate(load_json(path, errors)):
                 yield f"{path} item {index}", record
             return
     for number, line in enumerate(_decoded_lines(path, errors), start=1):
@@ -260,9 +272,11 @@ def json_records(path: Source, errors: str = "strict") -> Iterator[tuple[str, An
         yield f"{path} line {number}", record
 
 
-def _load_json(path: Path, errors: str) -> Any:
-    # A JSON array has to be parsed whole; JSON lines (.jsonl) is the streaming format for large corpora.
-    with _open_binary(path) as handle:
+def load_json(path: Source, errors: str = "strict") -> Any:
+    """The content of one JSON file (gzip when .gz), parsed whole; broken JSON is an error naming the file, line and
+    column. (JSON lines, `json_records`, is the streaming format for large corpora.)"""
+    path = Path(path)
+    with _open_binary(path) as handle, named_read_errors(path):
         raw = handle.read()
     try:
         content = raw.decode("utf-8", errors)
@@ -276,7 +290,7 @@ def _load_json(path: Path, errors: str) -> Any:
 
 def _refuse_one_object(path: Path, errors: str) -> None:
     try:
-        content = _load_json(path, errors)
+        content = load_json(path, errors)
     except ValueError:
         return
     if isinstance(content, dict):
@@ -308,16 +322,20 @@ def _read_csv(path: Path, errors: str, text_column: str) -> Iterator[str]:
 
 
 def _read_parquet(path: Path, text_column: str) -> Iterator[str]:
+    import pyarrow
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path)
-    names = parquet.schema_arrow.names
-    if text_column not in names:
-        raise ValueError(f"{path}: no text column {text_column!r}; columns found: {', '.join(names)}")
-    for batch in parquet.iter_batches(batch_size=_BATCH_SIZE, columns=[text_column]):
-        for value in batch.column(0).to_pylist():
-            if text := _as_text(value, text_column, str(path)):
-                yield text
+    try:
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        if text_column not in names:
+            raise ValueError(f"{path}: no text column {text_column!r}; columns found: {', '.join(names)}")
+        for batch in parquet.iter_batches(batch_size=_BATCH_SIZE, columns=[text_column]):
+            for value in batch.column(0).to_pylist():
+                if text := _as_text(value, text_column, str(path)):
+                    yield text
+    except pyarrow.ArrowException as error:  # pyarrow's messages do not name the file
+        raise ValueError(f"{path}: not a readable parquet file ({error})") from None
 
 
 def read_file(path: Source, *, text_column: str = "text", errors: str = "strict", sample_by: str = "paragraph"):
