@@ -170,3 +170,21 @@ def test_parallel_files_of_different_lengths_are_refused_naming_both(corpus, tmp
                        "--train_files", corpus["train", "en"], corpus["train", "de"], "--validation_files",
                        corpus["test", "en"]])
     assert "--validation_files must be two parallel text files" in capsys.readouterr().err
+
+
+def test_a_cut_off_gzip_or_a_mapping_target_is_one_line_naming_the_place(corpus, tmp_path, capsys):
+    base = init_seq2seq(corpus, tmp_path / "init")
+    cut = tmp_path / "train.de.gz"
+    cut.write_bytes(open(corpus["train", "de"], "rb").read()[:200])
+    table = tmp_path / "pairs.jsonl"
+    table.write_text("".join(json.dumps({"source": "A dog runs.", "target": target}) + "\n"
+                             for target in ("Ein Hund rennt.", {"de": "Ein Hund rennt."})))
+    for files, problem in (([corpus["train", "en"], str(cut)], f"{cut}: not a readable gzip file"),
+                           ([str(table)], f"{table} row 2: column 'target' holds a value of type dict")):
+        with pytest.raises(SystemExit) as exit_info:
+            finetune_main(["--task", "seq2seq", "--model_name_or_path", base, "--output_dir", str(tmp_path / "mt"),
+                           "--train_files", *files, *FAST])
+        assert exit_info.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines[-1].startswith(f"scratchlm-finetune: error: {problem}") and "Traceback" not in lines[0], lines
+    assert not (tmp_path / "mt").exists()

@@ -33,10 +33,12 @@ from scratchlm.training.data.denoising import (
 from scratchlm.training.data.seq2seq import (
     build_seq2seq_data,
     load_pairs,
+    pairs_from_table,
     prepare_seq2seq_split,
     read_lines,
     train_joint_tokenizer,
 )
+from scratchlm.training.data.tables import load_table
 from scratchlm.training.evaluation import load_metric, score_generations
 
 EN = ["A dog runs on the beach.", "Two men play football in a park.", "The cat sleeps on a red sofa.",
@@ -96,6 +98,36 @@ def test_read_lines_splits_on_newlines_only(tmp_path):
     path = tmp_path / "odd.txt"
     path.write_bytes("one\u2028still one\r\ntwo\n".encode())
     assert read_lines(path) == ["one\u2028still one", "two"]
+
+
+def test_a_cut_off_or_fake_gzip_or_latin1_parallel_file_is_named(tmp_path):
+    target = write_lines(tmp_path / "t.de", DE)
+    cut = tmp_path / "cut.en.gz"
+    cut.write_bytes(gzip.compress("".join(line + "\n" for line in EN * 20).encode())[:40])
+    fake = tmp_path / "fake.en.gz"
+    fake.write_text("".join(line + "\n" for line in EN))
+    for path in (cut, fake):
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: not a readable gzip file"):
+            load_pairs(source_file=path, target_file=target)
+    latin1 = tmp_path / "latin1.en"
+    latin1.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(latin1))}: invalid UTF-8 at byte offset 3"):
+        load_pairs(source_file=latin1, target_file=target)
+
+
+@pytest.mark.parametrize("row, problem", [
+    ({"source": "A dog.", "target": {"de": "Ein Hund."}}, "row 2: column 'target' holds a value of type dict"),
+    ({"source": {"en": "A dog."}, "target": "Ein Hund."}, "row 2: column 'source' holds a value of type dict"),
+    ({"source": "A dog.", "target": ["Ein Hund.", {"de": "Hund"}]}, "row 2: column 'target' holds a list with a value of type dict"),
+    ({"source": "A dog.", "target": 7}, "row 2: column 'target' holds a value of type int"),
+])
+def test_a_source_or_target_that_is_no_text_is_an_error_naming_file_row_and_column(tmp_path, row, problem):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"source": "A cat.", "target": "Eine Katze."}) + "\n" + json.dumps(row) + "\n")
+    pairs = load_table(str(path), with_origins=True)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))} {re.escape(problem)}.*expected a string or a list "
+                                         "of strings"):
+        pairs_from_table(pairs)
 
 
 def test_long_sources_truncated_and_counted_with_eos_last(tokenizer):

@@ -23,7 +23,6 @@ Batches are padded by transformers' `DataCollatorForSeq2Seq(tokenizer, model=mod
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import logging
 import os
@@ -34,7 +33,9 @@ from typing import Any
 
 from datasets import Dataset
 
-from .tables import check_columns, load_tables
+from scratchlm.tokenization.corpus import text_lines
+
+from .tables import check_columns, load_tables, row_origins
 
 logger = logging.getLogger(__name__)
 
@@ -47,26 +48,13 @@ TRAIN_ON_CHOICES = ("each", "first")
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    """The lines of a UTF-8 text file (gzip when it ends in .gz), without their line ends.
-
-    Only "\\n" (and a "\\r" before it) ends a line: `str.splitlines` would also split on U+2028 and friends,
-    which would shift one side of a parallel corpus against the other.
-    """
+    """The lines of a UTF-8 text file (gzip when it ends in .gz), without their line ends, read by the corpus
+    reader (`text_lines`): only "\\n" ends a line, so U+2028 and friends cannot shift one side of a parallel
+    corpus against the other; invalid UTF-8 and a corrupt or cut-off .gz are errors naming the file."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"parallel text file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8", newline="") as handle:
-            text = handle.read()
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text: {error}") from None
-    if not text:
-        return []
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    return list(text_lines(path, advice="re-save the file as UTF-8"))
 
 
 def read_parallel_files(source_file: str | os.PathLike, target_file: str | os.PathLike) -> Dataset:
@@ -100,24 +88,26 @@ def load_pairs(*, source_file: str | None = None, target_file: str | None = None
 def pairs_from_table(dataset: Dataset, source_column: str = SOURCE, target_column: str = TARGET,
                      split: str = "train") -> Dataset:
     """A loaded table -> `source` (a string; a list of sentences joined with spaces) and `target` (the list of
-    non-empty references); a missing column is an error naming it and the columns there are."""
+    non-empty references); a missing column is an error naming it and the columns there are, and a value that is
+    neither a string nor a list of strings (a mapping, a number) one naming its file, row and column."""
     check_columns(dataset, {"--source_column": source_column, "--target_column": target_column}, split)
-    sources = [_join_source(value) for value in dataset[source_column]]
-    targets = [_references(value) for value in dataset[target_column]]
+    origins = row_origins(dataset, split)
+    sources = [" ".join(_texts(value, origin, source_column))
+               for value, origin in zip(dataset[source_column], origins)]
+    targets = [_texts(value, origin, target_column) for value, origin in zip(dataset[target_column], origins)]
     return Dataset.from_dict({SOURCE: sources, TARGET: targets})
 
 
-def _join_source(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)):
-        return " ".join(str(part).strip() for part in value if part is not None and str(part).strip())
-    return str(value).strip()
-
-
-def _references(value: Any) -> list[str]:
+def _texts(value: Any, origin: str, column: str) -> list[str]:
+    """The non-empty texts of a string or a list of strings (None and empty strings are no text)."""
     values = value if isinstance(value, (list, tuple)) else [value]
-    return [str(text).strip() for text in values if text is not None and str(text).strip()]
+    for text in values:
+        if text is not None and not isinstance(text, str):
+            what = f"value of type {type(text).__name__}"
+            held = f"a list with a {what}" if values is value else f"a {what}"
+            raise ValueError(f"{origin}: column {column!r} holds {held} ({text!r:.60}), expected a string or a list "
+                             "of strings")
+    return [text.strip() for text in values if text is not None and text.strip()]
 
 
 # -------------------------------------------------------------------------------------------- tokenizing
