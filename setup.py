@@ -3,6 +3,8 @@ from setuptools import find_packages, setup
 # The design card puts each stage in a top-level folder; they install as subpackages of `scratchlm`
 # (`scratchlm.modeling`, `scratchlm.tokenization`, `scratchlm.training`, `scratchlm.model_cards`).
 STAGES = ["modeling", "tokenization", "training", "model_cards", "inference"]
+# `scratchlm-serve`: an OpenAI-compatible server on FastAPI + uvicorn (the tests talk to it with `openai` and `httpx`).
+SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "pydantic>=2"]
 
 setup(
     name="scratchlm",
@@ -37,8 +39,8 @@ setup(
         "rouge_score>=0.1.2",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "transformers[serving]>=5.24,<6", "httpx", "gguf>=0.17"],
-        "serve": ["transformers[serving]>=5.24,<6"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", *SERVE, "openai>=1.0", "httpx", "gguf>=0.17"],
+        "serve": SERVE,
         "gguf": ["gguf>=0.17"],
     },
     entry_points={
