@@ -1,11 +1,15 @@
 """The package uses only public APIs of the libraries it builds on: a private module or name (`transformers.cli`,
 `*.utils.import_utils`, an underscore name) or an attribute set on their modules breaks on a minor release upstream
-(issue 27: transformers 5.25 broke `scratchlm-serve` this way). Read from the source with `ast`, nothing imported."""
+(issue 27: transformers 5.25 broke `scratchlm-serve` this way). Read from the source with `ast`, nothing imported.
+And a deprecation warning caused by a call in our modules fails the suite (pyproject.toml's filterwarnings)."""
 
 from __future__ import annotations
 
 import ast
+import warnings
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = ["modeling", "tokenization", "training", "inference", "model_cards", "scratchlm"]
@@ -160,3 +164,22 @@ load_dataset("x")
         (17, "accelerate._private"),
     }
     assert flagged == expected
+
+
+def warn_from(module: str, category: type[Warning]) -> None:
+    """Warn as code of `module` does: Python attributes a warning to the module of the frame `stacklevel` names."""
+    exec(compile(f"import warnings\nwarnings.warn('going away', {category.__name__})", "source.py", "exec"),
+         {"__name__": module})
+
+
+@pytest.mark.parametrize("category", [FutureWarning, DeprecationWarning])
+def test_a_deprecation_from_our_modules_fails_the_suite(category):
+    for module in ("scratchlm.training.finetune", "transformers_modules.lm.modeling_scratchlm"):
+        with pytest.raises(category):
+            warn_from(module, category)
+    with pytest.warns(FutureWarning):  # a library's own call stays a warning (theirs to fix)
+        warn_from("peft.peft_model", FutureWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # what a test of a deliberate deprecation does
+        warn_from("scratchlm.cli", category)
+    assert [w.category for w in caught] == [category]
