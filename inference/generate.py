@@ -157,8 +157,30 @@ def open_text(path: str, mode: str) -> Iterator[TextIO]:
 
 
 def read_inputs(path: str) -> list[str]:
-    with open_text(path, "r") as handle:
-        return [line.rstrip("\r\n") for line in handle]
+    try:
+        with open_text(path, "r") as handle:
+            return [line.rstrip("\r\n") for line in handle]
+    except UnicodeDecodeError as error:
+        where = "standard input" if path == STDIO else path
+        raise ValueError(f"{where} is not UTF-8 text (byte {error.start}: {error.reason})") from None
+
+
+def check_context(lines: list[str], model, tokenizer, args: GenerateArguments) -> None:
+    """Every input, and its output, fits the model's context: else one line naming the first line that does not
+    (before any generation; the model itself would only warn and go on past its trained positions)."""
+    context = model.config.max_position_embeddings
+    if args.max_new_tokens > context:
+        raise ValueError(f"--max_new_tokens {args.max_new_tokens} is more than the model's context of {context} "
+                         "tokens")
+    is_encoder_decoder = model.config.is_encoder_decoder
+    room = context if is_encoder_decoder else context - args.max_new_tokens
+    ids = encode_inputs([args.source_prefix + line for line in lines], tokenizer, is_encoder_decoder,
+                        args.max_source_length, warn=False)
+    for number, row in enumerate(ids, start=1):
+        if len(row) > room:
+            needs = "" if is_encoder_decoder else f" and --max_new_tokens {args.max_new_tokens}"
+            raise ValueError(f"input line {number} is {len(row)} tokens{needs}: more than the model's context of "
+                             f"{context} tokens; pass --max_source_length {room} to cut long inputs")
 
 
 def one_line(text: str) -> str:
@@ -166,7 +188,8 @@ def one_line(text: str) -> str:
     return " ".join(text.splitlines()).strip()
 
 
-def encode_inputs(texts: list[str], tokenizer, is_encoder_decoder: bool, max_length: int | None) -> list[list[int]]:
+def encode_inputs(texts: list[str], tokenizer, is_encoder_decoder: bool, max_length: int | None,
+                  warn: bool = True) -> list[list[int]]:
     """Token ids as training saw them: an encoder-decoder's sources end with eos (`encode_with_eos`, as the
     seq2seq data pipeline encodes them) and keep their first tokens when cut; a decoder-only prompt keeps its last
     tokens, the ones the continuation follows."""
@@ -176,7 +199,7 @@ def encode_inputs(texts: list[str], tokenizer, is_encoder_decoder: bool, max_len
         ids = tokenizer(texts)["input_ids"]
         cut = sum(max_length is not None and len(row) > max_length for row in ids)
         ids = [row[-max_length:] if max_length else row for row in ids]
-    if cut:
+    if cut and warn:
         logger.warning("cut %d of %d inputs to --max_source_length %d tokens", cut, len(texts), max_length)
     return ids
 
@@ -254,6 +277,7 @@ def main(argv=None) -> None:
     if empty:
         logger.warning("%d of %d input lines are empty; they get empty output lines", empty, len(lines))
     model, tokenizer = load_model_and_tokenizer(args)
+    check_context(lines, model, tokenizer, args)
     config = generation_config(args, model, tokenizer)
     torch.manual_seed(args.seed)
     kind = "encoder-decoder" if model.config.is_encoder_decoder else "decoder-only"

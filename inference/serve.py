@@ -28,7 +28,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 
 from scratchlm.cli import command, move_bare_argument, parse_args
 
-from .model_dir import check_model_dir, is_instruction_tuned
+from .model_dir import is_instruction_tuned, load_causal_lm
 from .openai_api import ChatCompletionRequest, CompletionRequest, SamplingRequest, Unsupported
 
 logger = logging.getLogger(__name__)
@@ -362,16 +362,9 @@ def create_app(engine: Engine, enable_cors: bool = False):
 
 
 def load_engine(args: ServeArguments) -> Engine:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model_dir = check_model_dir(args.model_dir)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True, dtype=args.dtype)
-    model = model.to(device).eval()
-    return Engine(model, tokenizer, args.model_dir, is_instruction_tuned(model_dir, tokenizer), args.seed)
+    """The model to serve (a LoRA adapter directory is loaded onto its base and merged), checked first."""
+    model, tokenizer = load_causal_lm(args.model_dir, args.device, args.dtype)
+    return Engine(model, tokenizer, args.model_dir, is_instruction_tuned(args.model_dir, tokenizer), args.seed)
 
 
 class Server:

@@ -87,8 +87,6 @@ def test_a_write_that_fails_midway_leaves_the_previous_file(inputs, tmp_path, ca
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cloze.jsonl", "data"]  # no partial file left
 
 
-@pytest.mark.xfail(strict=True, reason="training/data/qa.py load_squad reads a published .json with json.loads and "
-                                       "does not name the file in its error (owned elsewhere)")
 def test_broken_published_json_is_named(tmp_path, capsys):
     published = tmp_path / "train.json"
     published.write_text(json.dumps({"data": [{"title": "Rhine", "paragraphs": []}]})[:30], encoding="utf-8")

@@ -236,3 +236,27 @@ def test_bad_device_dtype_and_model_path_are_one_line_errors_before_the_model_lo
     error = one_line_error(["--model_name_or_path", str(tmp_path / "model"), "--input_file",
                             str(write_input(tmp_path)), *flags], capsys)
     assert error.startswith(f"scratchlm-generate: error: {message}")
+
+
+def test_an_input_past_the_context_is_one_line_naming_it_before_generating(causal_dir, seq2seq_dir, tmp_path, capsys):
+    long_line = "A dog runs on the beach. " * 40  # far more than the tiny models' 128 positions
+    path = write_input(tmp_path, ["A dog runs.", long_line])
+    error = one_line_error(["--model_name_or_path", str(causal_dir), "--input_file", str(path),
+                            "--max_new_tokens", "8"], capsys)  # fmt: skip
+    assert "input line 2 is" in error and "context of 128 tokens" in error and "--max_source_length 120" in error
+    error = one_line_error(["--model_name_or_path", str(seq2seq_dir), "--input_file", str(path)], capsys)
+    assert "input line 2 is" in error and "--max_source_length 128" in error
+    error = one_line_error(["--model_name_or_path", str(causal_dir), "--input_file", str(path),
+                            "--max_new_tokens", "200"], capsys)  # fmt: skip
+    assert "--max_new_tokens 200 is more than the model's context of 128" in error
+    # cut as asked, the same input is translated
+    main(["--model_name_or_path", str(seq2seq_dir), "--input_file", str(path), "--max_source_length", "128",
+          "--max_new_tokens", "4", "--output_file", str(tmp_path / "out.txt")])  # fmt: skip
+    assert len((tmp_path / "out.txt").read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_an_input_that_is_not_utf8_is_named(causal_dir, tmp_path, capsys):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("café\n".encode("latin-1"))
+    error = one_line_error(["--model_name_or_path", str(causal_dir), "--input_file", str(path)], capsys)
+    assert str(path) in error and "not UTF-8" in error
