@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -94,6 +95,19 @@ def test_pretraining_accepts_errors_replace_and_its_strict_error_says_so(tmp_pat
     documents = load_documents(args)
     assert documents[len(documents) - 1]["text"] == "caf\ufffd au lait"
     assert build_pretraining_data(args, tokenizer, 16).train_tokens > 0
+
+
+@pytest.mark.parametrize("errors", ["strict", "replace"])
+def test_a_cut_off_gzip_is_named_in_pretraining_and_tables(tmp_path, errors):
+    text = "\n\n".join(SENTENCES).encode()
+    cut = tmp_path / "cut.txt.gz"
+    cut.write_bytes(gzip.compress(text)[:100])
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(cut))}: not a readable gzip file"):
+        load_documents(pretraining_args(tmp_path, train_files=[str(cut)], errors=errors))
+    table = tmp_path / "cut.jsonl.gz"
+    table.write_bytes(gzip.compress("".join(json.dumps({"text": s}) + "\n" for s in SENTENCES).encode())[:100])
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(table))}: not a readable gzip file"):
+        load_table(str(table))
 
 
 def test_per_source_text_columns_in_pretraining(tmp_path, data_dir):

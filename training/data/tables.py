@@ -9,7 +9,6 @@ the file even after the rows were concatenated or shuffled for a hold-out split.
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import logging
 import os
@@ -27,6 +26,7 @@ from scratchlm.tokenization.corpus import (
     json_records,
     load_dataset_source,
     resolve_files,
+    text_lines,
 )
 
 from ..arguments import FinetuneDataArguments
@@ -93,9 +93,7 @@ def _check_json_records(path: Path) -> None:
 
 
 def _check_csv_has_rows(path: Path) -> None:
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        lines = list(itertools.islice((line for line in handle if line.strip()), 2))
+    lines = list(itertools.islice((line for line in text_lines(path, advice=_NOT_UTF8_ADVICE) if line.strip()), 2))
     if len(lines) < 2:
         raise ValueError(f"{path}: a header but no rows" if lines else f"{path}: no header and no rows")
 
