@@ -15,6 +15,8 @@ share of pairs whose chosen reply gets the higher implicit reward beta * log(pi 
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 
 from transformers import TrainingArguments
 from trl import DPOConfig, DPOTrainer
@@ -76,10 +78,16 @@ class DPOTask(FinetuneTask):
                       ("loss", "loss", "DPO loss"))
 
     def build_data(self, train, validation, test, tokenizer, *, data_args, finetune_args, max_length: int):
+        if not 0 < finetune_args.beta < math.inf:  # TRL takes any: a negative beta trains for the rejected replies
+            raise ValueError(f"--beta must be a positive number (how far the policy may move from the reference), "
+                             f"got {finetune_args.beta}")
         return build_preference_data(train, validation, test, tokenizer, max_length=max_length,
                                      system_prompt=finetune_args.system_prompt)
 
     def build_trainer(self, *, model, args, data, tokenizer, callbacks, finetune_args):
+        # TRL's loss reads the model's deprecated `is_gradient_checkpointing` at every step (trl.models.utils.
+        # disable_gradient_checkpointing), and transformers warns at each read: TRL's to change, not ours to repeat.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         trainer = self.trainer_class(
             model=model, args=dpo_config(args, beta=finetune_args.beta, max_length=data.max_length),
             train_dataset=data.train, eval_dataset=data.validation, processing_class=tokenizer, callbacks=callbacks,
