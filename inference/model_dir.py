@@ -53,7 +53,7 @@ def resolve_device(name: str) -> str:
 
 
 def resolve_dtype(name: str) -> str | torch.dtype:
-    """"auto" (the weights' saved dtype) or the torch dtype `--dtype NAME` names; a ValueError listing the valid
+    """The torch dtype `--dtype NAME` names, or "auto" (the weights' saved dtype); a ValueError listing the valid
     names otherwise."""
     if name not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
@@ -157,7 +157,8 @@ def load_model(model_dir: str | Path, auto_class=AutoModelForCausalLM, device: s
 
 def load_causal_lm(model_dir: str | Path, device: str = "auto", dtype: str = "auto"):
     """`load_model` for a decoder-only language model (chat, serve, export): an encoder-decoder is refused first."""
-    resolve_device(device), resolve_dtype(dtype)  # the flags are checked before the directory
+    resolve_device(device)  # the flags are checked before the directory
+    resolve_dtype(dtype)
     causal_lm_config(model_dir)
     return load_model(model_dir, AutoModelForCausalLM, device, dtype)
 
