@@ -48,7 +48,7 @@ class ChatArguments:
     top_k: int = field(default=50, metadata={"help": "Sample among the k likeliest tokens (with --do_sample)."})
     repetition_penalty: float = field(default=1.0, metadata={"help": "Penalty on tokens already in the text."})
     seed: int | None = field(default=None, metadata={"help": "Random seed, for reproducible sampled replies."})
-    device: str = field(default="auto", metadata={"help": f"Device: {', '.join(DEVICES)} (auto: a GPU if there is one)."})
+    device: str = field(default="auto", metadata={"help": f"Device: {', '.join(DEVICES)} (auto: a GPU if any)."})
     dtype: str = field(default="auto", metadata={"help": f"Weights dtype: {', '.join(DTYPES)} (auto: as saved)."})
 
 

@@ -104,7 +104,9 @@ def test_over_long_message_is_refused_with_the_numbers_and_old_turns_are_dropped
     model, tokenizer = model_and_tokenizer
     context = model.config.max_position_embeddings
     budget = context - MAX_NEW_TOKENS
-    first, too_long, third = _words(tokenizer, budget // 2), _words(tokenizer, budget + 50), _words(tokenizer, budget // 2)
+    first = _words(tokenizer, budget // 2)
+    third = "Again: " + first
+    too_long = _words(tokenizer, budget + 50)
     argv = [str(tiny_causal_lm_dir), "--max_new_tokens", str(MAX_NEW_TOKENS)]
     out = _run_chat(monkeypatch, capsys, argv, [first, too_long, third, "short"])
 
