@@ -16,6 +16,7 @@ from scratchlm.modeling.cli import init_main
 from scratchlm.training.data.seq2seq import load_pairs, read_lines, train_joint_tokenizer
 from scratchlm.training.finetune import main as finetune_main
 from scratchlm.training.pretrain import main as pretrain_main
+from scratchlm.training.tasks.seq2seq import write_predictions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -188,3 +189,11 @@ def test_a_cut_off_gzip_or_a_mapping_target_is_one_line_naming_the_place(corpus,
         lines = capsys.readouterr().err.strip().splitlines()
         assert lines[-1].startswith(f"scratchlm-finetune: error: {problem}") and "Traceback" not in lines[0], lines
     assert not (tmp_path / "mt").exists()
+
+
+def test_a_failed_write_of_the_predictions_leaves_the_previous_file(tmp_path):
+    path = write_predictions(tmp_path / "test_predictions.txt", ["Ein Hund.", "Zwei  Katzen."])
+    assert path.read_text() == "Ein Hund.\nZwei Katzen.\n"
+    with pytest.raises(UnicodeEncodeError):
+        write_predictions(path, ["Ein Hund.", "\ud800"])  # a lone surrogate fails mid-write
+    assert path.read_text() == "Ein Hund.\nZwei Katzen.\n" and [p.name for p in tmp_path.iterdir()] == [path.name]

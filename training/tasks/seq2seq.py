@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer
 
+from scratchlm.files import atomic_write_text
+
 from ..data.seq2seq import SOURCE, TARGET, Seq2SeqData, build_seq2seq_data, pairs_from_table, read_parallel_files
 from ..data.tables import TABLE_BUILDERS, hold_out_and_limit
 from ..evaluation import score_generations
@@ -58,10 +60,9 @@ def parallel_files(files) -> tuple[str, str] | None:
 
 
 def write_predictions(path: str | Path, predictions: list[str]) -> Path:
-    """One prediction a line (the hypothesis file `sacrebleu REF -i HYP` scores)."""
-    path = Path(path)
-    path.write_text("".join(" ".join(text.split()) + "\n" for text in predictions), encoding="utf-8")
-    return path
+    """One prediction a line (the hypothesis file `sacrebleu REF -i HYP` scores); a failure while writing leaves the
+    previous file as it was."""
+    return atomic_write_text(path, "".join(" ".join(text.split()) + "\n" for text in predictions))
 
 
 class Seq2SeqTask(FinetuneTask):
