@@ -23,6 +23,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     os.close(handle)
     temporary = Path(temporary)
+    # mkstemp makes the file private (0600); the finished file gets what open() would give it, or the mode of the
+    # file it replaces (an Ollama or web server running as another user must still read an export).
+    os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~current_umask())
     try:
         yield temporary
         os.replace(temporary, path)
@@ -39,6 +42,12 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
         yield handle
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
