@@ -46,8 +46,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         try:
             values = yaml.safe_load(text) or {}
         except yaml.MarkedYAMLError as error:
-            where = f" line {error.problem_mark.line + 1} column {error.problem_mark.column + 1}" \
-                if error.problem_mark else ""
+            mark = error.problem_mark
+            where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
             problem = f"{error.context}: {error.problem}" if error.context else error.problem
             raise ValueError(f"{path}{where}: invalid YAML ({problem})") from None
         except yaml.YAMLError as error:
@@ -182,13 +182,12 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     argv = _rename_deprecated_arguments(argv, renames)
     if config_path is not None:
         values = _rename_deprecated_keys(load_config_file(config_path), renames)
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown option(s) in {config_path}: {', '.join(unknown)}")
         options = {}
         for action in parser._actions:
             options.setdefault(action.dest, action)  # an option comes before its --no_x complement (same dest)
+        unknown = sorted(set(values) - set(options))
+        if unknown:
+            raise ValueError(f"unknown option(s) in {config_path}: {', '.join(unknown)}")
         values = {key: _config_value(options[key], value, config_path) for key, value in values.items()}
         for action in parser._actions:  # every action of an option: a bool has --x and --no_x, one dest
             if action.dest in values:
