@@ -1,6 +1,8 @@
-"""What the documentation and the shipped configs promise: every command line the README shows parses (no
-unknown or deprecated flag) and fails only for want of its input files; every config in configs/ parses into its
-command's options and names data that exists; CI never passes with the shared data missing."""
+"""What the documentation and the shipped configs promise: every command line the README, the guides in docs/ and
+benchmarks/README.md show parses (no unknown or deprecated flag) and fails only for want of its input files; the
+README stays short and every relative link in them leads to a file (and heading) that exists; every config in
+configs/ parses into its command's options and names data that exists; CI never passes with the shared data
+missing."""
 
 from __future__ import annotations
 
@@ -49,9 +51,14 @@ PARSER_ERRORS = ("unrecognized arguments", "the following arguments are required
                  "expected one argument", "is deprecated")
 
 
-def readme_command_lines() -> list[list[str]]:
-    """Every `scratchlm-*` command in the README's bash blocks, as argument lists (continuations joined)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+README = ROOT / "README.md"
+DOCS = [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]
+README_MAX_LINES = 300
+
+
+def command_lines(path: Path) -> list[list[str]]:
+    """Every `scratchlm-*` command in a Markdown file's bash blocks, as argument lists (continuations joined)."""
+    text = path.read_text(encoding="utf-8")
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
@@ -61,11 +68,53 @@ def readme_command_lines() -> list[list[str]]:
     return lines
 
 
+DOC_COMMAND_LINES = [(path, argv) for path in DOCS for argv in command_lines(path)]
+
+
 def test_the_readme_shows_only_real_commands_and_the_main_path():
-    shown = {line[0] for line in readme_command_lines()}
+    shown = {line[0] for line in command_lines(README)}
     assert shown <= set(COMMANDS), sorted(shown - set(COMMANDS))
     assert {"scratchlm-tokenizer", "scratchlm-init", "scratchlm-pretrain", "scratchlm-finetune",
             "scratchlm-publish"} <= shown
+
+
+def test_the_guides_exist_and_show_only_real_commands():
+    assert {"tokenizer.md", "pretraining.md", "finetuning.md", "translation-and-summarisation.md", "chinese.md",
+            "chat-serve-export.md", "scale-out.md", "model.md"} <= {path.name for path in DOCS}
+    shown = {argv[0] for _, argv in DOC_COMMAND_LINES}
+    assert shown <= set(COMMANDS), sorted(shown - set(COMMANDS))
+
+
+def test_the_readme_is_short():
+    lines = README.read_text(encoding="utf-8").count("\n")
+    assert lines < README_MAX_LINES, f"README.md has {lines} lines; move detail to docs/ or benchmarks/README.md"
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown file: lower case, punctuation dropped, spaces to '-'."""
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+
+
+def relative_links(path: Path) -> list[str]:
+    """The targets of the Markdown links of a file that are not web addresses (code blocks and spans skipped)."""
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return [target for target in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"[a-z]+:", target)]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_relative_link_leads_to_a_file_and_heading_that_exist(path):
+    broken = []
+    for target in relative_links(path):
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        if not linked.exists() or ROOT not in linked.parents:
+            broken.append(f"{target} (no such file in the repository)")
+        elif anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked):
+            broken.append(f"{target} (no heading #{anchor} in {linked.relative_to(ROOT)})")
+    assert not broken, f"{path.relative_to(ROOT)}: " + "; ".join(broken)
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -76,17 +125,19 @@ def test_every_command_answers_help(name, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", readme_command_lines(), ids=lambda argv: " ".join(argv)[:60])
-def test_readme_command_lines_parse_and_fail_only_for_their_missing_inputs(argv, tmp_path, monkeypatch, capsys):
-    """Run in an empty directory, each README command must get past its options and stop at a missing input
-    (a tokenizer, a model, a corpus) with one clear line: that proves every flag it shows is current."""
+@pytest.mark.parametrize(("doc", "argv"), DOC_COMMAND_LINES,
+                         ids=[f"{path.relative_to(ROOT)}: {' '.join(argv)[:60]}" for path, argv in DOC_COMMAND_LINES])
+def test_doc_command_lines_parse_and_fail_only_for_their_missing_inputs(doc, argv, tmp_path, monkeypatch, capsys):
+    """Run in an empty directory, each command of the README, the guides and the benchmarks page must get past its
+    options and stop at a missing input (a tokenizer, a model, a corpus) with one clear line: that proves every flag
+    it shows is current."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # a missing local model is no Hub id
     args = [str(ROOT / arg) if arg.startswith("configs/") else arg for arg in argv[1:]]
     with pytest.raises(SystemExit) as exit_info:
         load_command(argv[0])(args)
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2, err
+    assert exit_info.value.code == 2, f"{doc.name}: {err}"
     assert not any(problem in err for problem in PARSER_ERRORS), err
     assert err.strip().splitlines()[-1].startswith(f"{argv[0]}: error: "), err
 
