@@ -10,12 +10,14 @@ card; `add_samples` then adds sample generations, which can never lose what was 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import platform
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,8 +43,6 @@ from .callbacks import plot_loss_curve
 logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)")
 TOKENIZER_DIR = "tokenizer"  # a tokenizer trained by the run, kept for a retry before training starts
-# What a run leaves before it has really started: a retry with corrected options may use the directory.
-BEFORE_START = (RUN_LOCK_FILE, TOKENIZER_DIR)
 # A pretrained base whose validation bits per byte are above this has learnt little more than which tokens are
 # frequent (README, quick start in Chinese: a unigram model of that corpus scores 2.86, the pretraining 2.49 after
 # 100 steps, 2.39 after 300, 2.33 after 600); fine-tuning such a base leaves classifiers near the majority class and
@@ -137,6 +137,11 @@ def _identity(settings: dict) -> dict:
     return {key: value for key, value in settings.items() if key not in SPEED_SETTINGS}
 
 
+def _before_start(name: str) -> bool:
+    """What a run leaves before it has really started: its lock (and the lock's temporary files), its tokenizer."""
+    return name.startswith(RUN_LOCK_FILE) or name == TOKENIZER_DIR
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -145,6 +150,37 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _create_with_content(path: Path, content: str) -> bool:
+    """Create `path` holding `content`, atomically: False when it exists. Another process never sees it empty
+    (an empty lock would look like one whose process is gone): the content is written to a temporary file first,
+    which is then hard-linked under the name (a link, unlike a rename, fails when the name exists)."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(content)
+        os.link(temporary, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(temporary)
+
+
+def _remove_if_unchanged(path: Path, content: str) -> bool:
+    """Remove `path` if it still holds `content`; False when another process replaced or removed it first. Processes
+    taking over the same lock do so one at a time (an exclusive `flock` on a file beside it, which the system releases
+    if its process dies): between the check and the removal no other process can put a new lock there."""
+    with open(path.with_name(f"{path.name}.takeover"), "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        try:
+            if path.read_text() != content:
+                return False
+        except FileNotFoundError:
+            return False
+        path.unlink()
+        return True
 
 
 class RunDirectory:
@@ -168,7 +204,7 @@ class RunDirectory:
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"--output_dir {self.path} is an existing file, not a directory")
         settings_file = self.path / RUN_SETTINGS_FILE
-        started = [p for p in self.path.iterdir() if p.name not in BEFORE_START] if self.path.is_dir() else []
+        started = [p for p in self.path.iterdir() if not _before_start(p.name)] if self.path.is_dir() else []
         if self.overwrite or not (started or settings_file.is_file()):
             return "new"
         if not settings_file.is_file():
@@ -213,24 +249,23 @@ class RunDirectory:
             return
         self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
+        self._entries_before = {path.name for path in self.path.iterdir()}
         lock_file = self.path / RUN_LOCK_FILE
-        for _ in range(2):
-            try:
-                with open(lock_file, "x") as handle:
-                    handle.write(f"{os.getpid()}\n")
+        for _ in range(10):
+            if _create_with_content(lock_file, f"{os.getpid()}\n"):
                 self._locked = True
                 return
-            except FileExistsError:
-                try:
-                    pid = int(lock_file.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and _pid_alive(pid):
-                    raise FileExistsError(f"another run (process {pid}) is writing into {self.path}: wait for it to "
-                                          f"finish, or choose another --output_dir") from None
+            try:
+                content = lock_file.read_text()
+            except FileNotFoundError:  # released, or being taken over, meanwhile: try again
+                continue
+            pid = int(content.strip()) if content.strip().isdigit() else 0
+            if pid and pid != os.getpid() and _pid_alive(pid):
+                raise FileExistsError(f"another run (process {pid}) is writing into {self.path}: wait for it to "
+                                      f"finish, or choose another --output_dir")
+            if _remove_if_unchanged(lock_file, content):
                 logger.warning("taking over the lock of %s left by a process that is gone (pid %s)", self.path, pid)
-                lock_file.unlink(missing_ok=True)
-        raise FileExistsError(f"could not take the lock {lock_file}")
+        raise FileExistsError(f"could not take the lock {lock_file}: another run is starting in {self.path}")
 
     def unlock(self) -> None:
         if self._locked:
