@@ -471,6 +471,22 @@ def test_adapter_for_another_base(base_dir, cls_files, sft_files, workdir, token
         finetune_main(cls_args(classifier_adapter, workdir / "bad10", cls_files))
 
 
+def test_a_value_the_optimizer_rejects_is_named_first_and_a_run_that_took_no_step_claims_nothing(base_dir, cls_files,
+                                                                                                 workdir):
+    output = workdir / "cls-bad-optimizer"
+    with pytest.raises(ValueError, match="--learning_rate must be a number at least 0, got -5"):
+        finetune_main(cls_args(base_dir, output, cls_files, "--learning_rate", "-5"))
+    assert not output.exists()
+    # The Trainer finds this mistake only as training starts, after the evaluation before training (which drew a loss
+    # curve): the attempt leaves nothing, and the corrected command (another learning rate) is not "another run".
+    argv = cls_args(base_dir, output, cls_files, "--max_steps", "1")
+    with pytest.raises(ValueError):
+        finetune_main([*argv, "--learning_rate", "3e-3", "--optim_args", "betas"])
+    assert not output.exists()
+    finetune_main([*argv, "--learning_rate", "1e-3"])
+    assert json.loads((output / "scratchlm_run.json").read_text())["hyperparameters"]["learning_rate"] == 1e-3
+
+
 def test_bad_options(base_dir, cls_files, workdir):
     with pytest.raises(ValueError, match="--merge and --adapter_name_or_path need --method lora"):
         finetune_main(cls_args(base_dir, workdir / "bad11", cls_files, "--merge"))

@@ -269,6 +269,27 @@ def test_a_failed_attempt_or_a_dead_run_leaves_the_directory_free_and_a_live_one
     assert read_record(output)["global_step"] == 1 and not (output / ".scratchlm.lock").exists()
 
 
+def test_a_value_the_optimizer_rejects_is_named_first_and_a_run_that_took_no_step_claims_nothing(workspace, tmp_path):
+    output = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"--learning_rate must be a number at least 0, got -5"):
+        main(base_args(workspace, output, "--max_steps", "1", "--learning_rate", "-5"))
+    args = base_args(workspace, output, "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1")
+    at = args.index("--learning_rate")
+    del args[at:at + 2]
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"learning_rate": [1, 2]}))
+    with pytest.raises(ValueError, match=r"learning_rate.*\[1, 2\]"):
+        main(["--config", str(config), *args])
+    assert not output.exists()
+    # A mistake the Trainer finds only as training starts (its optimizer's options), before the first step: the
+    # attempt leaves nothing behind, and the corrected command (another learning rate) is not "another run".
+    with pytest.raises(ValueError):
+        main([*args, "--learning_rate", "3e-3", "--optim_args", "betas"])
+    assert not output.exists()
+    main([*args, "--learning_rate", "1e-3"])
+    assert read_record(output)["hyperparameters"]["learning_rate"] == 1e-3
+
+
 def test_a_finished_run_is_left_as_it_is_and_a_failed_overwrite_keeps_it(workspace, tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(workspace)
     output = tmp_path / "run"

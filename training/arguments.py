@@ -9,6 +9,7 @@ the project's Trainer defaults.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -214,6 +215,22 @@ class FinetuneDataArguments(DataSourceArguments):
             )
 
 
+# What the optimizer (AdamW) accepts, checked before a run claims its directory: (flag, lowest, above the highest).
+OPTIMIZER_VALUES = (("learning_rate", 0, None), ("weight_decay", 0, None), ("adam_epsilon", 0, None),
+                    ("adam_beta1", 0, 1), ("adam_beta2", 0, 1))
+
+
+def _check_optimizer_values(args) -> None:
+    for flag, lowest, below in OPTIMIZER_VALUES:
+        value = getattr(args, flag)
+        if value is None and flag == "learning_rate":  # scratchlm-finetune: the task's default, set later
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or value < lowest or (below is not None and value >= below):
+            bounds = f"at least {lowest}" if below is None else f"in [{lowest}, {below})"
+            raise ValueError(f"--{flag} must be a number {bounds}, got {value!r}")
+
+
 def has_accelerator() -> bool:
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) or (
         torch.backends.mps.is_available()
@@ -281,6 +298,7 @@ class ScratchLMTrainingArguments(TrainingArguments):
     def __post_init__(self):
         if self.output_dir is None:
             raise ValueError("--output_dir is required")
+        _check_optimizer_values(self)
         _check_positive("gradient_accumulation_steps", self.gradient_accumulation_steps)
         if self.max_steps == 0:
             raise ValueError("--max_steps 0 trains nothing; give a positive --max_steps (or -1 to train for "

@@ -317,7 +317,7 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
                                  callbacks=[LossCurveCallback(), *task.callbacks()], finetune_args=finetune_args)
 
     use_log_friendly_progress(trainer)
-    run_dir.start()
+    run_dir.start(trainer)
     metrics: dict[str, float] = {}
     if finetune_args.evaluate_before_training and not resume_from:
         for prefix, dataset in (("eval", data.validation), ("test", data.test)):

@@ -225,7 +225,7 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
                    *(callbacks or [])],
     )
     use_log_friendly_progress(trainer)
-    run_dir.start({"model.attn_implementation": model.config._attn_implementation})
+    run_dir.start(trainer, {"model.attn_implementation": model.config._attn_implementation})
     started = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=resume_from)
     training_time = time.perf_counter() - started

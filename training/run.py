@@ -197,6 +197,8 @@ class RunDirectory:
         self.overwrite = overwrite
         self.is_main = is_main
         self._locked = False
+        self._trainer = None  # set by `start`
+        self._entries_before: set[str] = set()  # what the directory held when this run locked it
         self._created = False  # this run made the directory: a failure before anything was written removes it
         self.state = self._check()  # on every process: all of them must agree to resume, start or stop
 
@@ -278,15 +280,31 @@ class RunDirectory:
         self.lock()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, error_type, error, traceback) -> None:
+        if error_type is not None and self._trainer is not None and self._trainer.state.global_step == 0:
+            self._unclaim()
         self.unlock()
 
-    def start(self, speed_settings: dict[str, Any] | None = None) -> None:
-        """Training really starts: record the settings and the `speed_settings` it runs with (and, when starting
-        over, clear the previous run's checkpoints and results, which would otherwise be resumed or mistaken for
-        this run's)."""
+    def _unclaim(self) -> None:
+        """A new run that failed before its first optimizer step claims nothing: its settings, and whatever else it
+        wrote (logs, loss curve), are removed, so that the corrected command starts cleanly here."""
+        if self.state != "new":
+            return
+        for path in self.path.iterdir():
+            if path.name not in self._entries_before and not _before_start(path.name):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        (self.path / RUN_SETTINGS_FILE).unlink(missing_ok=True)
+
+    def start(self, trainer, speed_settings: dict[str, Any] | None = None) -> None:
+        """Training really starts with `trainer`: record the settings and the `speed_settings` it runs with (and,
+        when starting over, clear the previous run's checkpoints and results, which would otherwise be resumed or
+        mistaken for this run's). Until the trainer's first step, a failure takes this back (`_unclaim`)."""
         if not self.is_main:
             return
+        self._trainer = trainer
         self.path.mkdir(parents=True, exist_ok=True)
         if self.overwrite and self.state == "new":
             for checkpoint in _checkpoints(self.path):
