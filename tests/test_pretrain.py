@@ -116,6 +116,19 @@ def test_kill_9_then_same_command_resumes_to_the_same_result(workspace, tmp_path
     )
 
 
+def test_a_resumed_run_reports_the_whole_runs_training_loss_epoch_and_flos(workspace, tmp_path):
+    # A constant learning rate: the run of 4 steps continued to 10 is the run of 10 steps, cut after checkpoint-4.
+    common = ("--save_steps", "4", "--eval_steps", "100", "--logging_steps", "3", "--lr_scheduler_type", "constant",
+              "--warmup_steps", "0", "--seed", "5")
+    main(base_args(workspace, tmp_path / "straight", "--max_steps", "10", *common))
+    main(base_args(workspace, tmp_path / "resumed", "--max_steps", "4", *common))
+    main(base_args(workspace, tmp_path / "resumed", "--max_steps", "10", *common))
+    straight, resumed = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("straight", "resumed"))
+    assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], abs=1e-6)  # the same run
+    for key in ("train_loss", "epoch", "total_flos"):
+        assert resumed[key] == pytest.approx(straight[key], rel=1e-6), key
+
+
 def test_a_cut_checkpoint_is_skipped_when_resuming(workspace, tmp_path):
     output = tmp_path / "run"
     main(base_args(workspace, output, "--max_steps", "4", "--save_steps", "2", "--eval_steps", "4",

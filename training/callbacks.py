@@ -62,6 +62,32 @@ class LossCurveCallback(TrainerCallback):
         self._draw(args, state)
 
 
+class LogEveryStepOnceCallback(TrainerCallback):
+    """Logs the training loss at every checkpoint and at the last step too, so that the log history covers every step
+    once: a resumed run then recomputes the whole run's mean loss from it (`whole_run_metrics`). Without it the loss
+    of the steps between the last log and a checkpoint is lost when a run is cut and resumed from that checkpoint."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save or control.should_training_stop:
+            control.should_log = True
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
+
+
+def whole_run_metrics(state) -> dict:
+    """`train_loss` (the mean loss over every step), `epoch` and `total_flos` of the whole run from the Trainer's
+    state. After a resume, the Trainer's own `train_loss` is the mean over the steps since the resume only."""
+    total, steps, previous = 0.0, 0, 0
+    for entry in state.log_history:
+        if "loss" in entry:
+            total += entry["loss"] * (entry["step"] - previous)
+            steps, previous = steps + entry["step"] - previous, entry["step"]
+    metrics = {"epoch": state.epoch, "total_flos": state.total_flos}
+    return {**metrics, "train_loss": total / steps} if steps else metrics
+
+
 class PerplexityCallback(TrainerCallback):
     """Adds perplexity (and bits per byte, when the evaluated bytes are known) to every evaluation's metrics.
 

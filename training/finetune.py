@@ -58,7 +58,7 @@ from scratchlm.modeling.initialization import parse_config_pairs
 
 from .acceleration import enable_compiled_training
 from .arguments import FinetuneDataArguments, ModelArguments, ScratchLMTrainingArguments
-from .callbacks import LossCurveCallback, use_log_friendly_progress
+from .callbacks import LogEveryStepOnceCallback, LossCurveCallback, use_log_friendly_progress, whole_run_metrics
 from .data import check_max_length, check_tokenizer_fits
 from .data.qa import SPAN_SELECTIONS
 from .generation import SampleArguments, sample_generations
@@ -314,7 +314,8 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
                 f"{total:,}", len(data.train), f"; resuming from {resume_from}" if resume_from else "")
     enable_compiled_training(training_args)
     trainer = task.build_trainer(model=model, args=training_args, data=data, tokenizer=tokenizer,
-                                 callbacks=[LossCurveCallback(), *task.callbacks()], finetune_args=finetune_args)
+                                 callbacks=[LossCurveCallback(), LogEveryStepOnceCallback(), *task.callbacks()],
+                                 finetune_args=finetune_args)
 
     use_log_friendly_progress(trainer)
     run_dir.start(trainer)
@@ -328,7 +329,7 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
     started = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=resume_from)
     training_time = time.perf_counter() - started
-    metrics.update(train_result.metrics)
+    metrics.update({**train_result.metrics, **whole_run_metrics(trainer.state)})
     if data.validation is not None:
         metrics.update(trainer.evaluate())
     if data.test is not None:

@@ -41,7 +41,14 @@ from scratchlm.tokenization import train_tokenizer
 
 from .acceleration import enable_compiled_training, set_fastest_attention
 from .arguments import ModelArguments, PretrainingDataArguments, ScratchLMTrainingArguments
-from .callbacks import LossCurveCallback, PerplexityCallback, add_language_model_metrics, use_log_friendly_progress
+from .callbacks import (
+    LogEveryStepOnceCallback,
+    LossCurveCallback,
+    PerplexityCallback,
+    add_language_model_metrics,
+    use_log_friendly_progress,
+    whole_run_metrics,
+)
 from .data import build_pretraining_data, check_block_size, check_tokenizer_fits, prepare_documents
 from .data.denoising import (
     SpanCorruptionCollator,
@@ -220,7 +227,7 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
         eval_dataset=data.validation,
         data_collator=data.collator,
         processing_class=tokenizer,
-        callbacks=[LossCurveCallback(),
+        callbacks=[LossCurveCallback(), LogEveryStepOnceCallback(),
                    *([] if seq2seq else [PerplexityCallback(predicted_tokens, data.validation_bytes)]),
                    *(callbacks or [])],
     )
@@ -229,7 +236,7 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
     started = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=resume_from)
     training_time = time.perf_counter() - started
-    metrics = {**train_result.metrics, **trainer.evaluate()}
+    metrics = {**train_result.metrics, **whole_run_metrics(trainer.state), **trainer.evaluate()}
     if not seq2seq:  # perplexity and bits per byte are of next-token prediction, not of the masked spans
         add_language_model_metrics(metrics, predicted_tokens, data.validation_bytes)
     trainer.log_metrics("all", metrics)
