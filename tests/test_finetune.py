@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from itertools import islice
 from pathlib import Path
 
@@ -448,7 +449,7 @@ def test_base_model_that_is_not_a_scratchlm(base_dir, cls_files, workdir):
     (llama / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(ValueError, match="holds a 'gpt2' model, not a ScratchLM model"):
         finetune_main(cls_args(llama, workdir / "bad6", cls_files))
-    with pytest.raises(ValueError, match="is not a model directory"):
+    with pytest.raises(FileNotFoundError, match="--model_name_or_path .*missing-model: no such file or directory"):
         finetune_main(cls_args(workdir / "missing-model", workdir / "bad7", cls_files))
 
 
@@ -485,6 +486,25 @@ def test_a_value_the_optimizer_rejects_is_named_first_and_a_run_that_took_no_ste
     assert not output.exists()
     finetune_main([*argv, "--learning_rate", "1e-3"])
     assert json.loads((output / "scratchlm_run.json").read_text())["hyperparameters"]["learning_rate"] == 1e-3
+
+
+def test_bad_config_overrides_of_the_base_and_truncated_weights_are_one_line_each(base_dir, cls_files, workdir):
+    output = workdir / "bad-base"
+    with pytest.raises(ValueError, match=r"--config_overrides hidden_dropout=abc: expected a dropout in \[0, 1\)"):
+        finetune_main(cls_args(base_dir, output, cls_files, "--config_overrides", "hidden_dropout=abc"))
+    message = r"--config_overrides hidden_size=32: .* trained with hidden_size=64, and its saved weights would not fit"
+    with pytest.raises(ValueError, match=message):
+        finetune_main(cls_args(base_dir, output, cls_files, "--config_overrides", "hidden_size=32"))
+    truncated = workdir / "truncated-base"
+    shutil.copytree(base_dir, truncated)
+    weights = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(OSError, match=r"truncated-base/model\.safetensors is truncated or corrupt"):
+        finetune_main(cls_args(truncated, output, cls_files))
+    with pytest.raises(FileNotFoundError, match="--adapter_name_or_path ./no-adapter: no such file or directory"):
+        finetune_main(cls_args(base_dir, output, cls_files, "--method", "lora", "--adapter_name_or_path",
+                               "./no-adapter"))
+    assert not output.exists()
 
 
 def test_bad_options(base_dir, cls_files, workdir):

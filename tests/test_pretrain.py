@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -207,7 +208,8 @@ def test_block_size_beyond_context(workspace, tmp_path):
 def test_tokenizer_that_does_not_fit_the_model(workspace, tmp_path):
     small = init_model("tiny", {"vocab_size": 300})
     small.save_pretrained(tmp_path / "small")
-    args = base_args(workspace, tmp_path / "run", "--max_steps", "1", "--model_name_or_path", str(tmp_path / "small"))
+    args = base_args(workspace, tmp_path / "run", "--max_steps", "1", "--model_name_or_path", str(tmp_path / "small"),
+                     "--config_overrides", "")  # the base's own shape
     with pytest.raises(ValueError, match="512.*300|300.*512"):
         main(args)
 
@@ -323,6 +325,56 @@ def test_a_finished_run_is_left_as_it_is_and_a_failed_overwrite_keeps_it(workspa
 
     main([*args, "--max_steps", "3"])  # a longer run continues it
     assert read_record(output)["global_step"] == 3
+
+
+def make_full_device(path) -> None:
+    """A device node like Linux's /dev/full at `path`: every write to it fails as on a full disk (ENOSPC)."""
+    if sys.platform != "linux":
+        pytest.skip("/dev/full is Linux's")
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 7))
+    except PermissionError:
+        pytest.skip("making a device node needs root (CAP_MKNOD)")
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_naming_it_and_the_same_command_resumes(workspace, tmp_path):
+    output = tmp_path / "run"
+    common = ("--save_steps", "2", "--eval_steps", "100", "--save_total_limit", "3")
+    main(base_args(workspace, output, "--max_steps", "2", *common))
+    # Continued to 4 steps, the run writes checkpoint-4 onto a full disk: its trainer_state.json is a full device.
+    (output / "checkpoint-4").mkdir()
+    make_full_device(output / "checkpoint-4" / "trainer_state.json")
+    message = r"the disk is full: the checkpoint .*checkpoint-4 could not be written .* resumes from .*checkpoint-2"
+    with pytest.raises(OSError, match=message):
+        main(base_args(workspace, output, "--max_steps", "4", *common))
+    assert not (output / "checkpoint-4").exists()  # the cut checkpoint is gone, the complete one kept
+    main(base_args(workspace, output, "--max_steps", "4", *common))  # room again: the same command
+    assert read_record(output)["global_step"] == 4 and (output / "checkpoint-4" / "trainer_state.json").is_file()
+
+
+def test_a_local_path_that_does_not_exist_is_named_at_once(workspace, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for flag, value in (("--tokenizer_name_or_path", "./tokenzier"), ("--model_name_or_path", "runs/pretrained/final"),
+                        ("--model_name_or_path", str(tmp_path / "missing"))):
+        args = base_args(workspace, tmp_path / "run", "--max_steps", "1", flag, value)
+        started = time.perf_counter()
+        with pytest.raises(FileNotFoundError, match=f"{flag} {value}: no such file or directory"):
+            main(args)
+        assert time.perf_counter() - started < 5  # not the Hub's retries
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_overrides_of_a_pretrained_base_are_applied_and_checked(workspace, tmp_path):
+    base = tmp_path / "base"
+    main(base_args(workspace, base, "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1"))
+    args = base_args(workspace, tmp_path / "run", "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1",
+                     "--model_name_or_path", str(base))
+    with pytest.raises(ValueError, match=r"--config_overrides hidden_dropout=abc: expected a dropout"):
+        main([*args, "--config_overrides", "hidden_dropout=abc"])
+    with pytest.raises(ValueError, match=r"--config_overrides num_hidden_layers=2: .* trained with num_hidden_layers=1"):
+        main([*args, "--config_overrides", "num_hidden_layers=2"])
+    main([*args, "--config_overrides", "hidden_dropout=0.1"])
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["hidden_dropout"] == 0.1
 
 
 def test_a_user_error_is_one_line_and_exit_status_2(workspace, tmp_path, capsys):

@@ -10,12 +10,69 @@ the project's Trainer defaults.
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
 
+from scratchlm.modeling.initialization import parse_config_pairs
 from scratchlm.tokenization.corpus import ERRORS_CHOICES, SAMPLE_BY_CHOICES
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def check_local_path(flag: str, value: str | None) -> None:
+    """A model or tokenizer path that looks local (./, ../, /, ~, or separators that do not make an org/name Hub id)
+    and does not exist: an error at once, instead of the Hub being asked for it (and retried) first."""
+    if not value:
+        return
+    separators = [sep for sep in (os.sep, os.altsep) if sep]
+    looks_local = value.startswith(("./", "../", "/", "~")) or (
+        any(sep in value for sep in separators) and not HUB_ID.fullmatch(value))
+    if looks_local and not Path(value).expanduser().exists():
+        raise FileNotFoundError(f"--{flag} {value}: no such file or directory")
+
+
+# Config fields that shape a model's weights or what they compute: a pretrained model keeps those it was trained with.
+ARCHITECTURE_FIELDS = (
+    "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "encoder_layers",
+    "decoder_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act", "tie_word_embeddings",
+    "use_qk_norm", "attention_bias", "mlp_bias", "is_encoder_decoder",
+)
+
+
+def _same_kind(value, current) -> bool:
+    if current is None:
+        return True
+    if isinstance(current, bool):
+        return isinstance(value, bool)
+    if isinstance(current, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, type(current))
+
+
+def pretrained_config_overrides(text: str | None, config, model: str) -> dict:
+    """`--config_overrides` for a pretrained `model` (whose config is `config`), checked: each must be a field of its
+    config, of the field's kind (a number for a number), not one of its ARCHITECTURE_FIELDS (the saved weights would
+    not fit), and a dropout between 0 and 1."""
+    overrides = parse_config_pairs(text)
+    current = config.to_dict()
+    unknown = sorted(key for key in overrides if key not in current)
+    if unknown:
+        raise ValueError(f"--config_overrides: the config of {model} has no field {', '.join(unknown)}")
+    for key, value in overrides.items():
+        if key in ARCHITECTURE_FIELDS and value != current[key]:
+            raise ValueError(f"--config_overrides {key}={value}: {model} was trained with {key}={current[key]}, and "
+                             "its saved weights would not fit another (a new model's shape is set with --preset and "
+                             "--config_overrides, without --model_name_or_path)")
+        if not _same_kind(value, current[key]) or (key.endswith("dropout") and not 0 <= value < 1):
+            expected = "a dropout in [0, 1)" if key.endswith("dropout") else f"a {type(current[key]).__name__}"
+            raise ValueError(f"--config_overrides {key}={value}: expected {expected}, like {model}'s "
+                             f"{key}={current[key]!r}")
+    return overrides
 
 
 @dataclass
@@ -45,6 +102,11 @@ class ModelArguments:
                           "length and precision and takes the faster (a resumed run keeps what it started with); otherwise sdpa."},
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from a Hub model repository."})
+
+    def check_local_paths(self) -> None:
+        """When the command starts (a config file may name a model an earlier step makes): see `check_local_path`."""
+        check_local_path("model_name_or_path", self.model_name_or_path)
+        check_local_path("tokenizer_name_or_path", self.tokenizer_name_or_path)
 
 
 @dataclass

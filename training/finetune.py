@@ -55,9 +55,16 @@ from scratchlm.cli import command, parse_args
 from scratchlm.model_cards.card import classification_summary
 from scratchlm.model_cards.run_record import RunRecord, eval_results, is_adapter_dir
 from scratchlm.modeling.initialization import parse_config_pairs
+from scratchlm.modeling.weights import check_safetensors
 
 from .acceleration import enable_compiled_training
-from .arguments import FinetuneDataArguments, ModelArguments, ScratchLMTrainingArguments
+from .arguments import (
+    FinetuneDataArguments,
+    ModelArguments,
+    ScratchLMTrainingArguments,
+    check_local_path,
+    pretrained_config_overrides,
+)
 from .callbacks import LogEveryStepOnceCallback, LossCurveCallback, use_log_friendly_progress, whole_run_metrics
 from .data import check_max_length, check_tokenizer_fits
 from .data.qa import SPAN_SELECTIONS
@@ -70,6 +77,7 @@ from .run import (
     finish_run,
     last_complete_checkpoint,
     push_run_to_hub,
+    run_training,
     warn_if_base_undertrained,
 )
 from .tasks import TASKS, FinetuneTask, get_task
@@ -177,6 +185,7 @@ def check_base_model(path: str, trust_remote_code: bool = False, task: str = "cl
     if is_adapter_dir(path):
         raise ValueError(f"{path} is a LoRA adapter, not a model: pass its base model as --model_name_or_path and "
                          "the adapter as --adapter_name_or_path")
+    check_safetensors(path)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
@@ -212,14 +221,6 @@ def load_tokenizer(model_args: ModelArguments):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def check_config_overrides(text: str | None, config, model: str) -> None:
-    """`--config_overrides` on a pretrained model change fields of its config (dropout, say); a field it lacks is an
-    error. One that changes a weight's shape fails as the weights load, naming the weight."""
-    unknown = sorted(key for key in parse_config_pairs(text) if key not in config.to_dict())
-    if unknown:
-        raise ValueError(f"--config_overrides: the config of {model} has no field {', '.join(unknown)}")
 
 
 def load_model(task: FinetuneTask, model_args: ModelArguments, finetune_args: FinetuneArguments, tokenizer, data):
@@ -259,8 +260,10 @@ def finetune(model_args: ModelArguments, data_args: FinetuneDataArguments, finet
     sample_args = sample_args or SampleArguments()
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required: the pretrained ScratchLM directory to fine-tune")
+    model_args.check_local_paths()
+    check_local_path("adapter_name_or_path", finetune_args.adapter_name_or_path)
     base_config = check_base_model(model_args.model_name_or_path, model_args.trust_remote_code, finetune_args.task)
-    check_config_overrides(model_args.config_overrides, base_config, model_args.model_name_or_path)
+    pretrained_config_overrides(model_args.config_overrides, base_config, model_args.model_name_or_path)
     if training_args.learning_rate is None:
         training_args.learning_rate = get_task(finetune_args.task).default_learning_rate[finetune_args.method]
     if finetune_args.lora_target_modules is None:
@@ -327,7 +330,7 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
                 metrics.update({f"{key}_before": value for key, value in before.items()
                                 if key.startswith(f"{prefix}_") and not key.endswith(NOT_METRICS)})
     started = time.perf_counter()
-    train_result = trainer.train(resume_from_checkpoint=resume_from)
+    train_result = run_training(trainer, resume_from)
     training_time = time.perf_counter() - started
     metrics.update({**train_result.metrics, **whole_run_metrics(trainer.state)})
     if data.validation is not None:

@@ -35,12 +35,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from scratchlm.cli import command, parse_args
 from scratchlm.model_cards.run_record import RUN_SETTINGS_FILE, RunRecord, eval_results
-from scratchlm.modeling.initialization import init_model, parse_overrides
+from scratchlm.modeling.initialization import init_model, parse_config_pairs, parse_overrides
 from scratchlm.modeling.initialization_seq2seq import init_seq2seq_model
+from scratchlm.modeling.weights import check_safetensors
 from scratchlm.tokenization import train_tokenizer
 
 from .acceleration import enable_compiled_training, set_fastest_attention
-from .arguments import ModelArguments, PretrainingDataArguments, ScratchLMTrainingArguments
+from .arguments import ModelArguments, PretrainingDataArguments, ScratchLMTrainingArguments, pretrained_config_overrides
 from .callbacks import (
     LogEveryStepOnceCallback,
     LossCurveCallback,
@@ -66,6 +67,7 @@ from .run import (
     finish_run,
     last_complete_checkpoint,
     push_run_to_hub,
+    run_training,
 )
 
 logger = logging.getLogger(__name__)
@@ -141,6 +143,7 @@ def load_or_init_model(model_args: ModelArguments, tokenizer, seed: int, seq2seq
             model_args.model_name_or_path,
             attn_implementation=model_args.attn_implementation or "sdpa",
             trust_remote_code=model_args.trust_remote_code,
+            **parse_config_pairs(model_args.config_overrides),
         )
         if seq2seq and len(tokenizer) > model.config.vocab_size:  # sentinels added to the tokenizer
             model.resize_token_embeddings(len(tokenizer))
@@ -162,6 +165,11 @@ def pretrain(model_args: ModelArguments, data_args: PretrainingDataArguments,
     sample_args = sample_args or SampleArguments()
     if not (data_args.train_files or data_args.dataset_name):
         raise ValueError("no training data: give --train_files or --dataset_name")
+    model_args.check_local_paths()
+    if model_args.model_name_or_path:  # a pretrained base: whole weights, and overrides that fit them
+        check_safetensors(model_args.model_name_or_path)
+        pretrained_config_overrides(model_args.config_overrides, AutoConfig.from_pretrained(
+            model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code), model_args.model_name_or_path)
     denoising = denoising_objective(model_args, data_args)  # refuses an objective the model cannot take, first
     settings = {"model": dataclasses.asdict(model_args), "data": dataclasses.asdict(data_args),
                 "training": training_args.run_identity()}
@@ -234,7 +242,7 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
     use_log_friendly_progress(trainer)
     run_dir.start(trainer, {"model.attn_implementation": model.config._attn_implementation})
     started = time.perf_counter()
-    train_result = trainer.train(resume_from_checkpoint=resume_from)
+    train_result = run_training(trainer, resume_from)
     training_time = time.perf_counter() - started
     metrics = {**train_result.metrics, **whole_run_metrics(trainer.state), **trainer.evaluate()}
     if not seq2seq:  # perplexity and bits per byte are of next-token prediction, not of the masked spans

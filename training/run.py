@@ -10,6 +10,7 @@ card; `add_samples` then adds sample generations, which can never lose what was 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -37,6 +38,7 @@ from scratchlm.model_cards.run_record import (
     RUN_SETTINGS_FILE,
     RunRecord,
 )
+from scratchlm.modeling.weights import check_safetensors
 
 from .callbacks import plot_loss_curve
 
@@ -56,13 +58,9 @@ def _checkpoint_is_complete(path: Path) -> bool:
     if not (path / "trainer_state.json").is_file():
         return False
     try:
-        from safetensors import safe_open
-
-        for weights in path.glob("*.safetensors"):
-            with safe_open(str(weights), framework="pt") as handle:
-                handle.keys()
+        check_safetensors(path)
         json.loads((path / "trainer_state.json").read_text())
-    except Exception:  # any unreadable file makes the checkpoint unusable
+    except (OSError, ValueError):  # any unreadable file makes the checkpoint unusable
         return False
     return True
 
@@ -316,6 +314,29 @@ class RunDirectory:
             raise ValueError(f"not speed settings: {', '.join(sorted(unknown))}")
         recorded = {**self.settings, **speed_settings}
         (self.path / RUN_SETTINGS_FILE).write_text(json.dumps(recorded, indent=2) + "\n")
+
+
+def _disk_full(error: BaseException) -> bool:
+    """The error of a write to a full disk (or quota): an OSError, or torch's or safetensors' report of one."""
+    return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(
+        text in str(error) for text in ("No space left on device", "file write failed"))
+
+
+def run_training(trainer, resume_from: str | None):
+    """`trainer.train`, resuming from `resume_from`. A disk that fills while a checkpoint is written is one line
+    naming the checkpoint, which is removed (cut, it could not be resumed from): the same command run again once
+    there is room resumes from the last complete one."""
+    try:
+        return trainer.train(resume_from_checkpoint=resume_from)
+    except Exception as error:
+        checkpoint = Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
+        if not _disk_full(error) or not checkpoint.is_dir() or _checkpoint_is_complete(checkpoint):
+            raise
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        last = last_complete_checkpoint(trainer.args.output_dir)
+        raise OSError(f"the disk is full: the checkpoint {checkpoint} could not be written ({error}) and was removed; "
+                      f"free some space and run the same command again: it resumes from "
+                      f"{last or 'the start (no complete checkpoint)'}") from None
 
 
 def architecture_summary(config) -> dict[str, Any]:
