@@ -10,8 +10,8 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, RopeParameters
 ATTENTION_BACKENDS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 # Named shapes. `tiny` is for tests, `small` trains on a CPU, the rest are the usual GPT/Llama sizes.
-# Exact parameter counts (tied embeddings, the preset's vocabulary) are in `PRESET_PARAMETERS` below and
-# checked against instantiated models by the test suite.
+# Exact parameter counts are `ScratchLMConfig.num_parameters`, checked against instantiated models of every preset by
+# the tests.
 PRESETS = {
     "tiny": dict(
         vocab_size=4096, hidden_size=128, intermediate_size=352, num_hidden_layers=2,
@@ -117,55 +117,16 @@ class ScratchLMConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = None
 
     def __post_init__(self, **kwargs):
-        if self.num_key_value_heads is None:
-            self.num_key_value_heads = self.num_attention_heads
-        if self.head_dim is None and self.num_attention_heads and self.num_attention_heads > 0:
-            self.head_dim = self.hidden_size // self.num_attention_heads
-        if self.rope_parameters is None and "rope_theta" not in kwargs and "rope_scaling" not in kwargs:
-            self.rope_parameters = {"rope_type": "default", "rope_theta": 10_000.0}
+        fill_attention_defaults(self, kwargs)
         super().__post_init__(**kwargs)
         self.validate_architecture()
 
     def validate_architecture(self):
         """Raise a ValueError naming the first inconsistent field; runs on every construction and load."""
-        for name in (
-            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-            "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"ScratchLMConfig.{name} must be a positive integer, got {value!r}")
-        if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(
-                f"ScratchLMConfig.hidden_size ({self.hidden_size}) must be divisible by "
-                f"num_attention_heads ({self.num_attention_heads})"
-            )
-        if self.num_attention_heads % self.num_key_value_heads != 0:
-            raise ValueError(
-                f"ScratchLMConfig.num_attention_heads ({self.num_attention_heads}) must be divisible by "
-                f"num_key_value_heads ({self.num_key_value_heads})"
-            )
-        if self.head_dim % 2 != 0:
-            raise ValueError(f"ScratchLMConfig.head_dim ({self.head_dim}) must be even for rotary embeddings")
-        for name in ("hidden_dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"ScratchLMConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        check_architecture(self, ("num_hidden_layers",))
         if self.classifier_pooling not in ("last", "mean"):
             raise ValueError(f"ScratchLMConfig.classifier_pooling must be 'last' or 'mean', got "
                              f"{self.classifier_pooling!r}")
-        if self.rms_norm_eps <= 0:
-            raise ValueError(f"ScratchLMConfig.rms_norm_eps must be positive, got {self.rms_norm_eps}")
-        if self.hidden_act != "silu":
-            raise ValueError(f"ScratchLMConfig.hidden_act must be 'silu' (SwiGLU), got {self.hidden_act!r}")
-        rope_type = (self.rope_parameters or {}).get("rope_type", "default")
-        if rope_type != "default" and rope_type not in ROPE_INIT_FUNCTIONS:
-            known = ", ".join(["default", *sorted(ROPE_INIT_FUNCTIONS)])
-            raise ValueError(f"ScratchLMConfig.rope_parameters: unknown rope_type {rope_type!r} (known: {known})")
-        backend = self._attn_implementation
-        if backend is not None and backend not in ATTENTION_BACKENDS and "/" not in backend:
-            raise ValueError(
-                f"ScratchLMConfig: unknown attention backend {backend!r} (known: {', '.join(ATTENTION_BACKENDS)})"
-            )
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "ScratchLMConfig":
@@ -194,17 +155,86 @@ class ScratchLMConfig(PreTrainedConfig):
     @property
     def num_parameters(self) -> int:
         """Exact number of parameters of `ScratchLMForCausalLM` built from this config."""
-        h, d, q, kv = self.hidden_size, self.head_dim, self.num_attention_heads, self.num_key_value_heads
-        attention = h * d * (q + 2 * kv) + q * d * h
-        if self.attention_bias:
-            attention += d * (q + 2 * kv) + h
-        if self.use_qk_norm:
-            attention += 2 * d
-        mlp = 3 * h * self.intermediate_size + (2 * self.intermediate_size + h if self.mlp_bias else 0)
-        layer = attention + mlp + 2 * h
-        embeddings = self.vocab_size * h
+        h = self.hidden_size
+        layer = attention_parameters(self, self.use_qk_norm) + mlp_parameters(self) + 2 * h
         head = 0 if self.tie_word_embeddings else self.vocab_size * h
-        return embeddings + self.num_hidden_layers * layer + h + head
+        return self.vocab_size * h + self.num_hidden_layers * layer + h + head
+
+
+# The rules below hold for both ScratchLM configs (this decoder's and the encoder–decoder's), which call them.
+
+
+def fill_attention_defaults(config, kwargs: dict) -> None:
+    """Key/value heads default to the query heads, `head_dim` to `hidden_size // num_attention_heads`, RoPE to the
+    default type (unless the old `rope_theta`/`rope_scaling` keys, in `kwargs`, are converted by transformers)."""
+    if config.num_key_value_heads is None:
+        config.num_key_value_heads = config.num_attention_heads
+    if config.head_dim is None and isinstance(config.num_attention_heads, int) and config.num_attention_heads > 0:
+        config.head_dim = config.hidden_size // config.num_attention_heads
+    if config.rope_parameters is None and "rope_theta" not in kwargs and "rope_scaling" not in kwargs:
+        config.rope_parameters = {"rope_type": "default", "rope_theta": 10_000.0}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_architecture(config, layer_fields: tuple[str, ...]) -> None:
+    """Raise a ValueError naming the first inconsistent field of the shape both configs share (their depth fields are
+    `layer_fields`), its special token ids, RoPE type and attention backend."""
+    name_of = type(config).__name__
+    for name in (
+        "vocab_size", "hidden_size", "intermediate_size", *layer_fields,
+        "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
+    ):
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name_of}.{name} must be a positive integer, got {value!r}")
+    if config.hidden_size % config.num_attention_heads != 0:
+        raise ValueError(
+            f"{name_of}.hidden_size ({config.hidden_size}) must be divisible by "
+            f"num_attention_heads ({config.num_attention_heads})"
+        )
+    if config.num_attention_heads % config.num_key_value_heads != 0:
+        raise ValueError(
+            f"{name_of}.num_attention_heads ({config.num_attention_heads}) must be divisible by "
+            f"num_key_value_heads ({config.num_key_value_heads})"
+        )
+    if config.head_dim % 2 != 0:
+        raise ValueError(f"{name_of}.head_dim ({config.head_dim}) must be even for rotary embeddings")
+    for name in ("hidden_dropout", "attention_dropout"):
+        value = getattr(config, name)
+        if not (_is_number(value) and 0.0 <= value < 1.0):
+            raise ValueError(f"{name_of}.{name} must be a number in [0, 1), got {value!r}")
+    if not (_is_number(config.rms_norm_eps) and config.rms_norm_eps > 0):
+        raise ValueError(f"{name_of}.rms_norm_eps must be a positive number, got {config.rms_norm_eps!r}")
+    if config.hidden_act != "silu":
+        raise ValueError(f"{name_of}.hidden_act must be 'silu' (SwiGLU), got {config.hidden_act!r}")
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
+        value = getattr(config, name, None)
+        for token_id in value if isinstance(value, list) else [value]:
+            if token_id is not None and not (isinstance(token_id, int) and 0 <= token_id < config.vocab_size):
+                raise ValueError(f"{name_of}.{name} ({token_id!r}) must be a token id in [0, {config.vocab_size})")
+    rope_type = (config.rope_parameters or {}).get("rope_type", "default")
+    if rope_type != "default" and rope_type not in ROPE_INIT_FUNCTIONS:
+        known = ", ".join(["default", *sorted(ROPE_INIT_FUNCTIONS)])
+        raise ValueError(f"{name_of}.rope_parameters: unknown rope_type {rope_type!r} (known: {known})")
+    backend = config._attn_implementation
+    if backend is not None and backend not in ATTENTION_BACKENDS and "/" not in backend:
+        raise ValueError(f"{name_of}: unknown attention backend {backend!r} (known: {', '.join(ATTENTION_BACKENDS)})")
+
+
+def attention_parameters(config, qk_norm: bool) -> int:
+    """Parameters of one attention module: the four projections (and their biases), the QK-norms where used."""
+    h, d, q, kv = config.hidden_size, config.head_dim, config.num_attention_heads, config.num_key_value_heads
+    count = h * d * (q + 2 * kv) + q * d * h + (d * (q + 2 * kv) + h if config.attention_bias else 0)
+    return count + (2 * d if qk_norm else 0)
+
+
+def mlp_parameters(config) -> int:
+    """Parameters of one SwiGLU MLP (and its biases)."""
+    h, i = config.hidden_size, config.intermediate_size
+    return 3 * h * i + (2 * i + h if config.mlp_bias else 0)
 
 
 __all__ = ["ScratchLMConfig", "PRESETS"]

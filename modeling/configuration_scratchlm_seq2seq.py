@@ -10,9 +10,15 @@ This file travels with saved models as remote code: it imports only transformers
 """
 
 from transformers import PreTrainedConfig
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, RopeParameters
+from transformers.modeling_rope_utils import RopeParameters
 
-from .configuration_scratchlm import ATTENTION_BACKENDS, ScratchLMConfig
+from .configuration_scratchlm import (
+    ScratchLMConfig,
+    attention_parameters,
+    check_architecture,
+    fill_attention_defaults,
+    mlp_parameters,
+)
 
 # Named shapes. `tiny` is for tests; `small` (about 9.6 M parameters with an 8k vocabulary) is the size of the
 # small Multi30k Transformers and trains on a CPU; `base` is the original Transformer-base (d_model 512, 6 + 6
@@ -103,12 +109,7 @@ class ScratchLMSeq2SeqConfig(PreTrainedConfig):
     is_encoder_decoder: bool = True
 
     def __post_init__(self, **kwargs):
-        if self.num_key_value_heads is None:
-            self.num_key_value_heads = self.num_attention_heads
-        if self.head_dim is None and isinstance(self.num_attention_heads, int) and self.num_attention_heads > 0:
-            self.head_dim = self.hidden_size // self.num_attention_heads
-        if self.rope_parameters is None and "rope_theta" not in kwargs and "rope_scaling" not in kwargs:
-            self.rope_parameters = {"rope_type": "default", "rope_theta": 10_000.0}
+        fill_attention_defaults(self, kwargs)
         if self.decoder_start_token_id is None:
             self.decoder_start_token_id = self.bos_token_id
         super().__post_init__(**kwargs)
@@ -116,53 +117,9 @@ class ScratchLMSeq2SeqConfig(PreTrainedConfig):
 
     def validate_architecture(self):
         """Raise a ValueError naming the first inconsistent field; runs on every construction and load."""
-        name_of = type(self).__name__
-        for name in (
-            "vocab_size", "hidden_size", "intermediate_size", "encoder_layers", "decoder_layers",
-            "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name_of}.{name} must be a positive integer, got {value!r}")
-        if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(
-                f"{name_of}.hidden_size ({self.hidden_size}) must be divisible by "
-                f"num_attention_heads ({self.num_attention_heads})"
-            )
-        if self.num_attention_heads % self.num_key_value_heads != 0:
-            raise ValueError(
-                f"{name_of}.num_attention_heads ({self.num_attention_heads}) must be divisible by "
-                f"num_key_value_heads ({self.num_key_value_heads})"
-            )
-        if self.head_dim % 2 != 0:
-            raise ValueError(f"{name_of}.head_dim ({self.head_dim}) must be even for rotary embeddings")
-        for name in ("hidden_dropout", "attention_dropout"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise ValueError(f"{name_of}.{name} must be in [0, 1), got {value!r}")
-        if not self.rms_norm_eps > 0:
-            raise ValueError(f"{name_of}.rms_norm_eps must be positive, got {self.rms_norm_eps}")
-        if self.hidden_act != "silu":
-            raise ValueError(f"{name_of}.hidden_act must be 'silu' (SwiGLU), got {self.hidden_act!r}")
-        for name in ("pad_token_id", "bos_token_id", "decoder_start_token_id"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int) and 0 <= value < self.vocab_size):
-                raise ValueError(f"{name_of}.{name} ({value!r}) must be a token id in [0, {self.vocab_size})")
-        eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
-        for value in eos:
-            if value is not None and not (isinstance(value, int) and 0 <= value < self.vocab_size):
-                raise ValueError(f"{name_of}.eos_token_id ({value!r}) must be a token id in [0, {self.vocab_size})")
+        check_architecture(self, ("encoder_layers", "decoder_layers"))
         if not self.is_encoder_decoder:
-            raise ValueError(f"{name_of}.is_encoder_decoder must be True: this is an encoder–decoder model")
-        rope_type = (self.rope_parameters or {}).get("rope_type", "default")
-        if rope_type != "default" and rope_type not in ROPE_INIT_FUNCTIONS:
-            known = ", ".join(["default", *sorted(ROPE_INIT_FUNCTIONS)])
-            raise ValueError(f"{name_of}.rope_parameters: unknown rope_type {rope_type!r} (known: {known})")
-        backend = self._attn_implementation
-        if backend is not None and backend not in ATTENTION_BACKENDS and "/" not in backend:
-            raise ValueError(
-                f"{name_of}: unknown attention backend {backend!r} (known: {', '.join(ATTENTION_BACKENDS)})"
-            )
+            raise ValueError(f"{type(self).__name__}.is_encoder_decoder must be True: this is an encoder–decoder model")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "ScratchLMSeq2SeqConfig":
@@ -177,16 +134,13 @@ class ScratchLMSeq2SeqConfig(PreTrainedConfig):
     @property
     def num_parameters(self) -> int:
         """Exact number of parameters of `ScratchLMSeq2SeqForConditionalGeneration` built from this config."""
-        h, d, q, kv = self.hidden_size, self.head_dim, self.num_attention_heads, self.num_key_value_heads
-        attention = h * d * (q + 2 * kv) + q * d * h + (d * (q + 2 * kv) + h if self.attention_bias else 0)
-        self_attention = attention + (2 * d if self.use_qk_norm else 0)
-        mlp = 3 * h * self.intermediate_size + (2 * self.intermediate_size + h if self.mlp_bias else 0)
+        h, mlp = self.hidden_size, mlp_parameters(self)
+        self_attention = attention_parameters(self, self.use_qk_norm)
         encoder_layer = self_attention + mlp + 2 * h
-        decoder_layer = self_attention + attention + mlp + 3 * h
-        embeddings = self.vocab_size * h
+        decoder_layer = self_attention + attention_parameters(self, qk_norm=False) + mlp + 3 * h  # + cross-attention
+        layers = self.encoder_layers * encoder_layer + self.decoder_layers * decoder_layer
         head = 0 if self.tie_word_embeddings else self.vocab_size * h
-        final_norms = 2 * h
-        return embeddings + self.encoder_layers * encoder_layer + self.decoder_layers * decoder_layer + final_norms + head
+        return self.vocab_size * h + layers + 2 * h + head  # 2 * h: the final norm of each stack
 
 
 __all__ = ["ScratchLMSeq2SeqConfig", "SEQ2SEQ_PRESETS"]

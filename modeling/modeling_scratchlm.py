@@ -121,10 +121,11 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
     return output, weights
 
 
-class ScratchLMAttention(nn.Module):
-    """Multi-head attention with grouped key/value heads, rotary embeddings and optional QK-norm."""
+class ScratchLMAttentionBase(nn.Module):
+    """What self- and cross-attention share: grouped-query projections and the call into transformers' attention
+    interface (eager, SDPA, flash, flex). Subclasses say where the keys and values come from."""
 
-    def __init__(self, config: ScratchLMConfig, layer_idx: int):
+    def __init__(self, config: ScratchLMConfig, layer_idx: int, is_causal: bool):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
@@ -134,13 +135,38 @@ class ScratchLMAttention(nn.Module):
         self.num_key_value_groups = self.num_heads // self.num_key_value_heads
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = config.attention_dropout
-        self.is_causal = True
+        self.is_causal = is_causal  # SDPA reads it when there is no mask tensor
 
         bias = config.attention_bias
         self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+
+    def attend(self, query, key, value, attention_mask, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Queries (batch, heads, seq, head_dim) over keys and values: the output projected back to the hidden size,
+        and the attention weights (eager attention only)."""
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        return self.o_proj(output.reshape(*output.shape[:2], -1)), weights
+
+
+class ScratchLMAttention(ScratchLMAttentionBase):
+    """Self-attention with grouped key/value heads, rotary embeddings and optional QK-norm."""
+
+    def __init__(self, config: ScratchLMConfig, layer_idx: int, is_causal: bool = True):
+        super().__init__(config, layer_idx, is_causal)
         if config.use_qk_norm:
             self.q_norm = ScratchLMRMSNorm(self.head_dim, eps=config.rms_norm_eps)
             self.k_norm = ScratchLMRMSNorm(self.head_dim, eps=config.rms_norm_eps)
@@ -165,21 +191,7 @@ class ScratchLMAttention(nn.Module):
         key = apply_rotary_pos_emb(key.transpose(1, 2), cos, sin)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx, kwargs=kwargs)
-
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        output, weights = attention_interface(
-            self,
-            query,
-            key,
-            value,
-            attention_mask,
-            dropout=self.attention_dropout if self.training else 0.0,
-            scaling=self.scaling,
-            **kwargs,
-        )
-        return self.o_proj(output.reshape(batch, seq_len, -1)), weights
+        return self.attend(query, key, value, attention_mask, **kwargs)
 
 
 class ScratchLMMLP(nn.Module):
@@ -195,11 +207,19 @@ class ScratchLMMLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-class ScratchLMDecoderLayer(GradientCheckpointingLayer):
-    def __init__(self, config: ScratchLMConfig, layer_idx: int):
+class ScratchLMBlock(GradientCheckpointingLayer):
+    """A pre-norm Transformer block: rotary self-attention, then the SwiGLU MLP, each added to the residual stream.
+    The decoder's and the encoder's layers are this block; the encoder–decoder's decoder layer adds the
+    `cross_attention` it is given between the two."""
+
+    def __init__(self, config: ScratchLMConfig, layer_idx: int, is_causal: bool = True,
+                 cross_attention: nn.Module | None = None):
         super().__init__()
         self.input_layernorm = ScratchLMRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.self_attn = ScratchLMAttention(config, layer_idx)
+        self.self_attn = ScratchLMAttention(config, layer_idx, is_causal)
+        if cross_attention is not None:  # registered in the order it runs, so a seed draws the same weights as ever
+            self.cross_attn_layernorm = ScratchLMRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+            self.cross_attn = cross_attention
         self.post_attention_layernorm = ScratchLMRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.mlp = ScratchLMMLP(config)
         self.dropout = nn.Dropout(config.hidden_dropout)
@@ -213,44 +233,44 @@ class ScratchLMDecoderLayer(GradientCheckpointingLayer):
         cache: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
+        hidden_states = self.self_attention_step(hidden_states, position_embeddings, attention_mask, cache, **kwargs)
+        return self.mlp_step(hidden_states)
+
+    def self_attention_step(self, hidden_states, position_embeddings, attention_mask, cache, **kwargs) -> torch.Tensor:
         attn_output, _ = self.self_attn(
             self.input_layernorm(hidden_states), position_embeddings, attention_mask, cache=cache, **kwargs
         )
-        hidden_states = hidden_states + self.dropout(attn_output)
+        return hidden_states + self.dropout(attn_output)
+
+    def mlp_step(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return hidden_states + self.dropout(self.mlp(self.post_attention_layernorm(hidden_states)))
 
 
-# Written into config.json when a model registered for remote code is saved, so that every Auto class
-# (not only the one of the saved head) loads the directory with `trust_remote_code=True`.
-REMOTE_CODE_AUTO_MAP = {
-    "AutoConfig": "configuration_scratchlm.ScratchLMConfig",
-    "AutoModel": "modeling_scratchlm.ScratchLMModel",
-    "AutoModelForCausalLM": "modeling_scratchlm.ScratchLMForCausalLM",
-    "AutoModelForSequenceClassification": "modeling_scratchlm.ScratchLMForSequenceClassification",
-    "AutoModelForTokenClassification": "modeling_scratchlm.ScratchLMForTokenClassification",
-    "AutoModelForQuestionAnswering": "modeling_scratchlm.ScratchLMForQuestionAnswering",
-}
+class ScratchLMDecoderLayer(ScratchLMBlock):
+    """The decoder's block; its own name so that FSDP (`transformer_layer_cls_to_wrap`) and `_no_split_modules` can
+    name the decoder's layers."""
 
 
-class ScratchLMPreTrainedModel(PreTrainedModel):
-    config_class = ScratchLMConfig
-    config: ScratchLMConfig
+class ScratchLMPreTrainedBase(PreTrainedModel):
+    """What the decoder's and the encoder–decoder's models share: attention backends, initialisation, and the
+    `auto_map` written on saving."""
+
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["ScratchLMDecoderLayer"]
     _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
-    # What `output_hidden_states` / `output_attentions` return, recorded by hooks (`capture_outputs`): the input of
-    # every block, then the final normed output; the attention weights of every block (eager attention only).
-    _can_record_outputs = {"hidden_states": ScratchLMDecoderLayer, "attentions": ScratchLMAttention}
+    # Auto class -> "file.Class" of the remote-code files, written into config.json when a model registered for remote
+    # code is saved, so that every Auto class (not only the one of the saved class) loads the directory with
+    # `trust_remote_code=True`. Each architecture's base class fills it in.
+    remote_code_auto_map: dict[str, str] = {}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:
-            self.config.auto_map = {**REMOTE_CODE_AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+            self.config.auto_map = {**self.remote_code_auto_map, **(getattr(self.config, "auto_map", None) or {})}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()
@@ -271,6 +291,23 @@ class ScratchLMPreTrainedModel(PreTrainedModel):
             inv_freq, module.attention_scaling = module.compute_inv_freq(module.config, module.inv_freq.device)
             module.inv_freq.copy_(inv_freq)
             module.original_inv_freq.copy_(inv_freq)
+
+
+class ScratchLMPreTrainedModel(ScratchLMPreTrainedBase):
+    config_class = ScratchLMConfig
+    config: ScratchLMConfig
+    _no_split_modules = ["ScratchLMDecoderLayer"]
+    # What `output_hidden_states` / `output_attentions` return, recorded by hooks (`capture_outputs`): the input of
+    # every block, then the final normed output; the attention weights of every block (eager attention only).
+    _can_record_outputs = {"hidden_states": ScratchLMDecoderLayer, "attentions": ScratchLMAttention}
+    remote_code_auto_map = {
+        "AutoConfig": "configuration_scratchlm.ScratchLMConfig",
+        "AutoModel": "modeling_scratchlm.ScratchLMModel",
+        "AutoModelForCausalLM": "modeling_scratchlm.ScratchLMForCausalLM",
+        "AutoModelForSequenceClassification": "modeling_scratchlm.ScratchLMForSequenceClassification",
+        "AutoModelForTokenClassification": "modeling_scratchlm.ScratchLMForTokenClassification",
+        "AutoModelForQuestionAnswering": "modeling_scratchlm.ScratchLMForQuestionAnswering",
+    }
 
 
 def check_token_ids(config, input_ids, name: str = "input_ids"):
@@ -308,6 +345,19 @@ def warn_past_context(config, length: int, name: str = "input"):
     )
 
 
+def check_inputs(config, input_ids, inputs_embeds, past_length=0, name: str = "input_ids") -> int:
+    """The checks of a stack's input, before any work: exactly one of ids and embeddings, ids inside the vocabulary,
+    a warning past the trained context (the last two eagerly only: they read tensor values or log). Returns its
+    length."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError(f"pass exactly one of {name} or {name.replace('_ids', '_embeds')}")
+    seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+    if not torch.compiler.is_compiling():
+        check_token_ids(config, input_ids, name)
+        warn_past_context(config, int(past_length) + seq_len, name)
+    return seq_len
+
+
 class ScratchLMModel(ScratchLMPreTrainedModel):
     """The decoder stack: embeddings, blocks and the final norm; returns the last hidden states."""
 
@@ -316,9 +366,10 @@ class ScratchLMModel(ScratchLMPreTrainedModel):
         self.padding_idx = config.pad_token_id
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
         self.dropout = nn.Dropout(config.hidden_dropout)
-        self.layers = nn.ModuleList(ScratchLMDecoderLayer(config, i) for i in range(config.num_hidden_layers))
-        for layer in self.layers:  # SDPA reads the flag when there is no mask (no padding)
-            layer.self_attn.is_causal = not config.use_bidirectional_attention
+        self.layers = nn.ModuleList(
+            ScratchLMDecoderLayer(config, i, is_causal=not config.use_bidirectional_attention)
+            for i in range(config.num_hidden_layers)
+        )
         self.norm = ScratchLMRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = ScratchLMRotaryEmbedding(config)
         self.gradient_checkpointing = False
@@ -341,17 +392,11 @@ class ScratchLMModel(ScratchLMPreTrainedModel):
         `output_hidden_states` / `output_attentions` (keyword arguments, defaulting to the config's) are recorded by
         transformers' output capturing (`_can_record_outputs`); `output_hidden_states` may name the indices wanted.
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
-
-        seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         past_len = cache.get_seq_length() if cache is not None else 0
+        seq_len = check_inputs(self.config, input_ids, inputs_embeds, past_len)
         compiling = torch.compiler.is_compiling()
-        if not compiling:  # both read tensor values or log: eager only
-            check_token_ids(self.config, input_ids)
-            warn_past_context(self.config, int(past_len) + seq_len)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
 

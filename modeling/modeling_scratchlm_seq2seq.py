@@ -17,21 +17,17 @@ This file travels with saved models as remote code: it imports only torch, trans
 (the decoder's modeling and configuration files come along, as they are imported relatively).
 """
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import GenerationMixin
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutput,
     BaseModelOutputWithPastAndCrossAttentions,
     Seq2SeqLMOutput,
     Seq2SeqModelOutput,
 )
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.bart.modeling_bart import shift_tokens_right
 from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
@@ -41,53 +37,29 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .configuration_scratchlm_seq2seq import ScratchLMSeq2SeqConfig
 from .modeling_scratchlm import (
     ScratchLMAttention,
-    ScratchLMDecoderLayer,
-    ScratchLMMLP,
-    ScratchLMPreTrainedModel,
+    ScratchLMAttentionBase,
+    ScratchLMBlock,
+    ScratchLMPreTrainedBase,
     ScratchLMRMSNorm,
     ScratchLMRotaryEmbedding,
+    check_inputs,
     check_token_ids,
-    eager_attention_forward,
     warn_past_context,
 )
 
-# Written into config.json when a model registered for remote code is saved, so that every Auto class (not only
-# the one of the saved class) loads the directory with `trust_remote_code=True`.
-REMOTE_CODE_AUTO_MAP = {
-    "AutoConfig": "configuration_scratchlm_seq2seq.ScratchLMSeq2SeqConfig",
-    "AutoModel": "modeling_scratchlm_seq2seq.ScratchLMSeq2SeqModel",
-    "AutoModelForSeq2SeqLM": "modeling_scratchlm_seq2seq.ScratchLMSeq2SeqForConditionalGeneration",
-}
 
-
-class ScratchLMEncoderLayer(ScratchLMDecoderLayer):
-    """The decoder's block with bidirectional self-attention: every source token sees every other (but padding)."""
+class ScratchLMEncoderLayer(ScratchLMBlock):
+    """The shared block with bidirectional self-attention: every source token sees every other (but padding)."""
 
     def __init__(self, config: ScratchLMSeq2SeqConfig, layer_idx: int):
-        super().__init__(config, layer_idx)
-        self.self_attn.is_causal = False
+        super().__init__(config, layer_idx, is_causal=False)
 
 
-class ScratchLMCrossAttention(nn.Module):
+class ScratchLMCrossAttention(ScratchLMAttentionBase):
     """Decoder queries over the encoder output: grouped key/value heads, no positions (the source has them)."""
 
     def __init__(self, config: ScratchLMSeq2SeqConfig, layer_idx: int):
-        super().__init__()
-        self.config = config
-        self.layer_idx = layer_idx
-        self.head_dim = config.head_dim
-        self.num_heads = config.num_attention_heads
-        self.num_key_value_heads = config.num_key_value_heads
-        self.num_key_value_groups = self.num_heads // self.num_key_value_heads
-        self.scaling = self.head_dim**-0.5
-        self.attention_dropout = config.attention_dropout
-        self.is_causal = False
-
-        bias = config.attention_bias
-        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        super().__init__(config, layer_idx, is_causal=False)
 
     def forward(
         self,
@@ -110,35 +82,15 @@ class ScratchLMCrossAttention(nn.Module):
             if cache is not None:
                 key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
                 cache.is_updated[self.layer_idx] = True
-
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        output, weights = attention_interface(
-            self,
-            query,
-            key,
-            value,
-            attention_mask,
-            dropout=self.attention_dropout if self.training else 0.0,
-            scaling=self.scaling,
-            **kwargs,
-        )
-        return self.o_proj(output.reshape(batch, seq_len, -1)), weights
+        return self.attend(query, key, value, attention_mask, **kwargs)
 
 
-class ScratchLMSeq2SeqDecoderLayer(GradientCheckpointingLayer):
-    """Causal rotary self-attention, cross-attention over the encoder output, SwiGLU; each pre-norm and residual."""
+class ScratchLMSeq2SeqDecoderLayer(ScratchLMBlock):
+    """The shared block (causal rotary self-attention, SwiGLU) with cross-attention over the encoder output between
+    the two, pre-norm and residual like them."""
 
     def __init__(self, config: ScratchLMSeq2SeqConfig, layer_idx: int):
-        super().__init__()
-        self.input_layernorm = ScratchLMRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.self_attn = ScratchLMAttention(config, layer_idx)
-        self.cross_attn_layernorm = ScratchLMRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.cross_attn = ScratchLMCrossAttention(config, layer_idx)
-        self.post_attention_layernorm = ScratchLMRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.mlp = ScratchLMMLP(config)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        super().__init__(config, layer_idx, cross_attention=ScratchLMCrossAttention(config, layer_idx))
 
     def forward(
         self,
@@ -151,39 +103,25 @@ class ScratchLMSeq2SeqDecoderLayer(GradientCheckpointingLayer):
         **kwargs,
     ) -> torch.Tensor:
         self_cache = cache.self_attention_cache if cache is not None else None
-        attn_output, _ = self.self_attn(
-            self.input_layernorm(hidden_states), position_embeddings, attention_mask, cache=self_cache, **kwargs
-        )
-        hidden_states = hidden_states + self.dropout(attn_output)
+        hidden_states = self.self_attention_step(hidden_states, position_embeddings, attention_mask, self_cache,
+                                                 **kwargs)
         cross_output, _ = self.cross_attn(
             self.cross_attn_layernorm(hidden_states), encoder_hidden_states, encoder_attention_mask, cache=cache,
             **kwargs,
         )
-        hidden_states = hidden_states + self.dropout(cross_output)
-        return hidden_states + self.dropout(self.mlp(self.post_attention_layernorm(hidden_states)))
+        return self.mlp_step(hidden_states + self.dropout(cross_output))
 
 
-class ScratchLMSeq2SeqPreTrainedModel(PreTrainedModel):
+class ScratchLMSeq2SeqPreTrainedModel(ScratchLMPreTrainedBase):
     config_class = ScratchLMSeq2SeqConfig
     config: ScratchLMSeq2SeqConfig
-    base_model_prefix = "model"
     main_input_name = "input_ids"
-    supports_gradient_checkpointing = True
     _no_split_modules = ["ScratchLMEncoderLayer", "ScratchLMSeq2SeqDecoderLayer"]
-    _skip_keys_device_placement = ["cache", "past_key_values"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
-    _can_compile_fullgraph = True
-
-    # The same initialisation as the decoder (normal linears and embeddings, unit norms, recomputed RoPE buffers).
-    _init_weights = ScratchLMPreTrainedModel._init_weights
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        if self._auto_class is not None:
-            self.config.auto_map = {**REMOTE_CODE_AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+    remote_code_auto_map = {
+        "AutoConfig": "configuration_scratchlm_seq2seq.ScratchLMSeq2SeqConfig",
+        "AutoModel": "modeling_scratchlm_seq2seq.ScratchLMSeq2SeqModel",
+        "AutoModelForSeq2SeqLM": "modeling_scratchlm_seq2seq.ScratchLMSeq2SeqForConditionalGeneration",
+    }
 
     def _shift_right(self, labels: torch.Tensor) -> torch.Tensor:
         """Decoder inputs for `labels`: the start token, then the labels but the last (-100 read as padding)."""
@@ -225,14 +163,9 @@ class ScratchLMSeq2SeqEncoder(ScratchLMSeq2SeqPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutput:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds to the encoder")
         kwargs.pop("cache", None)
         kwargs.pop("past_key_values", None)
-        seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        if not torch.compiler.is_compiling():  # both read tensor values or log: eager only
-            check_token_ids(self.config, input_ids)
-            warn_past_context(self.config, seq_len, "input_ids")
+        seq_len = check_inputs(self.config, input_ids, inputs_embeds)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         if position_ids is None:

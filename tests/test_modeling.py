@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -255,6 +256,37 @@ def test_untied_model_stays_untied(tmp_path):
     assert reloaded.lm_head.weight.data_ptr() != reloaded.model.embed_tokens.weight.data_ptr()
 
 
+# The parameters of a one-layer model with every option, in the order a checkpoint saved before the layers were built
+# from the shared block and attention (ScratchLMBlock, ScratchLMAttentionBase) holds them.
+SAVED_BEFORE_SHARED_BLOCKS = [
+    "model.embed_tokens.weight", "model.layers.0.input_layernorm.weight",
+    "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.q_proj.bias",
+    "model.layers.0.self_attn.k_proj.weight", "model.layers.0.self_attn.k_proj.bias",
+    "model.layers.0.self_attn.v_proj.weight", "model.layers.0.self_attn.v_proj.bias",
+    "model.layers.0.self_attn.o_proj.weight", "model.layers.0.self_attn.o_proj.bias",
+    "model.layers.0.self_attn.q_norm.weight", "model.layers.0.self_attn.k_norm.weight",
+    "model.layers.0.post_attention_layernorm.weight", "model.layers.0.mlp.gate_proj.weight",
+    "model.layers.0.mlp.gate_proj.bias", "model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.up_proj.bias",
+    "model.layers.0.mlp.down_proj.weight", "model.layers.0.mlp.down_proj.bias", "model.norm.weight",
+    "lm_head.weight"
+]
+
+
+def test_checkpoint_saved_before_the_shared_blocks_loads(tmp_path):
+    config = tiny_config(num_hidden_layers=1, use_qk_norm=True, attention_bias=True, mlp_bias=True,
+                         tie_word_embeddings=False)
+    shapes = {key: value.shape for key, value in ScratchLMForCausalLM(config).state_dict().items()}
+    assert list(shapes) == SAVED_BEFORE_SHARED_BLOCKS  # same names, same order: a seed draws the same weights
+    generator = torch.Generator().manual_seed(0)
+    saved = {key: torch.randn(shapes[key], generator=generator) for key in SAVED_BEFORE_SHARED_BLOCKS}
+    config.save_pretrained(tmp_path)
+    save_file(saved, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    model, info = ScratchLMForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
+    assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]), info
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[key], tensor) for key, tensor in saved.items())
+
+
 def test_resize_token_embeddings():
     model = tiny_model()
     ids = random_ids()
@@ -347,6 +379,11 @@ def test_preset_parameter_count_follows_options():
     (dict(rope_parameters={"rope_type": "spiral", "rope_theta": 10000.0}), "rope_type"),
     (dict(attn_implementation="magic"), "attention backend"),
     (dict(hidden_dropout=1.0), "hidden_dropout"),
+    (dict(hidden_dropout="abc"), r"hidden_dropout must be a number in \[0, 1\), got 'abc'"),
+    (dict(rms_norm_eps="abc"), "rms_norm_eps must be a positive number, got 'abc'"),
+    (dict(pad_token_id=256), r"pad_token_id \(256\) must be a token id in \[0, 256\)"),
+    (dict(bos_token_id=-1), "bos_token_id"),
+    (dict(eos_token_id=[1, 999]), "eos_token_id"),
 ])
 def test_bad_configs_raise_naming_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):

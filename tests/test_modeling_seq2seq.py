@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 from transformers.models.bart.modeling_bart import BartDecoder, BartEncoder
 
@@ -19,6 +20,8 @@ from scratchlm.modeling import (
     ScratchLMSeq2SeqModel,
     init_seq2seq_model,
 )
+from scratchlm.modeling.modeling_scratchlm import ScratchLMBlock, ScratchLMDecoderLayer
+from scratchlm.modeling.modeling_scratchlm_seq2seq import ScratchLMEncoderLayer, ScratchLMSeq2SeqDecoderLayer
 from scratchlm.tokenization import train_tokenizer
 
 BOS, PAD = 0, 2
@@ -422,6 +425,67 @@ def test_init_seq2seq_model_is_wired_for_its_tokenizer(tokenizer):
     assert torch.equal(model.lm_head.weight, again.lm_head.weight)
     with pytest.raises(ValueError, match="num_layers"):
         init_seq2seq_model("tiny", {"num_layers": 1})
+
+
+# The parameters of a one-layer model with every option, in the order a checkpoint saved before the encoder, decoder
+# and cross-attention were built from the decoder's shared block and attention (ScratchLMBlock, ScratchLMAttentionBase)
+# holds them.
+SAVED_BEFORE_SHARED_BLOCKS = [
+    "model.encoder.embed_tokens.weight", "model.encoder.layers.0.input_layernorm.weight",
+    "model.encoder.layers.0.self_attn.q_proj.weight", "model.encoder.layers.0.self_attn.q_proj.bias",
+    "model.encoder.layers.0.self_attn.k_proj.weight", "model.encoder.layers.0.self_attn.k_proj.bias",
+    "model.encoder.layers.0.self_attn.v_proj.weight", "model.encoder.layers.0.self_attn.v_proj.bias",
+    "model.encoder.layers.0.self_attn.o_proj.weight", "model.encoder.layers.0.self_attn.o_proj.bias",
+    "model.encoder.layers.0.self_attn.q_norm.weight", "model.encoder.layers.0.self_attn.k_norm.weight",
+    "model.encoder.layers.0.post_attention_layernorm.weight", "model.encoder.layers.0.mlp.gate_proj.weight",
+    "model.encoder.layers.0.mlp.gate_proj.bias", "model.encoder.layers.0.mlp.up_proj.weight",
+    "model.encoder.layers.0.mlp.up_proj.bias", "model.encoder.layers.0.mlp.down_proj.weight",
+    "model.encoder.layers.0.mlp.down_proj.bias", "model.encoder.norm.weight",
+    "model.decoder.layers.0.input_layernorm.weight", "model.decoder.layers.0.self_attn.q_proj.weight",
+    "model.decoder.layers.0.self_attn.q_proj.bias", "model.decoder.layers.0.self_attn.k_proj.weight",
+    "model.decoder.layers.0.self_attn.k_proj.bias", "model.decoder.layers.0.self_attn.v_proj.weight",
+    "model.decoder.layers.0.self_attn.v_proj.bias", "model.decoder.layers.0.self_attn.o_proj.weight",
+    "model.decoder.layers.0.self_attn.o_proj.bias", "model.decoder.layers.0.self_attn.q_norm.weight",
+    "model.decoder.layers.0.self_attn.k_norm.weight", "model.decoder.layers.0.cross_attn_layernorm.weight",
+    "model.decoder.layers.0.cross_attn.q_proj.weight", "model.decoder.layers.0.cross_attn.q_proj.bias",
+    "model.decoder.layers.0.cross_attn.k_proj.weight", "model.decoder.layers.0.cross_attn.k_proj.bias",
+    "model.decoder.layers.0.cross_attn.v_proj.weight", "model.decoder.layers.0.cross_attn.v_proj.bias",
+    "model.decoder.layers.0.cross_attn.o_proj.weight", "model.decoder.layers.0.cross_attn.o_proj.bias",
+    "model.decoder.layers.0.post_attention_layernorm.weight", "model.decoder.layers.0.mlp.gate_proj.weight",
+    "model.decoder.layers.0.mlp.gate_proj.bias", "model.decoder.layers.0.mlp.up_proj.weight",
+    "model.decoder.layers.0.mlp.up_proj.bias", "model.decoder.layers.0.mlp.down_proj.weight",
+    "model.decoder.layers.0.mlp.down_proj.bias", "model.decoder.norm.weight", "lm_head.weight"
+]
+
+
+def test_checkpoint_saved_before_the_shared_blocks_loads(tmp_path):
+    options = dict(encoder_layers=1, decoder_layers=1, use_qk_norm=True, attention_bias=True, mlp_bias=True,
+                   tie_word_embeddings=False)
+    config = ScratchLMSeq2SeqConfig(**{**TINY, **options})
+    torch.manual_seed(0)
+    shapes = {key: value.shape for key, value in ScratchLMSeq2SeqForConditionalGeneration(config).state_dict().items()}
+    # The same names in the same order: a seed still draws the weights it drew before.
+    assert list(shapes) == SAVED_BEFORE_SHARED_BLOCKS
+    generator = torch.Generator().manual_seed(0)
+    saved = {key: torch.randn(shapes[key], generator=generator) for key in SAVED_BEFORE_SHARED_BLOCKS}
+    config.save_pretrained(tmp_path)
+    save_file(saved, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    model, info = ScratchLMSeq2SeqForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]), info
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[key], tensor) for key, tensor in saved.items())
+
+
+def test_encoder_and_decoder_layers_are_the_shared_block_under_their_own_names():
+    # FSDP's `transformer_layer_cls_to_wrap` and `_no_split_modules` name layer classes: the encoder's must be
+    # nameable apart from the decoder-only model's ScratchLMDecoderLayer.
+    model = tiny_model()
+    encoder_layer, decoder_layer = model.model.encoder.layers[0], model.model.decoder.layers[0]
+    assert type(encoder_layer) is ScratchLMEncoderLayer and type(decoder_layer) is ScratchLMSeq2SeqDecoderLayer
+    assert isinstance(encoder_layer, ScratchLMBlock) and isinstance(decoder_layer, ScratchLMBlock)
+    assert not isinstance(encoder_layer, ScratchLMDecoderLayer) and not isinstance(decoder_layer, ScratchLMDecoderLayer)
+    assert not encoder_layer.self_attn.is_causal and decoder_layer.self_attn.is_causal
+    assert not decoder_layer.cross_attn.is_causal and not hasattr(decoder_layer.cross_attn, "q_norm")
 
 
 def test_untied_head_saves_and_loads_its_own_weights(tmp_path):
