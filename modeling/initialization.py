@@ -10,14 +10,24 @@ from .configuration_scratchlm import ScratchLMConfig
 from .modeling_scratchlm import ScratchLMForCausalLM
 
 
-def parse_overrides(text: str | None) -> dict:
+def parse_config_overrides(text: str | None, config_class: type) -> dict:
     """`'num_hidden_layers=4,rope_theta=1e4'` -> `{"num_hidden_layers": 4, "rope_theta": 10000.0}` (JSON values),
-    every field one of ScratchLMConfig's."""
+    every field one of `config_class`'s: the config of the architecture being built."""
     overrides = parse_config_pairs(text)
-    unknown = sorted(set(overrides) - set(ScratchLMConfig.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"unknown ScratchLMConfig field(s) in --config_overrides: {', '.join(unknown)}")
+    check_config_fields(overrides, config_class, "--config_overrides")
     return overrides
+
+
+def parse_overrides(text: str | None) -> dict:
+    """The decoder's `parse_config_overrides`; kept until training/pretrain.py calls that instead."""
+    return parse_config_overrides(text, ScratchLMConfig)
+
+
+def check_config_fields(values: dict, config_class: type, where: str) -> None:
+    """A ValueError naming the keys of `values` that are no field of `config_class`."""
+    unknown = sorted(set(values) - set(config_class.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown {config_class.__name__} field(s) in {where}: {', '.join(unknown)}")
 
 
 def parse_config_pairs(text: str | None) -> dict:
@@ -44,6 +54,12 @@ def special_token_ids(tokenizer) -> dict:
     }
 
 
+def generation_token_ids(config) -> dict:
+    """bos/eos/pad of a new model's generation config; padding falls back to eos when the tokenizer has no pad."""
+    pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
+    return {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id, "pad_token_id": pad}
+
+
 def init_model(preset: str, overrides: dict | None = None, tokenizer=None, seed: int = 42) -> ScratchLMForCausalLM:
     """A model of shape `preset` (with `overrides`), sized and wired for `tokenizer` when one is given."""
     values = dict(overrides or {})
@@ -52,10 +68,5 @@ def init_model(preset: str, overrides: dict | None = None, tokenizer=None, seed:
     config = ScratchLMConfig.from_preset(preset, **values)
     set_seed(seed)
     model = ScratchLMForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id if config.pad_token_id is not None else config.eos_token_id,
-        max_new_tokens=128,
-    )
+    model.generation_config = GenerationConfig(**generation_token_ids(config), max_new_tokens=128)
     return model

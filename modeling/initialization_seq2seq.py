@@ -5,6 +5,7 @@ from __future__ import annotations
 from transformers import GenerationConfig, set_seed
 
 from .configuration_scratchlm_seq2seq import ScratchLMSeq2SeqConfig
+from .initialization import check_config_fields, generation_token_ids, special_token_ids
 from .modeling_scratchlm_seq2seq import ScratchLMSeq2SeqForConditionalGeneration
 
 
@@ -16,24 +17,14 @@ def init_seq2seq_model(
     The decoder starts from the tokenizer's bos token (`decoder_start_token_id`) and generation stops at its eos.
     """
     values = dict(overrides or {})
-    unknown = sorted(set(values) - set(ScratchLMSeq2SeqConfig.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"unknown ScratchLMSeq2SeqConfig field(s) in the overrides: {', '.join(unknown)}")
+    check_config_fields(values, ScratchLMSeq2SeqConfig, "the overrides")
     if tokenizer is not None:
-        values.update(
-            vocab_size=len(tokenizer),
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            decoder_start_token_id=tokenizer.bos_token_id,
-        )
+        values.update(special_token_ids(tokenizer), decoder_start_token_id=tokenizer.bos_token_id)
     config = ScratchLMSeq2SeqConfig.from_preset(preset, **values)
     set_seed(seed)
     model = ScratchLMSeq2SeqForConditionalGeneration(config)
     model.generation_config = GenerationConfig(
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id if config.pad_token_id is not None else config.eos_token_id,
+        **generation_token_ids(config),
         decoder_start_token_id=config.decoder_start_token_id,
         # max_length, not max_new_tokens: the latter would override Seq2SeqTrainer's `generation_max_length`.
         max_length=min(128, config.max_position_embeddings),

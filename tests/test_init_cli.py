@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
 
 from scratchlm.modeling.cli import init_main
 from scratchlm.tokenization import train_tokenizer
@@ -56,6 +56,33 @@ def test_init_refuses_to_overwrite_and_rejects_bad_overrides(tmp_path, capsys):
         init_main, ["--output_dir", x, "--config_overrides", "hidden_size"], capsys)
     assert "divisible" in user_error(
         init_main, ["--preset", "tiny", "--output_dir", x, "--config_overrides", "hidden_size=130"], capsys)
+
+
+def test_overrides_are_the_fields_of_the_architecture_being_built(tmp_path, capsys):
+    # The encoder-decoder's depths were refused when every override was checked against the decoder's config.
+    output = tmp_path / "seq2seq"
+    init_main(["--architecture", "seq2seq", "--preset", "tiny", "--output_dir", str(output),
+               "--config_overrides", "encoder_layers=3,decoder_layers=1"])
+    model = AutoModelForSeq2SeqLM.from_pretrained(output)
+    assert (model.config.encoder_layers, model.config.decoder_layers) == (3, 1)
+    assert (len(model.model.encoder.layers), len(model.model.decoder.layers)) == (3, 1)
+    x = str(tmp_path / "x")
+    assert user_error(init_main, ["--output_dir", x, "--config_overrides", "encoder_layers=3"], capsys).endswith(
+        "unknown ScratchLMConfig field(s) in --config_overrides: encoder_layers")
+    assert user_error(init_main, ["--architecture", "seq2seq", "--output_dir", x, "--config_overrides",
+                                  "classifier_pooling=mean"], capsys).endswith(
+        "unknown ScratchLMSeq2SeqConfig field(s) in --config_overrides: classifier_pooling")
+
+
+@pytest.mark.parametrize("architecture, config_class", [("decoder", "ScratchLMConfig"),
+                                                         ("seq2seq", "ScratchLMSeq2SeqConfig")])
+def test_an_override_of_the_wrong_type_is_one_line_naming_the_field_and_value(architecture, config_class, tmp_path,
+                                                                              capsys):
+    message = user_error(init_main, ["--architecture", architecture, "--preset", "tiny", "--output_dir",
+                                     str(tmp_path / "x"), "--config_overrides", "hidden_dropout=abc"], capsys)
+    assert message == (f"scratchlm-init: error: {config_class}.hidden_dropout must be a number in [0, 1), "
+                       "got 'abc'")
+    assert not (tmp_path / "x").exists()
 
 
 def test_old_flag_spellings_still_work(tmp_path, caplog):
