@@ -31,17 +31,11 @@ import scratchlm  # noqa: F401  (registers the ScratchLM models with the Auto cl
 from scratchlm.cli import command, parse_args
 from scratchlm.files import atomic_open, same_file
 from scratchlm.inference.decoding import StaticCacheDecoder
-from scratchlm.inference.model_dir import (
-    DEVICES,
-    DTYPES,
-    check_model_dir,
-    check_weights_readable,
-    resolve_device,
-    resolve_dtype,
-)
+from scratchlm.inference.model_dir import DEVICES, DTYPES, check_model_dir, resolve_device, resolve_dtype
 from scratchlm.model_cards.run_record import is_hub_id
-from scratchlm.training.acceleration import compiled_generation_kwargs, use_compiled_decoding
-from scratchlm.training.data.seq2seq import encode_with_eos
+from scratchlm.modeling.compilation import compiled_generation_kwargs, use_compiled_decoding
+from scratchlm.modeling.weights import check_safetensors
+from scratchlm.tokenization.encoding import encode_with_eos
 
 logger = logging.getLogger(__name__)
 STDIO = "-"
@@ -101,7 +95,7 @@ def check_arguments(args: GenerateArguments) -> None:
     if args.output_file != STDIO:
         check_output_file(args)
     if Path(args.model_name_or_path).exists() or not is_hub_id(args.model_name_or_path):  # a directory here
-        check_weights_readable(check_model_dir(args.model_name_or_path))
+        check_safetensors(check_model_dir(args.model_name_or_path))
 
 
 def check_output_file(args: GenerateArguments) -> None:

@@ -25,6 +25,7 @@ from scratchlm.model_cards.run_record import (
     is_adapter_dir,
     is_hub_id,
 )
+from scratchlm.modeling.weights import check_safetensors
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -93,26 +94,6 @@ def adapter_base(model_dir: Path) -> str | None:
     return base
 
 
-def check_safetensors(path: str | Path) -> None:
-    """Open a safetensors file and every tensor's entry: one that was cut short or corrupted is a ValueError naming
-    it (safetensors checks that the header's offsets cover the file exactly)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():  # safe_open handles are not iterable
-                handle.get_slice(key)
-    except SafetensorError as error:
-        raise ValueError(f"{path} cannot be read ({error}): the weights are truncated or corrupt; save the model "
-                         "again") from None
-
-
-def check_weights_readable(model_dir: str | Path) -> None:
-    """`check_safetensors` on every safetensors file of a local directory (weights, shards, adapter weights)."""
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
-        check_safetensors(path)
-
-
 def model_config(model_dir: str | Path):
     """The config of the model in `model_dir` (of its base, for an adapter directory), read without the weights."""
     model_dir = check_model_dir(model_dir)
@@ -141,9 +122,9 @@ def load_model(model_dir: str | Path, auto_class=AutoModelForCausalLM, device: s
     device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     model_dir = check_model_dir(model_dir)
     base = adapter_base(model_dir)
-    check_weights_readable(model_dir)
-    if base and Path(base).exists():
-        check_weights_readable(base)
+    check_safetensors(model_dir)
+    if base:
+        check_safetensors(base)
     model = auto_class.from_pretrained(base or model_dir, dtype=torch_dtype, trust_remote_code=True)
     if base:
         from peft import PeftModel

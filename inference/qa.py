@@ -1,5 +1,5 @@
 """Answering a question from a context with a fine-tuned extractive QA model — the same windows and span decoding as
-evaluation (`scratchlm.inference.span_decoding`), so an answer here is the answer the reported EM/F1 scored.
+evaluation (`scratchlm.modeling.span_decoding`), so an answer here is the answer the reported EM/F1 scored.
 
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
     from scratchlm.inference.qa import answer_question
@@ -30,8 +30,8 @@ from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenize
 
 from scratchlm.cli import command, parse_args
 from scratchlm.inference.model_dir import check_model_dir
-from scratchlm.inference.span_decoding import FEATURES, SPAN_SELECTIONS, build_features, postprocess_predictions
 from scratchlm.model_cards.run_record import ADAPTER_CONFIG_FILE, CONFIG_FILE, is_adapter_dir, is_hub_id
+from scratchlm.modeling.span_decoding import FEATURES, SPAN_SELECTIONS, build_features, postprocess_predictions
 
 logger = logging.getLogger(__name__)
 

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scratchlm.modeling.weights import check_safetensors_file
+
 from .card import record_has_results, render_model_card, validate_model_card
 from .run_record import (
     ADAPTER_CONFIG_FILE,
@@ -192,19 +194,14 @@ def _safetensors_weights(model_dir: Path) -> list[str]:
 
 
 def _check_weights_readable(model_dir: Path, names: list[str]) -> None:
-    """Open every safetensors file about to be staged: a truncated or corrupt one is refused before anything is
-    copied."""
-    from safetensors import safe_open
-
+    """Every safetensors file about to be staged is readable: a truncated or corrupt one is refused before anything
+    is copied."""
     for name in names:
         if name.endswith(".safetensors"):
             try:
-                with safe_open(str(model_dir / name), framework="pt") as handle:
-                    for key in handle.keys():  # safe_open handles are not iterable
-                        handle.get_slice(key)
-            except Exception as error:  # safetensors raises its own error types for a cut or corrupt file
-                raise PublishError(f"{model_dir / name} cannot be read ({error}): the weights are truncated or "
-                                   "corrupt; save the model again") from None
+                check_safetensors_file(model_dir / name)
+            except OSError as error:
+                raise PublishError(str(error)) from None
 
 
 def _adapter_base_model(model_dir: Path, base_model_id: str | None) -> str | None:

@@ -14,7 +14,8 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, BartConfig
 
 from scratchlm.inference.generate import main
 from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM, init_seq2seq_model
-from scratchlm.training.data.seq2seq import encode_with_eos, train_joint_tokenizer
+from scratchlm.tokenization.encoding import encode_with_eos
+from scratchlm.training.data.seq2seq import train_joint_tokenizer
 
 LINES = ["A dog runs on the beach.", "Two men play football in a park.", "", "The cat sleeps on a red sofa.",
          "A woman reads a book under a tree, and children are swimming in the lake behind her."]

@@ -63,17 +63,12 @@ def test_generate_with_a_compiled_static_cache_matches_eager_generate():
 def test_acceleration_defaults_fall_back_to_eager_where_compilation_fails(caplog, tmp_path):
     from transformers import TrainingArguments
 
-    from scratchlm.training.acceleration import (
-        compilation_available,
-        compiled_generation_kwargs,
-        enable_compiled_training,
-        use_compiled_decoding,
-        use_compiled_training,
-    )
+    from scratchlm.modeling.compilation import compilation_available, compiled_generation_kwargs, use_compiled_decoding
+    from scratchlm.training.acceleration import enable_compiled_training, use_compiled_training
 
     available, why = compilation_available("no_such_backend")
     assert not available and "no_such_backend" in why
-    with caplog.at_level("WARNING", logger="scratchlm.training.acceleration"):
+    with caplog.at_level("WARNING", logger="scratchlm.modeling.compilation"):
         assert use_compiled_training(10_000, requested=True, backend="no_such_backend") is False
         assert compiled_generation_kwargs(64, requested=True, backend="no_such_backend") == {}
         assert use_compiled_decoding(10**6, requested=True, backend="no_such_backend") is False

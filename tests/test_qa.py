@@ -26,7 +26,8 @@ from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 import scratchlm  # noqa: F401 - registers ScratchLM with the Auto classes
 from scratchlm.inference.qa import answer_question, predict_answers, window_settings
 from scratchlm.inference.qa import main as qa_main
-from scratchlm.inference.span_decoding import (
+from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
+from scratchlm.modeling.span_decoding import (
     NO_ANSWER_INDEX,
     best_spans,
     build_features,
@@ -34,7 +35,6 @@ from scratchlm.inference.span_decoding import (
     postprocess_predictions,
     span_text,
 )
-from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
 from scratchlm.tokenization import train_tokenizer
 from scratchlm.training.data.cloze import cloze_questions, split_sentences
 from scratchlm.training.data.cloze import main as cloze_main

@@ -1,18 +1,13 @@
-"""The fastest path where it is measured faster: compiled training and compiled static-cache generation.
+"""The fastest path for training where it is measured faster: compiled training steps and the attention kernel.
 
-`torch.compile` pays a one-off compilation for faster steps afterwards. These helpers turn it on only where
-(1) it works here, proven by compiling and running a tiny function once per process, and (2) the measured gain pays
-the compilation back over the work ahead. Where compilation is unavailable (no C++ compiler for inductor, an
-unsupported Python, a broken toolchain) they fall back to eager execution with one log line saying why.
+Whether compiling pays is decided as for generation, by `scratchlm.modeling.compilation.worth_compiling` (compiled
+only where it works here and where the measured gain pays the compilation back); generation's and decoding's own
+choices live there too, below both training and inference.
 
 Measured on the project's 2-core CPU, on a quiet machine: the demo's model (configs/pretrain-shakespeare.yaml, bf16)
 trains at 0.27 s/step eagerly and 0.22 s/step compiled, after about 20 s of compilation, so compilation pays back
 from roughly 500 steps (the default compiles from 1000); benchmarks/bench_model.py's shape trains 1.10x (fp32) and
-1.23x (bf16) faster compiled. inference/decoding.py's compiled static-cache loop decodes bench_model.py's shape at
-6.1 ms a token (fp32, batch 1) against 8.6 ms for the default `generate`, after ~10 s of compilation, so it pays back
-from roughly 4,000 forwards; `generate`'s own compiled static cache gains only 1.03-1.10x and stays off on a CPU
-unless asked. On an accelerator (where transformers itself compiles static-cache decoding) compilation is on from
-modest sizes (estimates, not measured here).
+1.23x (bf16) faster compiled.
 
 Attention is chosen the same way, by measuring: on a CPU, `fastest_attention_implementation` times one attention
 forward and backward of the run's shape with each implementation. On the project's CPU (Zen 4, AVX512-BF16, no AMX)
@@ -23,70 +18,17 @@ in either precision, SDPA is the faster (2x at 1,024 tokens).
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 
 import torch
-import torch._dynamo
+
+from scratchlm.modeling.compilation import device_kind, worth_compiling
 
 logger = logging.getLogger(__name__)
 
 # Training steps from which compilation pays back (compile time / per-step saving, bench_model.py figures).
 MIN_COMPILED_TRAINING_STEPS = {"cpu": 1000, "accelerator": 100}
-# Tokens (new tokens x sequences) from which generate's compiled static-cache decode pays back; None: never by default.
-MIN_COMPILED_GENERATION_TOKENS = {"cpu": None, "accelerator": 512}
-# Forwards (new tokens x batches) from which StaticCacheDecoder's compiled step pays back its compilation.
-MIN_COMPILED_DECODE_STEPS = {"cpu": 4000, "accelerator": 512}
-
-
-def _device_kind(device: str | torch.device) -> str:
-    return "cpu" if torch.device(device).type in ("cpu", "mps") else "accelerator"
-
-
-@functools.cache
-def compilation_available(backend: str = "inductor") -> tuple[bool, str]:
-    """(True, "") when `torch.compile` with `backend` compiles and runs a tiny function here, else (False, why)."""
-    if not hasattr(torch, "compile"):
-        return False, f"torch {torch.__version__} has no torch.compile"
-    try:
-        if not torch._dynamo.is_dynamo_supported():
-            return False, "torch.compile does not support this Python version"
-
-        def probe(x):
-            return torch.nn.functional.silu(x) * 2 + 1
-
-        x = torch.arange(8, dtype=torch.float32)
-        compiled = torch.compile(probe, backend=backend, fullgraph=True)
-        if not torch.allclose(compiled(x), probe(x)):
-            return False, "a compiled probe function returned wrong values"
-    except Exception as error:  # any toolchain failure means: run eagerly
-        return False, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
-    return True, ""
-
-
-def worth_compiling(what: str, work: int | None, threshold: int | None, *, requested: bool | None = None,
-                    backend: str = "inductor") -> bool:
-    """Whether to compile `what`: the user's explicit True/False (True falls back to eager with a warning where
-    compilation fails here), else compiled where it works and `work` reaches the pay-back `threshold` (None: never
-    by default; a `work` of None is unknown and counts as too little)."""
-    if requested is False:
-        return False
-    if not requested:
-        if threshold is None:
-            logger.info("%s runs eagerly: on this device it is compiled only when asked", what)
-            return False
-        if work is None or work < threshold:
-            logger.info("%s runs eagerly: %s too little to pay back compilation (from %d)", what,
-                        "an unknown amount of work is" if work is None else f"{work} is", threshold)
-            return False
-    available, why = compilation_available(backend)
-    if not available:
-        log = logger.warning if requested else logger.info
-        log("%s runs eagerly: torch.compile (%s) is not available here (%s)", what, backend, why)
-        return False
-    logger.info("%s is compiled (torch.compile, %s)", what, backend)
-    return True
 
 
 # Eager attention keeps a batch x heads x tokens x tokens score matrix per layer for the backward: above this size
@@ -103,7 +45,7 @@ def fastest_attention_implementation(config, batch_size: int, seq_len: int, dtyp
     eager's scores would pass MAX_EAGER_SCORES_BYTES. The measurement draws from its own generator: the run's seed
     is untouched."""
     heads, head_dim = config.num_attention_heads, config.head_dim
-    if _device_kind(device) != "cpu" or batch_size * heads * seq_len**2 * 4 > MAX_EAGER_SCORES_BYTES:
+    if device_kind(device) != "cpu" or batch_size * heads * seq_len**2 * 4 > MAX_EAGER_SCORES_BYTES:
         return "sdpa", {}
     generator = torch.Generator().manual_seed(0)
     query, key, value, grad = (torch.randn(batch_size, heads, seq_len, head_dim, generator=generator).to(dtype)
@@ -139,7 +81,7 @@ def set_fastest_attention(model, training_args, seq_len: int) -> str:
     when resumed) and the processes of a distributed run (which must agree) keep SDPA."""
     choice, seconds = "sdpa", {}
     steps = training_args.max_steps
-    long_run = steps is not None and steps >= MIN_COMPILED_TRAINING_STEPS[_device_kind(training_args.device)]
+    long_run = steps is not None and steps >= MIN_COMPILED_TRAINING_STEPS[device_kind(training_args.device)]
     if long_run and training_args.world_size == 1:
         dtype = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
         choice, seconds = fastest_attention_implementation(
@@ -160,15 +102,7 @@ def use_compiled_training(max_steps: int | None, device: str | torch.device = "c
     LoRA (peft's wrapped model is compiled as a whole).
     """
     steps = max_steps if max_steps is not None and max_steps > 0 else None
-    return worth_compiling("training", steps, MIN_COMPILED_TRAINING_STEPS[_device_kind(device)],
-                           requested=requested, backend=backend)
-
-
-def use_compiled_decoding(decode_steps: int, device: str | torch.device = "cpu", *, requested: bool | None = None,
-                          backend: str = "inductor") -> bool:
-    """Whether inference/decoding.py's StaticCacheDecoder should compile its step, for `decode_steps` forwards
-    (new tokens x batches) ahead."""
-    return worth_compiling("decoding", decode_steps, MIN_COMPILED_DECODE_STEPS[_device_kind(device)],
+    return worth_compiling("training", steps, MIN_COMPILED_TRAINING_STEPS[device_kind(device)],
                            requested=requested, backend=backend)
 
 
@@ -188,21 +122,3 @@ def enable_compiled_training(training_args) -> bool:
     training_args.torch_compile = compiled
     training_args.torch_compile_backend = backend if compiled else None
     return compiled
-
-
-def compiled_generation_kwargs(max_new_tokens: int, num_sequences: int = 1, device: str | torch.device = "cpu", *,
-                               requested: bool | None = None, backend: str = "inductor") -> dict:
-    """Keyword arguments for `model.generate` selecting a compiled static-cache decode where it pays, else {}.
-
-    The prompt is processed eagerly; each decoded token runs one compiled full-graph forward over a static cache.
-    """
-    threshold = MIN_COMPILED_GENERATION_TOKENS[_device_kind(device)]
-    if not worth_compiling("generation", max_new_tokens * num_sequences, threshold, requested=requested,
-                           backend=backend):
-        return {}
-    from transformers import CompileConfig
-
-    compile_config = CompileConfig(fullgraph=True, dynamic=False, backend=backend, mode="default")
-    # generate compiles only on accelerators unless told otherwise; this lets an explicit request work on a CPU.
-    compile_config._compile_all_devices = True
-    return {"cache_implementation": "static", "compile_config": compile_config}

@@ -13,7 +13,7 @@ Ids (`load_squad`): every question needs its own id, under which its prediction 
 one is an error naming the record, and data in which no question has an id gets them numbered `row-1`, `row-2`, ...
 
 The windows and their decoding (`build_features`, `postprocess_predictions`) live in
-`scratchlm.inference.span_decoding`, which answering a question uses too, without the training code.
+`scratchlm.modeling.span_decoding`, which answering a question uses too, without the training code.
 
 Split (`split_by_article`): the last `test_fraction` of the articles (in file order) is the test part, so no
 context is in both parts; for `../shared/data/squad-v1.1/dev-v1.1.json` that is 10 of its 48 articles.
@@ -30,7 +30,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from scratchlm.inference.span_decoding import (
+from scratchlm.modeling.span_decoding import (
     FEATURES,
     SPAN_SELECTIONS,  # noqa: F401 - where training/finetune.py imports it
     WindowReport,

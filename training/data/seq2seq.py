@@ -34,6 +34,7 @@ from typing import Any
 from datasets import Dataset
 
 from scratchlm.tokenization.corpus import text_lines
+from scratchlm.tokenization.encoding import encode_with_eos
 
 from .tables import check_columns, load_tables, row_origins
 
@@ -143,26 +144,6 @@ class Seq2SeqReport:
                     self.examples, self.source_tokens, self.target_tokens)
 
 
-def encode_with_eos(texts: Sequence[str], tokenizer, max_length: int) -> tuple[list[list[int]], int]:
-    """Token ids of each text with the tokenizer's special tokens, ending in eos, cut to `max_length` (eos kept
-    last); also how many were cut."""
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ValueError(f"the tokenizer ({type(tokenizer).__name__}) has no eos token, which ends every "
-                         "source and target; set tokenizer.eos_token")
-    if max_length < 2:
-        raise ValueError(f"the maximum source/target length must be at least 2 tokens, got {max_length}")
-    encoded, truncated = [], 0
-    for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]:
-        if not ids or ids[-1] != eos:
-            ids = [*ids, eos]
-        if len(ids) > max_length:
-            truncated += 1
-            ids = [*ids[:max_length - 1], eos]
-        encoded.append(ids)
-    return encoded, truncated
-
-
 def prepare_seq2seq_split(pairs: Dataset, tokenizer, *, split: str, max_source_length: int,
                           max_target_length: int, train_on: str = "first",
                           source_prefix: str = "") -> tuple[Dataset, list[list[str]], Seq2SeqReport]:
@@ -262,7 +243,6 @@ __all__ = [
     "Seq2SeqData",
     "Seq2SeqReport",
     "build_seq2seq_data",
-    "encode_with_eos",
     "load_pairs",
     "pair_texts",
     "pairs_from_table",

@@ -32,7 +32,7 @@ from datasets import Dataset
 from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, TrainerCallback
 
 from scratchlm.files import atomic_write_text
-from scratchlm.inference.span_decoding import build_features, postprocess_predictions
+from scratchlm.modeling.span_decoding import build_features, postprocess_predictions
 
 from ..data.qa import QAReport, check_answers, is_version_2, load_squad, metric_inputs
 from ..data.tables import hold_out_and_limit, load_splits

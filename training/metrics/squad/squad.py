@@ -12,7 +12,7 @@ import evaluate
 
 # The official script's normalisation and F1, in the module that decodes answers too (so that its expected-F1 span
 # selection maximises what is scored here).
-from scratchlm.inference.span_decoding import exact_match_score, f1_score, normalize_answer
+from scratchlm.modeling.span_decoding import exact_match_score, f1_score, normalize_answer
 
 _DESCRIPTION = """Exact match: the share of questions whose normalised prediction equals a normalised reference
 answer. F1: the best token-overlap F1 against the reference answers, averaged over questions. Normalisation lower-cases,
