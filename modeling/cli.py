@@ -15,9 +15,9 @@ from transformers import AutoTokenizer
 
 from scratchlm.cli import command, parse_args
 
-from .configuration_scratchlm import PRESETS
-from .configuration_scratchlm_seq2seq import SEQ2SEQ_PRESETS
-from .initialization import init_model, parse_overrides
+from .configuration_scratchlm import PRESETS, ScratchLMConfig
+from .configuration_scratchlm_seq2seq import SEQ2SEQ_PRESETS, ScratchLMSeq2SeqConfig
+from .initialization import init_model, parse_config_overrides
 from .initialization_seq2seq import init_seq2seq_model
 from .weights import check_safetensors
 
@@ -74,8 +74,8 @@ def init_main(argv=None) -> None:
     check_output_dir(output_dir, args.overwrite_output)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path) if args.tokenizer_name_or_path else None
     seq2seq = args.architecture == "seq2seq"
-    model = (init_seq2seq_model if seq2seq else init_model)(args.preset, parse_overrides(args.config_overrides),
-                                                           tokenizer, args.seed)
+    overrides = parse_config_overrides(args.config_overrides, ScratchLMSeq2SeqConfig if seq2seq else ScratchLMConfig)
+    model = (init_seq2seq_model if seq2seq else init_model)(args.preset, overrides, tokenizer, args.seed)
     model.save_pretrained(output_dir)
     if tokenizer is not None:
         tokenizer.save_pretrained(output_dir)
