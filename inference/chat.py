@@ -39,7 +39,10 @@ CLEAR, EXIT = "/clear", "/exit"
 
 @dataclass
 class ChatArguments:
-    model_dir: str = field(metadata={"help": "The ScratchLM model directory."})
+    DEPRECATED_FLAGS = {"model_dir": "model_name_or_path"}
+
+    model_name_or_path: str = field(metadata={"help": "The ScratchLM model directory (or a LoRA adapter directory); "
+                                                      "may be given first, bare."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message opening every conversation."})
     max_new_tokens: int = field(default=256, metadata={"help": "Longest reply, in tokens."})
     do_sample: bool = field(default=False, metadata={"help": "Sample replies (default: greedy decoding)."})
@@ -186,7 +189,7 @@ def read_message() -> str | None:
 def main(argv=None) -> None:
     (args,) = parse_args([ChatArguments], move_bare_argument(argv), description=__doc__.split("\n\n")[0])
     check_arguments(args)
-    model_dir = args.model_dir
+    model_dir = args.model_name_or_path
     context = causal_lm_config(model_dir).max_position_embeddings
     check_budget(args.max_new_tokens, context)
     model, tokenizer = load_causal_lm(model_dir, args.device, args.dtype)

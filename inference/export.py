@@ -1,6 +1,6 @@
 """Export a ScratchLM model to run outside transformers: `scratchlm-export`.
 
-    scratchlm-export MODEL_DIR --format gguf [--outtype f16|q8_0] --output model.gguf
+    scratchlm-export MODEL_DIR --format gguf [--outtype f16|q8_0] --output_file model.gguf
     scratchlm-export MODEL_DIR --format gguf --output_dir exports/          (writes exports/NAME-f16.gguf)
 
 MODEL_DIR is a decoder-only ScratchLM model, or the adapter directory of a LoRA run (exported merged into its base).
@@ -23,25 +23,30 @@ FORMATS = ("gguf",)
 
 @dataclass
 class ExportArguments:
-    model_dir: str = field(metadata={"help": "The ScratchLM model directory (weights and tokenizer), or a LoRA "
-                                                 "adapter directory (exported merged into its base)."})
+    DEPRECATED_FLAGS = {"model_dir": "model_name_or_path", "output": "output_file"}
+
+    model_name_or_path: str = field(metadata={"help": "The ScratchLM model directory (weights and tokenizer), or a "
+                                                      "LoRA adapter directory (exported merged into its base); may be "
+                                                      "given first, bare."})
     format: str = field(default="gguf", metadata={"help": f"Output format: one of {', '.join(FORMATS)}."})
     outtype: str = field(default="f16", metadata={"help": f"Weight type: one of {', '.join(OUTTYPES)}."})
-    output: str | None = field(default=None, metadata={"help": "The file to write."})
+    output_file: str | None = field(default=None, metadata={"help": "The file to write (or give --output_dir)."})
     output_dir: str | None = field(
         default=None,
-        metadata={"help": "A directory to write NAME-OUTTYPE.gguf into (instead of --output). NAME is the model "
-                          "directory's name, or its run's for a LoRA run's merged/ directory (chat/merged -> chat)."},
+        metadata={"help": "Instead of --output_file: a directory (made if missing) to write an automatically named "
+                          "NAME-OUTTYPE.gguf into. NAME is the model directory's name, or its run's for a LoRA run's "
+                          "merged/ directory (chat/merged -> chat)."},
     )
     overwrite_output: bool = field(default=False, metadata={"help": "Replace an existing output file."})
 
 
 def output_path(args: ExportArguments, model_dir: Path) -> Path:
-    if (args.output is None) == (args.output_dir is None):
-        raise ValueError("give exactly one of --output FILE or --output_dir DIR")
-    path = Path(args.output) if args.output else Path(args.output_dir) / f"{model_name(model_dir)}-{args.outtype}.gguf"
+    if (args.output_file is None) == (args.output_dir is None):
+        raise ValueError("give exactly one of --output_file FILE or --output_dir DIR")
+    path = (Path(args.output_file) if args.output_file
+            else Path(args.output_dir) / f"{model_name(model_dir)}-{args.outtype}.gguf")
     if path.is_dir():
-        raise IsADirectoryError(f"--output {path} is a directory: give a file name or use --output_dir")
+        raise IsADirectoryError(f"--output_file {path} is a directory: give a file name or use --output_dir")
     if path.exists() and not args.overwrite_output:
         raise FileExistsError(f"{path} exists; pass --overwrite_output to replace it")
     return path
@@ -54,6 +59,6 @@ def main(argv=None) -> None:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
     if args.outtype not in OUTTYPES:
         raise ValueError(f"--outtype must be one of {', '.join(OUTTYPES)}, got {args.outtype!r}")
-    model_dir = check_model_dir(args.model_dir)
+    model_dir = check_model_dir(args.model_name_or_path)
     path = export_gguf(model_dir, output_path(args, model_dir), args.outtype)
     print(f"wrote {path} ({args.outtype}, {path.stat().st_size / 1e6:.1f} MB)")

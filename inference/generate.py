@@ -28,7 +28,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
 
 import scratchlm  # noqa: F401  (registers the ScratchLM models with the Auto classes)
-from scratchlm.cli import command, parse_args
+from scratchlm.cli import command, move_bare_argument, parse_args
 from scratchlm.files import atomic_open, same_file
 from scratchlm.inference.decoding import StaticCacheDecoder
 from scratchlm.inference.model_dir import DEVICES, DTYPES, check_model_dir, resolve_device, resolve_dtype
@@ -43,7 +43,10 @@ STDIO = "-"
 
 @dataclass
 class GenerateArguments:
-    model_name_or_path: str = field(metadata={"help": "A trained model directory (or Hub id) with its tokenizer."})
+    DEPRECATED_FLAGS = {"model_dir": "model_name_or_path"}
+
+    model_name_or_path: str = field(metadata={"help": "A trained model directory (or Hub id) with its tokenizer; may "
+                                                      "be given first, bare."})
     input_file: str = field(default=STDIO, metadata={"help": "Input text, one input a line ('-': standard input)."})
     output_file: str = field(default=STDIO, metadata={"help": "Where to write one output a line ('-': standard "
                                                                 "output)."})
@@ -262,7 +265,7 @@ def generate_lines(lines: list[str], model, tokenizer, config: GenerationConfig,
 
 @command("scratchlm-generate")
 def main(argv=None) -> None:
-    (args,) = parse_args([GenerateArguments], argv, description="Translate, summarise or continue each input line.")
+    (args,) = parse_args([GenerateArguments], move_bare_argument(argv), description="Translate, summarise or continue each input line.")
     check_arguments(args)
     lines = read_inputs(args.input_file)
     if not lines:

@@ -8,7 +8,7 @@ evaluation (`scratchlm.modeling.span_decoding`), so an answer here is the answer
     answer_question(model, tokenizer, "Who won?", "The Broncos won the game.")
     # {'answer': 'The Broncos', 'start': 0, 'end': 11, 'score': 7.3, 'no_answer_score': -2.1}
 
-    scratchlm-qa --model qa/ --question "Who won?" --context "The Broncos won the game."   # or --context_file
+    scratchlm-qa qa/ --question "Who won?" --context "The Broncos won the game."   # or --context_file
 
 (transformers 5 has no `question-answering` pipeline any more; this is its replacement for ScratchLM models.)
 The window settings default to those the model was evaluated with: `config.qa_decoding`, which a model fine-tuned with
@@ -28,7 +28,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
 
-from scratchlm.cli import command, parse_args
+from scratchlm.cli import command, move_bare_argument, parse_args
 from scratchlm.inference.model_dir import check_model_dir
 from scratchlm.model_cards.run_record import ADAPTER_CONFIG_FILE, CONFIG_FILE, is_adapter_dir, is_hub_id
 from scratchlm.modeling.span_decoding import FEATURES, SPAN_SELECTIONS, build_features, postprocess_predictions
@@ -143,7 +143,10 @@ def check_qa_model(model: str, trust_remote_code: bool = True) -> None:
 
 @dataclass
 class QAArguments:
-    model: str = field(metadata={"help": "Directory (or Hub id) of a fine-tuned extractive QA model."})
+    DEPRECATED_FLAGS = {"model": "model_name_or_path", "model_dir": "model_name_or_path"}
+
+    model_name_or_path: str = field(metadata={"help": "Directory (or Hub id) of a fine-tuned extractive QA model; may "
+                                                      "be given first, bare."})
     question: str = field(metadata={"help": "The question."})
     context: str | None = field(default=None, metadata={"help": "The text holding the answer."})
     context_file: str | None = field(default=None, metadata={"help": "A UTF-8 file holding the context instead."})
@@ -157,7 +160,8 @@ class QAArguments:
 
 @command("scratchlm-qa")
 def main(argv=None) -> None:
-    (args,) = parse_args([QAArguments], argv, description="Answer a question from a context with a QA model.")
+    (args,) = parse_args([QAArguments], move_bare_argument(argv),
+                         description="Answer a question from a context with a QA model.")
     if (args.context is None) == (args.context_file is None):
         raise ValueError("give the context as exactly one of --context and --context_file")
     context = args.context if args.context is not None else Path(args.context_file).read_text(encoding="utf-8")
@@ -166,9 +170,10 @@ def main(argv=None) -> None:
     if not context.strip():
         where = f"--context_file {args.context_file}" if args.context_file else "--context"
         raise ValueError(f"{where} is empty: give the text that holds the answer")
-    check_qa_model(args.model, args.trust_remote_code)
-    model = AutoModelForQuestionAnswering.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+    check_qa_model(args.model_name_or_path, args.trust_remote_code)
+    model = AutoModelForQuestionAnswering.from_pretrained(args.model_name_or_path,
+                                                          trust_remote_code=args.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
     result = answer_question(model, tokenizer, args.question, context, allow_no_answer=args.allow_no_answer,
                              span_selection=args.span_selection)
     print(json.dumps(result, ensure_ascii=False, allow_nan=False))

@@ -38,7 +38,10 @@ SERVING_EXTRAS_MISSING = 'scratchlm-serve needs its serving extras: pip install 
 
 @dataclass
 class ServeArguments:
-    model_dir: str = field(metadata={"help": "The ScratchLM model directory to serve."})
+    DEPRECATED_FLAGS = {"model_dir": "model_name_or_path"}
+
+    model_name_or_path: str = field(metadata={"help": "The ScratchLM model directory to serve (or a LoRA adapter "
+                                                      "directory); may be given first, bare."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on (0.0.0.0: every interface)."})
     port: int = field(default=8000, metadata={"help": "Port to listen on."})
     device: str = field(default="auto", metadata={"help": "Device for inference: auto, cpu, cuda, cuda:1, mps."})
@@ -363,8 +366,9 @@ def create_app(engine: Engine, enable_cors: bool = False):
 
 def load_engine(args: ServeArguments) -> Engine:
     """The model to serve (a LoRA adapter directory is loaded onto its base and merged), checked first."""
-    model, tokenizer = load_causal_lm(args.model_dir, args.device, args.dtype)
-    return Engine(model, tokenizer, args.model_dir, is_instruction_tuned(args.model_dir, tokenizer), args.seed)
+    model_dir = args.model_name_or_path
+    model, tokenizer = load_causal_lm(model_dir, args.device, args.dtype)
+    return Engine(model, tokenizer, model_dir, is_instruction_tuned(model_dir, tokenizer), args.seed)
 
 
 class Server:

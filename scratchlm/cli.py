@@ -113,9 +113,10 @@ def _rename_deprecated_keys(values: dict[str, Any], renames: dict[str, str]) -> 
     return renamed
 
 
-def move_bare_argument(argv: Sequence[str] | None, name: str = "model_dir") -> list[str]:
+def move_bare_argument(argv: Sequence[str] | None, name: str = "model_name_or_path") -> list[str]:
     """`cmd VALUE ...` -> `cmd --NAME VALUE ...` for commands whose main argument may be given bare, first
-    (`scratchlm-chat MODEL_DIR`); a bare config file stays where it is, an explicit --NAME wins."""
+    (`scratchlm-chat MODEL_DIR`: the model, `--model_name_or_path` in every command that loads one); a bare config
+    file stays where it is, an explicit --NAME wins."""
     argv = list(sys.argv[1:] if argv is None else argv)
     spellings = (f"--{name}", f"--{name.replace('_', '-')}")
     if any(arg in spellings or arg.startswith(tuple(f"{s}=" for s in spellings)) for arg in argv):

@@ -84,6 +84,21 @@ def test_base_model_continues_text_with_a_note(tiny_causal_lm_dir, model_and_tok
     assert "not instruction-tuned" in out.err
 
 
+def test_the_model_is_named_bare_or_by_model_name_or_path_and_the_old_model_dir_still_works(
+    tiny_causal_lm_dir, model_and_tokenizer, monkeypatch, capsys, caplog
+):
+    model, tokenizer = model_and_tokenizer
+    expected = _chat_reply(model, tokenizer, [{"role": "user", "content": "hello"}], do_sample=False) + "\n"
+    options = ["--max_new_tokens", str(MAX_NEW_TOKENS)]
+    for argv in ([str(tiny_causal_lm_dir), *options], ["--model_name_or_path", str(tiny_causal_lm_dir), *options]):
+        assert _run_chat(monkeypatch, capsys, argv, ["hello"]).out == expected
+    assert "deprecated" not in caplog.text
+    with caplog.at_level("WARNING", logger="scratchlm.cli"):
+        out = _run_chat(monkeypatch, capsys, ["--model_dir", str(tiny_causal_lm_dir), *options], ["hello"])
+    assert out.out == expected
+    assert "--model_dir is deprecated and will be removed in the next release: use --model_name_or_path" in caplog.text
+
+
 def test_bad_option_is_one_line_before_loading(tiny_causal_lm_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         chat_main([str(tiny_causal_lm_dir / "missing")])

@@ -9,7 +9,7 @@ import resource
 
 import pytest
 
-from scratchlm.training.data.cloze import main
+from scratchlm.training.cloze import main
 
 TEXT = ("The Rhine flows through Basel. In 1815 the Congress of Vienna fixed its course.\n\n"
         "It is 1,230 kilometres long and reaches the North Sea at Rotterdam.\n")

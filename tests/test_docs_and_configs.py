@@ -127,10 +127,11 @@ def test_every_command_answers_help(name, capsys):
 
 @pytest.mark.parametrize(("doc", "argv"), DOC_COMMAND_LINES,
                          ids=[f"{path.relative_to(ROOT)}: {' '.join(argv)[:60]}" for path, argv in DOC_COMMAND_LINES])
-def test_doc_command_lines_parse_and_fail_only_for_their_missing_inputs(doc, argv, tmp_path, monkeypatch, capsys):
+def test_doc_command_lines_parse_and_fail_only_for_their_missing_inputs(doc, argv, tmp_path, monkeypatch, capsys,
+                                                                        caplog):
     """Run in an empty directory, each command of the README, the guides and the benchmarks page must get past its
     options and stop at a missing input (a tokenizer, a model, a corpus) with one clear line: that proves every flag
-    it shows is current."""
+    it shows is current (a deprecated one is logged, which pytest captures in `caplog`, not on stderr)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # a missing local model is no Hub id
     args = [str(ROOT / arg) if arg.startswith("configs/") else arg for arg in argv[1:]]
@@ -139,6 +140,7 @@ def test_doc_command_lines_parse_and_fail_only_for_their_missing_inputs(doc, arg
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, f"{doc.name}: {err}"
     assert not any(problem in err for problem in PARSER_ERRORS), err
+    assert "is deprecated" not in caplog.text, caplog.text
     assert err.strip().splitlines()[-1].startswith(f"{argv[0]}: error: "), err
 
 

@@ -30,7 +30,7 @@ def test_f16_export_holds_weights_hyperparameters_and_tokenizer(tiny_causal_lm_d
     from transformers import AutoTokenizer
 
     output = tmp_path / "tiny.gguf"
-    export_main([str(tiny_causal_lm_dir), "--format", "gguf", "--outtype", "f16", "--output", str(output)])
+    export_main([str(tiny_causal_lm_dir), "--format", "gguf", "--outtype", "f16", "--output_file", str(output)])
     assert "wrote" in capsys.readouterr().out
     reader = gguf.GGUFReader(output)
     value = _fields(reader)
@@ -97,7 +97,7 @@ def test_unknown_pretokenizer_fails_with_reason(tiny_causal_lm_dir, tmp_path, ca
     (model_dir / "tokenizer.json").write_text(json.dumps(state))
     output = tmp_path / "never.gguf"
     with pytest.raises(SystemExit) as exit_info:
-        export_main([str(model_dir), "--output", str(output)])
+        export_main([str(model_dir), "--output_file", str(output)])
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
     assert "scratchlm-export: error:" in message and "llama.cpp has no pre-tokenizer" in message
@@ -106,14 +106,24 @@ def test_unknown_pretokenizer_fails_with_reason(tiny_causal_lm_dir, tmp_path, ca
 
 def test_bad_arguments_fail_before_work(tiny_causal_lm_dir, tmp_path, capsys):
     for argv, expected in (
-        ([str(tiny_causal_lm_dir), "--outtype", "q4", "--output", str(tmp_path / "x.gguf")], "--outtype"),
-        ([str(tiny_causal_lm_dir), "--format", "onnx", "--output", str(tmp_path / "x.gguf")], "--format"),
-        ([str(tiny_causal_lm_dir)], "--output"),
-        ([str(tmp_path / "missing"), "--output", str(tmp_path / "x.gguf")], "does not exist"),
+        ([str(tiny_causal_lm_dir), "--outtype", "q4", "--output_file", str(tmp_path / "x.gguf")], "--outtype"),
+        ([str(tiny_causal_lm_dir), "--format", "onnx", "--output_file", str(tmp_path / "x.gguf")], "--format"),
+        ([str(tiny_causal_lm_dir)], "--output_file"),
+        ([str(tmp_path / "missing"), "--output_file", str(tmp_path / "x.gguf")], "does not exist"),
     ):
         with pytest.raises(SystemExit):
             export_main(argv)
         assert expected in capsys.readouterr().err
+
+
+def test_the_old_flag_names_model_dir_and_output_still_work_with_a_deprecation_warning(tiny_causal_lm_dir, tmp_path,
+                                                                                      caplog):
+    output = tmp_path / "old-names.gguf"
+    with caplog.at_level("WARNING", logger="scratchlm.cli"):
+        export_main(["--model_dir", str(tiny_causal_lm_dir), "--output", str(output)])
+    assert gguf.GGUFReader(output).fields["general.name"].contents() == tiny_causal_lm_dir.name
+    assert "--model_dir is deprecated and will be removed in the next release: use --model_name_or_path" in caplog.text
+    assert "--output is deprecated and will be removed in the next release: use --output_file" in caplog.text
 
 
 def test_wrote_is_printed_once_and_a_merged_dir_is_named_after_its_run(tiny_causal_lm_dir, tmp_path, capsys, caplog):
@@ -140,7 +150,7 @@ def test_an_encoder_decoder_is_refused_in_one_line(tiny_causal_lm_dir, tmp_path,
         shutil.copy(tiny_causal_lm_dir / name, model_dir / name)
     output = tmp_path / "s2s.gguf"
     with pytest.raises(SystemExit) as exit_info:
-        export_main([str(model_dir), "--output", str(output)])
+        export_main([str(model_dir), "--output_file", str(output)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "encoder-decoder" in err[-1] and "decoder-only ScratchLM" in err[-1]
@@ -170,13 +180,13 @@ def _export_with_file_size_limit(how: str, limit: int, argv: list[str]) -> subpr
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file-size limits")
 def test_a_write_cut_short_leaves_the_previous_export_as_it_was(tiny_causal_lm_dir, tmp_path):
     output = tmp_path / "model.gguf"
-    argv = [str(tiny_causal_lm_dir), "--output", str(output), "--overwrite_output"]
+    argv = [str(tiny_causal_lm_dir), "--output_file", str(output), "--overwrite_output"]
     # Killed mid-write, with no export before: nothing under the final name, so a re-run is not told it is done.
     killed = _export_with_file_size_limit("kill", 100_000, argv)
     assert killed.returncode == -signal.SIGXFSZ, killed.stderr
     assert not output.exists()
 
-    export_main([str(tiny_causal_lm_dir), "--output", str(output)])
+    export_main([str(tiny_causal_lm_dir), "--output_file", str(output)])
     good = output.read_bytes()
     assert len(good) > 200_000
     killed = _export_with_file_size_limit("kill", len(good) // 2, argv)

@@ -112,7 +112,7 @@ def test_export_of_an_adapter_dir_equals_the_export_of_the_merged_model(adapter_
     from scratchlm.inference.export import main as export_main
 
     export_main([str(adapter_dir), "--output_dir", str(tmp_path)])
-    export_main([str(merged_dir), "--output", str(tmp_path / "merged.gguf")])
+    export_main([str(merged_dir), "--output_file", str(tmp_path / "merged.gguf")])
     from_adapter = {t.name: t.data for t in gguf.GGUFReader(tmp_path / f"{adapter_dir.name}-f16.gguf").tensors}
     from_merged = {t.name: t.data for t in gguf.GGUFReader(tmp_path / "merged.gguf").tensors}
     assert from_adapter.keys() == from_merged.keys()
@@ -145,7 +145,7 @@ def test_truncated_weights_are_one_line_naming_the_file(tiny_causal_lm_dir, adap
     model_dir, weights = _truncated(tiny_causal_lm_dir, tmp_path)
     for main, argv in (
         (chat_main, [str(model_dir)]),
-        (export_main, [str(model_dir), "--output", str(tmp_path / "x.gguf")]),
+        (export_main, [str(model_dir), "--output_file", str(tmp_path / "x.gguf")]),
         (convert_main, ["--to_llama", str(model_dir), "--output_dir", str(tmp_path / "llama")]),
     ):
         line = user_error(main, argv, capsys, monkeypatch=monkeypatch)

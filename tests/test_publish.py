@@ -27,6 +27,7 @@ from transformers import Trainer, TrainingArguments
 import scratchlm  # noqa: F401 - registers ScratchLM with the Auto classes and marks it for remote code
 from scratchlm.model_cards import RunRecord, write_model_card
 from scratchlm.model_cards import publish as publish_module
+from scratchlm.model_cards.cli import main
 from scratchlm.model_cards.publish import PublishError, assemble_hub_folder, publish
 from scratchlm.modeling import (
     ScratchLMConfig,
@@ -36,7 +37,6 @@ from scratchlm.modeling import (
     ScratchLMSeq2SeqForConditionalGeneration,
 )
 from scratchlm.tokenization import train_tokenizer
-from scratchlm.training.publish import main
 from scratchlm.training.run import RUN_RECORD_FILE, finish_run, push_run_to_hub
 
 DATA_DIR = Path(os.environ.get("SCRATCHLM_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))

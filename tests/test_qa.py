@@ -36,8 +36,8 @@ from scratchlm.modeling.span_decoding import (
     span_text,
 )
 from scratchlm.tokenization import train_tokenizer
+from scratchlm.training.cloze import main as cloze_main
 from scratchlm.training.data.cloze import cloze_questions, split_sentences
-from scratchlm.training.data.cloze import main as cloze_main
 from scratchlm.training.data.qa import (
     QAReport,
     check_answers,
@@ -410,15 +410,22 @@ def test_answers_are_spans_of_the_context_with_the_recorded_windows(finetuned, s
     assert all(p["text"] in squad[i]["context"] for i, p in enumerate(predictions.values()))
 
 
-def test_qa_command_answers_and_names_bad_flags(finetuned, tmp_path, capsys):
+def test_qa_command_answers_and_names_bad_flags(finetuned, tmp_path, capsys, caplog):
     output_dir = finetuned
     context = tmp_path / "context.txt"
     context.write_text(CONTEXT, encoding="utf-8")
-    qa_main(["--model", str(output_dir), "--question", "Who won?", "--context_file", str(context)])
+    qa_main(["--model_name_or_path", str(output_dir), "--question", "Who won?", "--context_file", str(context)])
     printed = json.loads(capsys.readouterr().out)
     assert printed["answer"] in CONTEXT and CONTEXT[printed["start"]:printed["end"]] == printed["answer"]
+    # The model given bare, as every inference command takes it, and under its old name (deprecated, still working).
+    qa_main([str(output_dir), "--question", "Who won?", "--context_file", str(context)])
+    assert json.loads(capsys.readouterr().out) == printed
+    with caplog.at_level("WARNING", logger="scratchlm.cli"):
+        qa_main(["--model", str(output_dir), "--question", "Who won?", "--context_file", str(context)])
+    assert json.loads(capsys.readouterr().out) == printed
+    assert "--model is deprecated and will be removed in the next release: use --model_name_or_path" in caplog.text
     with pytest.raises(SystemExit) as exit_info:
-        qa_main(["--model", str(output_dir), "--question", "Who won?"])
+        qa_main(["--model_name_or_path", str(output_dir), "--question", "Who won?"])
     assert exit_info.value.code == 2
     assert "exactly one of --context and --context_file" in capsys.readouterr().err
 
@@ -479,22 +486,22 @@ def test_no_answer_is_null_and_an_empty_context_is_refused(finetuned, tmp_path, 
                           (["--context_file", str(tmp_path / "empty.txt")], f"--context_file {tmp_path}/empty.txt is empty"),
                           (["--context", CONTEXT, "--question", " "], "--question is empty")):
         with pytest.raises(SystemExit) as exit_info:
-            qa_main(["--model", str(finetuned), "--question", "Who won?", *argv])
+            qa_main(["--model_name_or_path", str(finetuned), "--question", "Who won?", *argv])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
-    qa_main(["--model", str(finetuned), "--question", "Who won?", "--context", CONTEXT])
+    qa_main(["--model_name_or_path", str(finetuned), "--question", "Who won?", "--context", CONTEXT])
     assert _strict_json(capsys.readouterr().out)["answer"] in CONTEXT
 
 
 def test_a_model_that_is_not_a_qa_model_is_refused_before_loading(finetuned, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        qa_main(["--model", str(finetuned.parent / "base"), "--question", "Who won?", "--context", CONTEXT])
+        qa_main(["--model_name_or_path", str(finetuned.parent / "base"), "--question", "Who won?", "--context", CONTEXT])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
     assert ("is not a question-answering model (its architectures: ScratchLMForCausalLM): fine-tune one with "
             "scratchlm-finetune --task qa") in err
     with pytest.raises(SystemExit) as exit_info:
-        qa_main(["--model", str(tmp_path / "typo"), "--question", "Who won?", "--context", CONTEXT])
+        qa_main(["--model_name_or_path", str(tmp_path / "typo"), "--question", "Who won?", "--context", CONTEXT])
     assert exit_info.value.code == 2 and "typo does not exist" in capsys.readouterr().err
 
 

@@ -49,7 +49,7 @@ def model_dir(tiny_causal_lm_dir, tmp_path_factory):
 
 
 def serve(model_dir) -> Server:
-    return Server(ServeArguments(model_dir=str(model_dir), port=free_port(), device="cpu")).start()
+    return Server(ServeArguments(model_name_or_path=str(model_dir), port=free_port(), device="cpu")).start()
 
 
 @pytest.fixture(scope="module")

@@ -135,7 +135,7 @@ def test_the_readme_path_runs_from_the_installed_wheel(installed, tmp_path):
     *_, chat = run(
         ("scratchlm-generate", "--model_name_or_path", "chat/merged", "--input_file", "prompts.txt", "--output_file",
          "out.txt", "--max_new_tokens", "4"),
-        ("scratchlm-export", "chat/merged", "--format", "gguf", "--outtype", "f16", "--output", "chat.gguf"),
+        ("scratchlm-export", "chat/merged", "--format", "gguf", "--outtype", "f16", "--output_file", "chat.gguf"),
         ("scratchlm-chat", "chat/merged", "--max_new_tokens", "4"),
         stdin="hi\n",  # `echo hi | scratchlm-chat ...`; the others do not read it
     )
