@@ -3,6 +3,11 @@
 Importing the package registers the ScratchLM config, models and tokenizer with transformers' Auto classes,
 for use in this process, and marks them for remote code, so that `save_pretrained` writes the code files and
 `auto_map` that let stock transformers load a saved directory with `trust_remote_code=True`.
+
+The package's own modules, `scratchlm.cli` (the argument layer and the `@command` wrapper of every console command)
+and `scratchlm.files` (files written whole or not at all), are the shared base below every stage: each stage
+(`modeling`, `tokenization`, `training`, `inference`, `model_cards`) may import them, and they import no stage
+(tests/test_layers.py checks it).
 """
 
 from transformers import (
