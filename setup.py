@@ -50,13 +50,13 @@ setup(
             "scratchlm-tokenizer=scratchlm.tokenization.cli:main",
             "scratchlm-pretrain=scratchlm.training.pretrain:main",
             "scratchlm-finetune=scratchlm.training.finetune:main",
-            "scratchlm-publish=scratchlm.training.publish:main",
+            "scratchlm-publish=scratchlm.model_cards.cli:main",
             "scratchlm-chat=scratchlm.inference.chat:main",
             "scratchlm-serve=scratchlm.inference.serve:main",
             "scratchlm-export=scratchlm.inference.export:main",
             "scratchlm-generate=scratchlm.inference.generate:main",
             "scratchlm-qa=scratchlm.inference.qa:main",
-            "scratchlm-cloze=scratchlm.training.data.cloze:main",
+            "scratchlm-cloze=scratchlm.training.cloze:main",
         ]
     },
 )

@@ -18,11 +18,6 @@ def parse_config_overrides(text: str | None, config_class: type) -> dict:
     return overrides
 
 
-def parse_overrides(text: str | None) -> dict:
-    """The decoder's `parse_config_overrides`; kept until training/pretrain.py calls that instead."""
-    return parse_config_overrides(text, ScratchLMConfig)
-
-
 def check_config_fields(values: dict, config_class: type, where: str) -> None:
     """A ValueError naming the keys of `values` that are no field of `config_class`."""
     unknown = sorted(set(values) - set(config_class.__dataclass_fields__))

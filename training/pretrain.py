@@ -35,7 +35,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from scratchlm.cli import command, parse_args
 from scratchlm.model_cards.run_record import RUN_SETTINGS_FILE, RunRecord, eval_results
-from scratchlm.modeling.initialization import init_model, parse_config_pairs, parse_overrides
+from scratchlm.modeling import ScratchLMConfig, ScratchLMSeq2SeqConfig
+from scratchlm.modeling.initialization import init_model, parse_config_overrides, parse_config_pairs
 from scratchlm.modeling.initialization_seq2seq import init_seq2seq_model
 from scratchlm.modeling.weights import check_safetensors
 from scratchlm.tokenization import train_tokenizer
@@ -148,11 +149,12 @@ def load_or_init_model(model_args: ModelArguments, tokenizer, seed: int, seq2seq
         if seq2seq and len(tokenizer) > model.config.vocab_size:  # sentinels added to the tokenizer
             model.resize_token_embeddings(len(tokenizer))
     elif seq2seq:
-        model = init_seq2seq_model(model_args.preset, parse_overrides(model_args.config_overrides), tokenizer, seed)
+        overrides = parse_config_overrides(model_args.config_overrides, ScratchLMSeq2SeqConfig)
+        model = init_seq2seq_model(model_args.preset, overrides, tokenizer, seed)
         model.set_attn_implementation(model_args.attn_implementation or "sdpa")
     else:
         overrides = {"attn_implementation": model_args.attn_implementation or "sdpa",
-                     **parse_overrides(model_args.config_overrides)}
+                     **parse_config_overrides(model_args.config_overrides, ScratchLMConfig)}
         model = init_model(model_args.preset, overrides, tokenizer, seed)
     check_tokenizer_fits(tokenizer, model.config)
     return model

@@ -108,11 +108,3 @@ def squad_paragraphs(sources: Iterable[str]) -> list[tuple[str, str]]:
 
 
 TEXT_SUFFIXES = (".txt",)
-
-
-def main(argv=None) -> None:
-    """Where setup.py's `scratchlm-cloze` entry point still points; the command is `scratchlm.training.cloze`. Delete
-    this function once setup.py names `scratchlm.training.cloze:main`."""
-    from scratchlm.training.cloze import main as cloze_main
-
-    return cloze_main(argv)
