@@ -44,7 +44,7 @@ def recorded_settings(model) -> dict:
     """The window and decoding settings the model was evaluated with: its config's, else its run record's."""
     if settings := getattr(model.config, "qa_decoding", None):
         return dict(settings)
-    path = Path(str(getattr(model.config, "_name_or_path", "") or "")) / RUN_RECORD
+    path = Path(str(model.config.name_or_path or "")) / RUN_RECORD
     if not path.is_file():
         return {}
     return json.loads(path.read_text(encoding="utf-8")).get("qa") or {}

@@ -103,7 +103,7 @@ def apply_lora(model, base: str, finetune_args, task_type: str, modules_to_save:
     from peft import LoraConfig, PeftModel, get_peft_model
 
     # What the adapter records as its base (peft reads the model's `name_or_path`, set from the config at load).
-    model.name_or_path = model.config._name_or_path = resolvable(base)
+    model.name_or_path = model.config.name_or_path = resolvable(base)
     if finetune_args.adapter_name_or_path:
         check_adapter(finetune_args.adapter_name_or_path, base, model, task_type)
         return PeftModel.from_pretrained(model, finetune_args.adapter_name_or_path, is_trainable=True)
