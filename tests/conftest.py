@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -97,3 +99,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _file_size_limit(nbytes: int):
+    """Writes past `nbytes` of any file fail with EFBIG, as a full disk fails them (Python ignores SIGXFSZ)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@pytest.fixture
+def file_size_limit():
+    """`with file_size_limit(nbytes): ...`: a disk that fills after `nbytes` of any one file, for real writes."""
+    return _file_size_limit

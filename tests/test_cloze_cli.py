@@ -3,9 +3,7 @@ file, and names the input file it cannot read. (What the questions are: tests/te
 
 from __future__ import annotations
 
-import contextlib
 import json
-import resource
 
 import pytest
 
@@ -15,17 +13,6 @@ TEXT = ("The Rhine flows through Basel. In 1815 the Congress of Vienna fixed its
         "It is 1,230 kilometres long and reaches the North Sea at Rotterdam.\n")
 ROW = {"id": "q1", "title": "Rhine", "context": "In 1815 the Congress of Vienna fixed the course of the Rhine.",
        "question": "When was the course fixed?", "answers": {"text": ["1815"], "answer_start": [3]}}
-
-
-@contextlib.contextmanager
-def file_size_limit(nbytes: int):
-    """Writes past `nbytes` of any file fail with EFBIG, as a full disk fails them (Python ignores SIGXFSZ)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 def one_line_error(argv, capsys) -> str:
@@ -75,7 +62,7 @@ def test_an_existing_output_needs_overwrite_output(inputs, tmp_path, capsys):
                         for row in rows)
 
 
-def test_a_write_that_fails_midway_leaves_the_previous_file(inputs, tmp_path, capsys):
+def test_a_write_that_fails_midway_leaves_the_previous_file(file_size_limit, inputs, tmp_path, capsys):
     """A disk that fills while the questions are written (once: a 0-byte cloze file) leaves the earlier file."""
     output = tmp_path / "cloze.jsonl"
     output.write_text("earlier questions\n" * 20, encoding="utf-8")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
-import resource
 import shutil
 
 import pytest
@@ -160,17 +158,6 @@ def test_bad_options_are_one_line_errors(seq2seq_dir, flags, message, capsys):
     assert error.startswith(f"scratchlm-generate: error: {message}") and "\n" not in error
 
 
-@contextlib.contextmanager
-def file_size_limit(nbytes: int):
-    """Writes past `nbytes` of any file fail with EFBIG, as a full disk fails them (Python ignores SIGXFSZ)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-
-
 def one_line_error(argv, capsys) -> str:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -203,7 +190,7 @@ def test_an_existing_output_needs_overwrite_output(causal_dir, tmp_path, capsys)
     assert len(output.read_text(encoding="utf-8").splitlines()) == len(LINES)
 
 
-def test_a_write_that_fails_midway_leaves_the_previous_output(causal_dir, tmp_path, capsys):
+def test_a_write_that_fails_midway_leaves_the_previous_output(file_size_limit, causal_dir, tmp_path, capsys):
     output = tmp_path / "out.txt"
     output.write_text("earlier outputs\n" * 20, encoding="utf-8")
     argv = ["--model_name_or_path", str(causal_dir), "--input_file", str(write_input(tmp_path)), "--output_file",

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import resource
 
 import pytest
 from huggingface_hub import ModelCard
@@ -247,22 +245,11 @@ def test_rendering_does_not_modify_the_record(tmp_path):
     assert record == PRETRAINING_RECORD
 
 
-@contextlib.contextmanager
-def file_size_limit(nbytes: int):
-    """Writes past `nbytes` of any file fail with EFBIG, as a full disk fails them (Python ignores SIGXFSZ)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-
-
 @pytest.mark.parametrize("write", [
     lambda directory, record: write_model_card(directory, record),
     lambda directory, record: RunRecord.from_dict(record).save(directory),
 ], ids=["card", "run record"])
-def test_a_write_that_fails_midway_leaves_the_previous_file(tmp_path, write):
+def test_a_write_that_fails_midway_leaves_the_previous_file(file_size_limit, tmp_path, write):
     """A disk that fills while the card or the run record is written leaves the earlier file as it was."""
     path = write(tmp_path, PRETRAINING_RECORD)
     before = path.read_bytes()
