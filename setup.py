@@ -1,8 +1,8 @@
 from setuptools import find_packages, setup
 
 # The design card puts each stage in a top-level folder; they install as subpackages of `scratchlm`
-# (`scratchlm.modeling`, `scratchlm.tokenization`, `scratchlm.training`, `scratchlm.model_cards`).
-STAGES = ["modeling", "tokenization", "training", "model_cards", "inference"]
+# (`scratchlm.corpus`, `scratchlm.modeling`, `scratchlm.tokenization`, `scratchlm.training`, ...).
+STAGES = ["corpus", "modeling", "tokenization", "training", "model_cards", "inference"]
 # `scratchlm-serve`: an OpenAI-compatible server on FastAPI + uvicorn (the tests talk to it with `openai` and `httpx`).
 SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "pydantic>=2"]
 
