@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch is pinned in the set-up step: an unpinned torch pulls a multi-GB CUDA build (see README).
+# torch is pinned: an unpinned torch pulls a multi-GB CUDA build. On a GPU machine: make setup TORCH=torch.
 TORCH ?= torch==2.13.0
 # The exact versions the suite last passed with (`make constraints` rewrites it from $(VENV)); setup.py keeps the
 # supported ranges for `pip install` users, and `make test-latest` tries the newest versions they allow.

@@ -5,7 +5,7 @@
 
 MODEL_DIR is a decoder-only ScratchLM model, or the adapter directory of a LoRA run (exported merged into its base).
 NAME is the model directory's name, or the run's for the `merged` directory of a LoRA run (`chat/merged` -> chat).
-GGUF files run in llama.cpp and Ollama; see the README section "Run it anywhere: GGUF and Ollama".
+GGUF files run in llama.cpp and Ollama: docs/chat-serve-export.md, "Export: GGUF, llama.cpp and Ollama".
 """
 
 from __future__ import annotations
