@@ -93,7 +93,7 @@ def test_the_time_budget_ends_training_with_the_decay_finished(tmp_path, blocks,
     model = tiny_lm()
     optimizer = MuonWithAdamW(model, SETTINGS)
     budget = TimeBudget(minutes=0.03)  # 1.8 s
-    schedule = time_budget_schedule(optimizer, budget, warmup_steps=2, decay_fraction=0.5)
+    schedule = time_budget_schedule(optimizer, budget, warmup=2, decay_fraction=0.5)
     args = TrainingArguments(str(tmp_path), max_steps=100_000, per_device_train_batch_size=8, logging_steps=1,
                              report_to=[], use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True)  # fmt: skip
     trainer = Trainer(model=model, args=args, train_dataset=blocks, optimizers=(optimizer, schedule), callbacks=[budget])

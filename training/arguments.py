@@ -9,6 +9,7 @@ the project's Trainer defaults.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -335,6 +336,25 @@ class ScratchLMTrainingArguments(TrainingArguments):
                           "long enough to pay it back (from 1000 steps on a CPU, 100 on an accelerator); true or "
                           "false decides."},
     )
+    optim: str = field(
+        default=next(f.default for f in dataclasses.fields(TrainingArguments) if f.name == "optim"),
+        metadata={"help": "The optimizer: muon (Muon for the 2-D weight matrices of the blocks, AdamW for embeddings, "
+                          "heads, norms and biases; not under --fsdp), or any of the Trainer's (adamw_torch, ...)."},
+    )
+    muon_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "--optim muon: Muon's peak rate (default: --learning_rate; Muon's updates are scaled to "
+                          "AdamW's size, so one rate serves both)."},
+    )
+    max_time_minutes: float | None = field(
+        default=None,
+        metadata={"help": "Train for this many minutes (evaluation and saving not counted) on a warmup-stable-decay "
+                          "schedule driven by the time, so the decay ends with the budget (replaces "
+                          "--lr_scheduler_type); --max_steps or --num_train_epochs still end the run if reached first."},
+    )
+    decay_fraction: float = field(
+        default=0.2, metadata={"help": "--max_time_minutes: the last part of the budget over which the rate decays to 0."}
+    )
     precision: str = field(
         default="auto",
         metadata={"help": "auto (bf16 where the hardware supports it), bf16, fp16 or fp32."},
@@ -352,7 +372,12 @@ class ScratchLMTrainingArguments(TrainingArguments):
     RUN_IDENTITY = (
         "seed", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay",
         "adam_beta1", "adam_beta2", "lr_scheduler_type", "warmup_steps", "max_grad_norm", "bf16", "fp16",
+        "optimizer_name", "muon_learning_rate", "max_time_minutes", "decay_fraction",
     )
+
+    @property
+    def optimizer_name(self) -> str:
+        return "muon" if self.use_muon else str(getattr(self.optim, "value", self.optim))
 
     def run_identity(self) -> dict:
         return {name: getattr(self, name) for name in self.RUN_IDENTITY}
@@ -373,6 +398,25 @@ class ScratchLMTrainingArguments(TrainingArguments):
         if not (self.bf16 or self.fp16):
             precision = ("bf16" if bf16_supported() else "fp32") if self.precision == "auto" else self.precision
             self.bf16, self.fp16 = precision == "bf16", precision == "fp16"
+        fsdp = self.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+        if fsdp and not has_accelerator():
+            raise ValueError("--fsdp needs GPUs: accelerate applies FSDP only on accelerators, so on this CPU-only "
+                             "machine it would silently run DDP (drop --fsdp; torchrun runs DDP on CPUs)")
+        self.use_muon = self.optim == "muon"  # the Trainer knows no Muon: the command builds it (training/optimizers.py)
+        if self.use_muon and fsdp:
+            raise ValueError("--optim muon does not run under --fsdp: Muon orthogonalises whole weight matrices, and "
+                             "FSDP shards them; use an AdamW --optim with --fsdp")
+        if self.max_time_minutes is not None and fsdp:
+            raise ValueError("--max_time_minutes does not run under --fsdp (its schedule needs the optimizer before "
+                             "FSDP shards the model); give --max_steps instead")
+        if self.use_muon:
+            self.optim = "adamw_torch"
+        if self.muon_learning_rate is not None and not self.muon_learning_rate > 0:
+            raise ValueError(f"--muon_learning_rate must be positive, got {self.muon_learning_rate}")
+        if self.max_time_minutes is not None and not self.max_time_minutes > 0:
+            raise ValueError(f"--max_time_minutes must be positive, got {self.max_time_minutes}")
+        if not 0 < self.decay_fraction <= 1:
+            raise ValueError(f"--decay_fraction must be in (0, 1], got {self.decay_fraction}")
         if not has_accelerator():
             self.use_cpu = True  # the Trainer runs bf16 autocast on a CPU only when told it is on one
         super().__post_init__()

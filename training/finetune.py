@@ -362,7 +362,7 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
         **task.card_fields(data),
     )
     record.language, record.language_inferred = run_languages(data_args.language, texts_of_rows(train))
-    record = finish_run(trainer, tokenizer, record)
+    record = finish_run(trainer, tokenizer, record, training_args)
     if not trainer.is_world_process_zero():
         return record
     record = add_samples(output_dir, record, lambda: sample_generations(

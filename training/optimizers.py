@@ -96,3 +96,64 @@ class MuonWithAdamW(torch.optim.Optimizer):
         self.muon.load_state_dict(state_dict["muon"])
         if self.adamw is not None:
             self.adamw.load_state_dict(state_dict["adamw"])
+
+
+def muon_settings(args) -> MuonSettings:
+    """The groups' settings from the training arguments: Muon at `--muon_learning_rate` (default: the AdamW rate),
+    AdamW at `--learning_rate` with the run's betas and epsilon, one weight decay for both."""
+    return MuonSettings(muon_lr=args.muon_learning_rate or args.learning_rate, adamw_lr=args.learning_rate,
+                        weight_decay=args.weight_decay, adamw_betas=(args.adam_beta1, args.adam_beta2),
+                        adamw_eps=args.adam_epsilon)
+
+
+def describe_optimizer(args) -> dict:
+    """What the run record and the card state about the optimizer and its groups."""
+    if args.use_muon:
+        return muon_settings(args).describe()
+    return {"optimizer": str(getattr(args.optim, "value", args.optim)),
+            "adamw": {"lr": args.learning_rate, "weight_decay": args.weight_decay,
+                      "betas": [args.adam_beta1, args.adam_beta2],
+                      "parameters": "all: matrices with weight decay, norms and biases without"}}
+
+
+def build_optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
+    """`--optim muon`: Muon + AdamW; otherwise the optimizer the Trainer would make from `--optim`, over the same
+    groups (weight decay on matrices, none on norms and biases)."""
+    if args.use_muon:
+        return MuonWithAdamW(model, muon_settings(args))
+    from transformers import Trainer
+
+    optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": args.weight_decay},
+              {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
+    return optimizer_class([group for group in groups if group["params"]], **kwargs)
+
+
+@dataclass
+class TrainerOptimization:
+    """What a command hands its Trainer for `--optim muon` and `--max_time_minutes`: `optimizers=(optimizer,
+    scheduler)`, Nones where the Trainer makes its own from the arguments, and the callbacks that go with them."""
+
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    callbacks: tuple = ()
+
+    @property
+    def optimizers(self) -> tuple:
+        return self.optimizer, self.scheduler
+
+
+def trainer_optimization(model: torch.nn.Module, args) -> TrainerOptimization:
+    """Today's recipe (the Trainer's AdamW and `--lr_scheduler_type`) unless `--optim muon` or `--max_time_minutes`
+    asks for more; then the optimizer is built here, on `model` as the Trainer will train it (LoRA-wrapped, say)."""
+    from .schedules import TimeBudget, time_budget_schedule
+
+    if not args.use_muon and args.max_time_minutes is None:
+        return TrainerOptimization()
+    optimizer = build_optimizer(model, args)
+    if args.max_time_minutes is None:
+        return TrainerOptimization(optimizer)
+    budget = TimeBudget(args.max_time_minutes)
+    return TrainerOptimization(optimizer, time_budget_schedule(optimizer, budget, args.warmup_steps,
+                                                               args.decay_fraction), (budget,))

@@ -61,6 +61,7 @@ from .data.denoising import (
 )
 from .generation import SampleArguments, sample_generations, text_prompts
 from .language import run_languages, texts_of_blocks
+from .optimizers import trainer_optimization
 from .run import (
     TOKENIZER_DIR,
     RunDirectory,
@@ -230,6 +231,7 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     predicted_tokens = data.validation_tokens - len(data.validation)  # each block predicts all but its first token
     enable_compiled_training(training_args)
+    optimization = trainer_optimization(model, training_args)
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -239,7 +241,8 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
         processing_class=tokenizer,
         callbacks=[LossCurveCallback(), LogEveryStepOnceCallback(),
                    *([] if seq2seq else [PerplexityCallback(predicted_tokens, data.validation_bytes)]),
-                   *(callbacks or [])],
+                   *optimization.callbacks, *(callbacks or [])],
+        optimizers=optimization.optimizers,
     )
     use_log_friendly_progress(trainer)
     run_dir.start(trainer, {"model.attn_implementation": model.config._attn_implementation})

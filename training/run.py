@@ -373,7 +373,23 @@ def hyperparameters(args) -> dict[str, Any]:
         "gradient_checkpointing": bool(args.gradient_checkpointing),
         "seed": args.seed,
         "world_size": args.world_size,
+        **optimizer_hyperparameters(args),
     }
+
+
+def optimizer_hyperparameters(args) -> dict[str, Any]:
+    """The optimizer and, for Muon + AdamW, each group's rate (one weight decay serves both); the time budget."""
+    values: dict[str, Any] = {"optimizer": getattr(args, "optimizer_name", str(getattr(args.optim, "value", args.optim)))}
+    if getattr(args, "use_muon", False):
+        values["optimizer"] = ("muon for the blocks' 2-D matrices (learning rate: muon_learning_rate), adamw for "
+                               "embeddings, heads, norms and biases (learning rate: learning_rate; norms and biases "
+                               "without weight decay)")
+        values["muon_learning_rate"] = args.muon_learning_rate or args.learning_rate
+    if getattr(args, "max_time_minutes", None) is not None:
+        values["lr_scheduler_type"] = "warmup-stable-decay over the time budget"
+        values["max_time_minutes"] = args.max_time_minutes
+        values["decay_fraction"] = args.decay_fraction
+    return values
 
 
 def environment() -> dict[str, str]:
@@ -388,11 +404,12 @@ def save_record(output_dir: Path, record: RunRecord) -> None:
     write_model_card(output_dir, record)
 
 
-def finish_run(trainer, tokenizer, record: RunRecord) -> RunRecord:
+def finish_run(trainer, tokenizer, record: RunRecord, training_args=None) -> RunRecord:
     """Save everything a finished run leaves in `trainer.args.output_dir` and return the completed record.
 
     `record` holds what the command knows (task, datasets, metrics, ...); this adds the architecture, parameter
     counts, hyperparameters, environment and loss curve, then writes the metrics, the record and the card.
+    `training_args` are the command's, where the trainer holds a copy without ScratchLM's options (TRL's config).
     """
     output_dir = Path(trainer.args.output_dir)
     trainer.save_model(str(output_dir))
@@ -407,7 +424,7 @@ def finish_run(trainer, tokenizer, record: RunRecord) -> RunRecord:
     record.architecture = architecture_summary(base.config)
     record.num_parameters = base.num_parameters()
     record.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    record.hyperparameters = {**hyperparameters(trainer.args),
+    record.hyperparameters = {**hyperparameters(trainer.args), **optimizer_hyperparameters(training_args or trainer.args),
                               "attn_implementation": getattr(base.config, "_attn_implementation", None)}
     record.global_step = trainer.state.global_step
     record.train_losses = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}

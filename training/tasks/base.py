@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from transformers import AutoModelForCausalLM, Trainer
 
 from ..data import load_splits
+from ..optimizers import trainer_optimization
 
 
 class FinetuneTask:
@@ -54,10 +55,12 @@ class FinetuneTask:
 
     def build_trainer(self, *, model, args, data, tokenizer, callbacks: list, finetune_args):
         """The run's Trainer; a task on another library's trainer (TRL's, say) builds it here with its own config."""
+        optimization = trainer_optimization(model, args)
         return self.trainer_class(
             model=model, args=args, train_dataset=data.train, eval_dataset=data.validation,
             data_collator=self.collator(tokenizer), processing_class=tokenizer,
-            compute_metrics=self.compute_metrics(data), callbacks=callbacks,
+            compute_metrics=self.compute_metrics(data), callbacks=[*callbacks, *optimization.callbacks],
+            optimizers=optimization.optimizers,
         )
 
     def test(self, trainer, data, output_dir) -> dict[str, float]:

@@ -23,6 +23,7 @@ from trl import DPOConfig, DPOTrainer
 
 from ..data.preferences import build_preference_data
 from ..generation import chat_prompts
+from ..optimizers import trainer_optimization
 from .base import FinetuneTask
 
 
@@ -88,9 +89,11 @@ class DPOTask(FinetuneTask):
         # TRL's loss reads the model's deprecated `is_gradient_checkpointing` at every step (trl.models.utils.
         # disable_gradient_checkpointing), and transformers warns at each read: TRL's to change, not ours to repeat.
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        optimization = trainer_optimization(model, args)
         trainer = self.trainer_class(
             model=model, args=dpo_config(args, beta=finetune_args.beta, max_length=data.max_length),
-            train_dataset=data.train, eval_dataset=data.validation, processing_class=tokenizer, callbacks=callbacks,
+            train_dataset=data.train, eval_dataset=data.validation, processing_class=tokenizer,
+            callbacks=[*callbacks, *optimization.callbacks], optimizers=optimization.optimizers,
         )
         if "ref" in getattr(trainer.model, "peft_config", {}) and not finetune_args.adapter_name_or_path:
             # TRL copies the adapter as the reference; a new adapter's copy is the base (LoRA B starts at zero), so
