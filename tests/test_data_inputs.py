@@ -184,9 +184,12 @@ def test_data_options_have_one_meaning_per_command(tmp_path):
         parse_args([PretrainingDataArguments], ["--block_size", "0"])
     with pytest.raises(ValueError, match="--max_length must be a positive integer, got 0"):
         parse_args([FinetuneDataArguments], ["--max_length", "0"])
-    # Fine-tuning's old spellings still work (deprecated): --block_size is --max_length there.
-    (finetune_data,) = parse_args([FinetuneDataArguments], ["--block_size", "64", "--validation_fraction", "0.2"])
-    assert (finetune_data.max_length, finetune_data.validation_split_fraction) == (64, 0.2)
+    # One flag, one meaning: fine-tuning's old alias of --max_length is gone, not silently another option.
+    for old in ("--block_size", "--validation_fraction"):
+        with pytest.raises(ValueError, match=f"not used.*{old}"):
+            parse_args([FinetuneDataArguments], [old, "0.2"])
+    (finetune_data,) = parse_args([FinetuneDataArguments], ["--max_length", "64"])
+    assert finetune_data.max_length == 64
     assert not {"streaming", "block_size", "near_deduplicate"} & set(vars(finetune_data))
 
     class Config:

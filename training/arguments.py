@@ -2,9 +2,8 @@
 
 Each command parses `ModelArguments`, its own data group (`PretrainingDataArguments` or `FinetuneDataArguments`,
 both built on `DataSourceArguments`), its task arguments if any, and `ScratchLMTrainingArguments` with
-`scratchlm.cli.parse_args`, from a YAML/JSON file and command-line overrides. A data group declares the flags
-it renamed in `DEPRECATED_FLAGS` (old name -> new name). `ScratchLMTrainingArguments` is the one place that sets
-the project's Trainer defaults.
+`scratchlm.cli.parse_args`, from a YAML/JSON file and command-line overrides. `ScratchLMTrainingArguments` is the
+one place that sets the project's Trainer defaults.
 """
 
 from __future__ import annotations
@@ -253,9 +252,6 @@ DataArguments = PretrainingDataArguments
 @dataclass
 class FinetuneDataArguments(DataSourceArguments):
     """The data options of `scratchlm-finetune`: tables of examples, their text column and length limit."""
-
-    # Old spellings, accepted for one release with a deprecation message (see scratchlm.cli.parse_args).
-    DEPRECATED_FLAGS = {"block_size": "max_length", "validation_fraction": "validation_split_fraction"}
 
     text_column: str = field(default="text", metadata={"help": "Column holding the (first) text."})
     validation_split_fraction: float = field(
