@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -56,6 +57,90 @@ def run_without_package(tmp_path):
     return run
 
 
+# The tiny models of the model tests: every field a config needs, vocabulary and special token ids included.
+_TINY_DECODER = MappingProxyType(dict(
+    vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+))
+_TINY_SEQ2SEQ = MappingProxyType(dict(
+    vocab_size=320, hidden_size=64, intermediate_size=160, encoder_layers=2, decoder_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+    pad_token_id=2, bos_token_id=0, decoder_start_token_id=0,
+))
+# The tiny models of the command tests: sizes only, as overrides of the `tiny` preset; the vocabulary and the special
+# token ids come from the tokenizer (`init_model("tiny", tiny_sizes, tokenizer)`).
+_TINY_SIZES = MappingProxyType(dict(
+    num_hidden_layers=1, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+    max_position_embeddings=128,
+))
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder_kwargs() -> MappingProxyType:
+    """The `ScratchLMConfig` (and `LlamaConfig`) arguments of the tiny decoder, read-only: `{**kwargs, **changes}`."""
+    return _TINY_DECODER
+
+
+@pytest.fixture(scope="session")
+def tiny_seq2seq_kwargs() -> MappingProxyType:
+    """The `ScratchLMSeq2SeqConfig` arguments of the tiny encoder-decoder, read-only."""
+    return _TINY_SEQ2SEQ
+
+
+@pytest.fixture(scope="session")
+def tiny_sizes() -> MappingProxyType:
+    """Sizes of a one-layer decoder sized for a trained tokenizer: overrides of the `tiny` preset for `init_model`."""
+    return _TINY_SIZES
+
+
+@pytest.fixture(scope="session")
+def tiny_seq2seq_sizes() -> MappingProxyType:
+    """The same sizes for `init_seq2seq_model`: one encoder and one decoder layer."""
+    sizes = {key: value for key, value in _TINY_SIZES.items() if key != "num_hidden_layers"}
+    return MappingProxyType({**sizes, "encoder_layers": 1, "decoder_layers": 1})
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """`tiny_model(cls=ScratchLMForCausalLM, seed=0, **config_changes)`: the tiny decoder under any head, seeded, in
+    eval mode."""
+    import torch
+
+    from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
+
+    def build(cls=ScratchLMForCausalLM, seed: int = 0, **changes):
+        torch.manual_seed(seed)
+        return cls(ScratchLMConfig(**{**_TINY_DECODER, **changes})).eval()
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_seq2seq_model():
+    """`tiny_seq2seq_model(seed=0, **config_changes)`: the tiny encoder-decoder, seeded, in eval mode."""
+    import torch
+
+    from scratchlm.modeling import ScratchLMSeq2SeqConfig, ScratchLMSeq2SeqForConditionalGeneration
+
+    def build(seed: int = 0, **changes):
+        torch.manual_seed(seed)
+        return ScratchLMSeq2SeqForConditionalGeneration(ScratchLMSeq2SeqConfig(**{**_TINY_SEQ2SEQ, **changes})).eval()
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def random_ids():
+    """`random_ids(batch=2, length=12, seed=1, vocab_size=256)`: token ids drawn above the tiny decoder's special
+    ids (0-2) from their own generator, so the same arguments give the same ids in any test."""
+    import torch
+
+    def draw(batch: int = 2, length: int = 12, seed: int = 1, vocab_size: int = _TINY_DECODER["vocab_size"]):
+        return torch.randint(3, vocab_size, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+    return draw
+
+
 # Mixed English/Chinese text for the tiny tokenizer of the inference tests (chat, serve, export).
 _TINY_TEXT = [
     "The quick brown fox jumps over the lazy dog. It was the best of times, it was the worst of times.",
@@ -66,16 +151,23 @@ _TINY_TEXT = [
 
 
 @pytest.fixture(scope="session")
-def tiny_causal_lm_dir(tmp_path_factory) -> Path:
-    """A randomly initialised (fixed seed) tiny ScratchLM causal LM saved with a freshly trained tokenizer."""
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer of 400 tokens trained on a few English and Chinese sentences."""
+    from scratchlm.tokenization import train_tokenizer
+
+    return train_tokenizer(_TINY_TEXT * 20, vocab_size=400, min_frequency=2, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A randomly initialised (fixed seed) tiny ScratchLM causal LM saved with `tiny_tokenizer`."""
     import torch
     from transformers import GenerationConfig
 
     from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
-    from scratchlm.tokenization import train_tokenizer
 
     directory = tmp_path_factory.mktemp("tiny_causal_lm")
-    tokenizer = train_tokenizer(_TINY_TEXT * 20, vocab_size=400, min_frequency=2, show_progress=False)
+    tokenizer = tiny_tokenizer
     torch.manual_seed(0)
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
            "pad_token_id": tokenizer.pad_token_id}
