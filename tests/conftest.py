@@ -101,16 +101,27 @@ def tiny_seq2seq_sizes() -> MappingProxyType:
 
 
 @pytest.fixture(scope="session")
-def tiny_model():
+def tiny_config():
+    """`tiny_config(**changes)`: the `ScratchLMConfig` of the tiny decoder, with any field changed."""
+    from scratchlm.modeling import ScratchLMConfig
+
+    def build(**changes):
+        return ScratchLMConfig(**{**_TINY_DECODER, **changes})
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_config):
     """`tiny_model(cls=ScratchLMForCausalLM, seed=0, **config_changes)`: the tiny decoder under any head, seeded, in
     eval mode."""
     import torch
 
-    from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
+    from scratchlm.modeling import ScratchLMForCausalLM
 
     def build(cls=ScratchLMForCausalLM, seed: int = 0, **changes):
         torch.manual_seed(seed)
-        return cls(ScratchLMConfig(**{**_TINY_DECODER, **changes})).eval()
+        return cls(tiny_config(**changes)).eval()
 
     return build
 
