@@ -8,24 +8,22 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from scratchlm.modeling import ScratchLMConfig, ScratchLMForSequenceClassification
-
-TINY = dict(
-    vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, eos_token_id=1, bos_token_id=2, num_labels=2,
-)
+from scratchlm.modeling import ScratchLMForSequenceClassification
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def classifier(pooling: str) -> ScratchLMForSequenceClassification:
-    torch.manual_seed(0)
-    return ScratchLMForSequenceClassification(ScratchLMConfig(**TINY, classifier_pooling=pooling)).eval()
+@pytest.fixture(scope="module")
+def classifier(tiny_model):
+    def build(pooling: str) -> ScratchLMForSequenceClassification:
+        return tiny_model(ScratchLMForSequenceClassification, num_labels=2, classifier_pooling=pooling)
+
+    return build
 
 
-def test_mean_pooling_scores_the_mean_hidden_state_of_the_real_tokens_with_either_padding():
+def test_mean_pooling_scores_the_mean_hidden_state_of_the_real_tokens_with_either_padding(classifier, random_ids):
     model = classifier("mean")
-    text = torch.randint(3, 256, (1, 6), generator=torch.Generator().manual_seed(1))
+    text = random_ids(batch=1, length=6)
     pad, ones, zeros = torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 6, dtype=torch.long), torch.zeros(1, 3,
                                                                                                            dtype=torch.long)
     with torch.no_grad():
@@ -40,13 +38,13 @@ def test_mean_pooling_scores_the_mean_hidden_state_of_the_real_tokens_with_eithe
     assert not torch.allclose(last, expected, atol=1e-3)  # the same weights pool differently
 
 
-def test_pooling_is_saved_with_the_model_and_bad_values_are_refused(tmp_path):
+def test_pooling_is_saved_with_the_model_and_bad_values_are_refused(classifier, tiny_config, tmp_path):
     classifier("mean").save_pretrained(tmp_path)
     assert AutoModelForSequenceClassification.from_pretrained(tmp_path).config.classifier_pooling == "mean"
     assert AutoModelForSequenceClassification.from_pretrained(tmp_path, classifier_pooling="last").config \
         .classifier_pooling == "last"
     with pytest.raises(ValueError, match="classifier_pooling"):
-        ScratchLMConfig(**TINY, classifier_pooling="max")
+        tiny_config(num_labels=2, classifier_pooling="max")
 
 
 def test_finetune_classifier_pooling_flag_is_saved_with_the_classifier(tiny_causal_lm_dir, data_dir, tmp_path, capsys):

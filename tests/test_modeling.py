@@ -28,32 +28,12 @@ from scratchlm.modeling import (
 )
 from scratchlm.modeling.convert_llama import convert_model, llama_config_to_scratchlm, scratchlm_config_to_llama
 
-TINY = dict(
-    vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-)
-
-
-def tiny_config(**overrides) -> ScratchLMConfig:
-    return ScratchLMConfig(**{**TINY, **overrides})
-
-
-def tiny_model(cls=ScratchLMForCausalLM, seed=0, **overrides):
-    torch.manual_seed(seed)
-    return cls(tiny_config(**overrides)).eval()
-
-
-def random_ids(batch=2, length=12, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(3, TINY["vocab_size"], (batch, length), generator=generator)
-
-
 # --- parity with transformers' Llama -------------------------------------------------------------------------
 
 
-def test_llama_parity_logits_and_greedy_generation():
+def test_llama_parity_logits_and_greedy_generation(tiny_decoder_kwargs, random_ids):
     torch.manual_seed(0)
-    llama = LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=True)).eval()
+    llama = LlamaForCausalLM(LlamaConfig(**tiny_decoder_kwargs, tie_word_embeddings=True)).eval()
     scratch = convert_model(llama, ScratchLMForCausalLM, llama_config_to_scratchlm(llama.config)).eval()
     ids = random_ids()
     with torch.no_grad():
@@ -63,10 +43,10 @@ def test_llama_parity_logits_and_greedy_generation():
     assert torch.equal(llama.generate(ids[:1], **kwargs), scratch.generate(ids[:1], **kwargs))
 
 
-def test_llama_parity_untied_with_yarn_and_back():
+def test_llama_parity_untied_with_yarn_and_back(tiny_decoder_kwargs, random_ids):
     rope = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0, "original_max_position_embeddings": 64}
     torch.manual_seed(0)
-    llama = LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=False, rope_parameters=rope)).eval()
+    llama = LlamaForCausalLM(LlamaConfig(**tiny_decoder_kwargs, tie_word_embeddings=False, rope_parameters=rope)).eval()
     scratch = convert_model(llama, ScratchLMForCausalLM, llama_config_to_scratchlm(llama.config)).eval()
     back = convert_model(scratch, LlamaForCausalLM, scratchlm_config_to_llama(scratch.config)).eval()
     ids = random_ids(length=100)
@@ -76,11 +56,11 @@ def test_llama_parity_untied_with_yarn_and_back():
         assert torch.equal(reference, back(ids).logits)
 
 
-def test_convert_cli_round_trip(tmp_path):
+def test_convert_cli_round_trip(tmp_path, tiny_decoder_kwargs, random_ids):
     from scratchlm.modeling.cli import convert_main
 
     torch.manual_seed(0)
-    llama = LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=True)).eval()
+    llama = LlamaForCausalLM(LlamaConfig(**tiny_decoder_kwargs, tie_word_embeddings=True)).eval()
     llama.save_pretrained(tmp_path / "llama")
     convert_main(["--from_llama", str(tmp_path / "llama"), "--output_dir", str(tmp_path / "scratch")])
     convert_main(["--to_llama", str(tmp_path / "scratch"), "--output_dir", str(tmp_path / "back")])
@@ -99,7 +79,7 @@ def test_convert_cli_round_trip(tmp_path):
 # --- attention, cache, padding ------------------------------------------------------------------------------
 
 
-def test_eager_and_sdpa_agree_with_padding():
+def test_eager_and_sdpa_agree_with_padding(tiny_model, random_ids):
     eager = tiny_model(attn_implementation="eager")
     sdpa = tiny_model(attn_implementation="sdpa")
     ids = random_ids()
@@ -113,7 +93,7 @@ def test_eager_and_sdpa_agree_with_padding():
 
 
 @pytest.mark.parametrize("argument", ["cache", "past_key_values"])
-def test_incremental_decoding_with_either_cache_argument_matches_full_forward(argument):
+def test_incremental_decoding_with_either_cache_argument_matches_full_forward(argument, tiny_model, random_ids):
     model = tiny_model()
     ids = random_ids(length=10)
     with torch.no_grad():
@@ -129,7 +109,7 @@ def test_incremental_decoding_with_either_cache_argument_matches_full_forward(ar
     assert torch.allclose(torch.cat(steps, dim=1), full[:, 6:], atol=1e-5)
 
 
-def test_generate_with_cache_equals_no_cache_loop():
+def test_generate_with_cache_equals_no_cache_loop(tiny_model, random_ids):
     model = tiny_model()
     prompt = random_ids(batch=1, length=5)
     generated = model.generate(prompt, max_new_tokens=15, do_sample=False, eos_token_id=None)
@@ -141,7 +121,7 @@ def test_generate_with_cache_equals_no_cache_loop():
     assert torch.equal(generated, ids)
 
 
-def test_left_padded_batch_equals_sequences_one_by_one():
+def test_left_padded_batch_equals_sequences_one_by_one(tiny_model, random_ids):
     model = tiny_model()
     short, long = random_ids(batch=1, length=5, seed=2), random_ids(batch=1, length=9, seed=3)
     batch = torch.cat([torch.cat([torch.zeros(1, 4, dtype=torch.long), short], dim=1), long])
@@ -157,7 +137,7 @@ def test_left_padded_batch_equals_sequences_one_by_one():
     assert torch.equal(together[1], model.generate(long, **kwargs)[0])
 
 
-def test_inputs_embeds_position_ids_and_logits_to_keep():
+def test_inputs_embeds_position_ids_and_logits_to_keep(tiny_model, random_ids):
     model = tiny_model()
     ids = random_ids()
     with torch.no_grad():
@@ -171,15 +151,15 @@ def test_inputs_embeds_position_ids_and_logits_to_keep():
         assert torch.allclose(shifted, reference, atol=1e-4)
 
 
-def test_output_hidden_states_and_attentions():
+def test_output_hidden_states_and_attentions(tiny_decoder_kwargs, tiny_model, random_ids):
     model = tiny_model(attn_implementation="eager")
     ids = random_ids()
     out = model(ids, output_hidden_states=True, output_attentions=True)
-    assert len(out.hidden_states) == TINY["num_hidden_layers"] + 1
-    assert len(out.attentions) == TINY["num_hidden_layers"]
+    assert len(out.hidden_states) == tiny_decoder_kwargs["num_hidden_layers"] + 1
+    assert len(out.attentions) == tiny_decoder_kwargs["num_hidden_layers"]
     attention = out.attentions[0]
-    assert attention.shape == (2, TINY["num_attention_heads"], 12, 12)
-    assert torch.allclose(attention.sum(-1), torch.ones(2, TINY["num_attention_heads"], 12), atol=1e-5)
+    assert attention.shape == (2, tiny_decoder_kwargs["num_attention_heads"], 12, 12)
+    assert torch.allclose(attention.sum(-1), torch.ones(2, tiny_decoder_kwargs["num_attention_heads"], 12), atol=1e-5)
     assert torch.all(attention.triu(diagonal=1) == 0)  # causal
 
 
@@ -188,7 +168,7 @@ def test_output_hidden_states_and_attentions():
     {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0},
     {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 32},
 ])
-def test_rope_variants_run_and_survive_reload(rope, tmp_path):
+def test_rope_variants_run_and_survive_reload(rope, tmp_path, tiny_model, random_ids):
     model = tiny_model(rope_parameters=rope)
     ids = random_ids(length=40)
     model.save_pretrained(tmp_path)
@@ -201,7 +181,7 @@ def test_rope_variants_run_and_survive_reload(rope, tmp_path):
 # --- training behaviour -------------------------------------------------------------------------------------
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_model, random_ids):
     ids = random_ids()
     gradients = []
     for checkpointing in (False, True):
@@ -214,7 +194,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         assert torch.allclose(grad, gradients[1][name], atol=1e-6), name
 
 
-def test_loss_honours_num_items_in_batch():
+def test_loss_honours_num_items_in_batch(tiny_model, random_ids):
     model = tiny_model()
     ids = random_ids()
     labels = ids.clone()
@@ -228,7 +208,7 @@ def test_loss_honours_num_items_in_batch():
 # --- saving, loading, embeddings ----------------------------------------------------------------------------
 
 
-def test_save_load_round_trip_is_safetensors_and_keeps_ties(tmp_path):
+def test_save_load_round_trip_is_safetensors_and_keeps_ties(tmp_path, tiny_model, random_ids):
     model = tiny_model()
     model.save_pretrained(tmp_path)
     files = {path.name for path in tmp_path.iterdir()}
@@ -247,7 +227,7 @@ def test_save_load_round_trip_is_safetensors_and_keeps_ties(tmp_path):
     assert torch.equal(reloaded.lm_head.weight[5], reloaded.model.embed_tokens.weight[5])
 
 
-def test_untied_model_stays_untied(tmp_path):
+def test_untied_model_stays_untied(tmp_path, tiny_model):
     model = tiny_model(tie_word_embeddings=False)
     assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
     model.save_pretrained(tmp_path)
@@ -272,7 +252,7 @@ SAVED_BEFORE_SHARED_BLOCKS = [
 ]
 
 
-def test_checkpoint_saved_before_the_shared_blocks_loads(tmp_path):
+def test_checkpoint_saved_before_the_shared_blocks_loads(tmp_path, tiny_config):
     config = tiny_config(num_hidden_layers=1, use_qk_norm=True, attention_bias=True, mlp_bias=True,
                          tie_word_embeddings=False)
     shapes = {key: value.shape for key, value in ScratchLMForCausalLM(config).state_dict().items()}
@@ -287,14 +267,14 @@ def test_checkpoint_saved_before_the_shared_blocks_loads(tmp_path):
     assert all(torch.equal(loaded[key], tensor) for key, tensor in saved.items())
 
 
-def test_resize_token_embeddings():
+def test_resize_token_embeddings(tiny_decoder_kwargs, tiny_model, random_ids):
     model = tiny_model()
     ids = random_ids()
     with torch.no_grad():
         before = model(ids).logits
     model.resize_token_embeddings(300)
     assert model.config.vocab_size == 300
-    assert model.lm_head.weight.shape == (300, TINY["hidden_size"])
+    assert model.lm_head.weight.shape == (300, tiny_decoder_kwargs["hidden_size"])
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     with torch.no_grad():
         after = model(torch.cat([ids, torch.full((2, 1), 299)], dim=1)).logits
@@ -302,7 +282,7 @@ def test_resize_token_embeddings():
     assert torch.allclose(after[:, :-1, :256], before, atol=1e-5)
 
 
-def test_task_heads_compute_losses():
+def test_task_heads_compute_losses(tiny_model, random_ids):
     ids = random_ids()
     classifier = tiny_model(ScratchLMForSequenceClassification, num_labels=3)
     out = classifier(ids, labels=torch.tensor([0, 2]))
@@ -315,7 +295,7 @@ def test_task_heads_compute_losses():
     assert out.start_logits.shape == (2, 12) and out.loss.item() > 0
 
 
-def test_sequence_classification_pools_the_last_real_token_with_either_padding():
+def test_sequence_classification_pools_the_last_real_token_with_either_padding(tiny_model, random_ids):
     model = tiny_model(ScratchLMForSequenceClassification, num_labels=2)
     text = random_ids(batch=1, length=6)
     pad = torch.zeros(1, 3, dtype=torch.long)
@@ -327,7 +307,7 @@ def test_sequence_classification_pools_the_last_real_token_with_either_padding()
     assert torch.allclose(alone, right, atol=1e-5) and torch.allclose(alone, left, atol=1e-5)
 
 
-def test_bidirectional_attention_sees_later_tokens_and_ignores_padding(tmp_path):
+def test_bidirectional_attention_sees_later_tokens_and_ignores_padding(tmp_path, tiny_config, tiny_model, random_ids):
     ids = random_ids(batch=1, length=8)
     changed = ids.clone()
     changed[0, -1] = 3 if ids[0, -1] != 3 else 4
@@ -385,12 +365,12 @@ def test_preset_parameter_count_follows_options():
     (dict(bos_token_id=-1), "bos_token_id"),
     (dict(eos_token_id=[1, 999]), "eos_token_id"),
 ])
-def test_bad_configs_raise_naming_the_field(overrides, field):
+def test_bad_configs_raise_naming_the_field(overrides, field, tiny_config):
     with pytest.raises(ValueError, match=field):
         tiny_config(**overrides)
 
 
-def test_unknown_preset_and_bad_saved_config(tmp_path):
+def test_unknown_preset_and_bad_saved_config(tmp_path, tiny_config):
     with pytest.raises(ValueError, match="unknown ScratchLM preset 'huge'"):
         ScratchLMConfig.from_preset("huge")
     tiny_config().save_pretrained(tmp_path)
@@ -401,14 +381,14 @@ def test_unknown_preset_and_bad_saved_config(tmp_path):
         AutoConfig.from_pretrained(tmp_path)
 
 
-def test_forward_rejects_unknown_token_ids_and_runs_past_the_context():
+def test_forward_rejects_unknown_token_ids_and_runs_past_the_context(tiny_decoder_kwargs, tiny_model, random_ids):
     model = tiny_model()
     with pytest.raises(ValueError, match="token id 256, outside the vocabulary"):
         model(torch.tensor([[5, 256]]))
     # Rotary positions exist past max_position_embeddings (128): as in Llama, the model runs there, with a warning
     # (checked in test_modeling_conventions.py), and caching still matches the full forward.
     with torch.no_grad():
-        assert model(torch.randint(3, 200, (1, 129))).logits.shape == (1, 129, TINY["vocab_size"])
+        assert model(torch.randint(3, 200, (1, 129))).logits.shape == (1, 129, tiny_decoder_kwargs["vocab_size"])
         generated = model.generate(random_ids(batch=1, length=120), max_new_tokens=20, do_sample=False,
                                    eos_token_id=None)
         assert generated.shape[1] == 140
@@ -418,7 +398,7 @@ def test_forward_rejects_unknown_token_ids_and_runs_past_the_context():
 # --- remote code --------------------------------------------------------------------------------------------
 
 
-def test_fresh_process_loads_saved_models_as_remote_code(tmp_path, run_without_package):
+def test_fresh_process_loads_saved_models_as_remote_code(tmp_path, run_without_package, tiny_model, random_ids):
     ids = random_ids()
     causal, classifier = tiny_model(), tiny_model(ScratchLMForSequenceClassification, num_labels=2)
     causal.save_pretrained(tmp_path / "causal")
@@ -447,7 +427,7 @@ def test_fresh_process_loads_saved_models_as_remote_code(tmp_path, run_without_p
     """)
 
 
-def test_auto_classes_resolve_to_scratchlm_in_process():
+def test_auto_classes_resolve_to_scratchlm_in_process(tiny_config):
     config = tiny_config()
     assert isinstance(AutoModel.from_config(config), ScratchLMModel)
     assert isinstance(AutoModelForSequenceClassification.from_config(config), ScratchLMForSequenceClassification)
@@ -455,10 +435,11 @@ def test_auto_classes_resolve_to_scratchlm_in_process():
 
 @pytest.mark.parametrize("head", [ScratchLMForSequenceClassification, ScratchLMForTokenClassification,
                                   ScratchLMForQuestionAnswering])
-def test_task_heads_expose_and_resize_the_shared_embeddings(head):
+def test_task_heads_expose_and_resize_the_shared_embeddings(head, tiny_decoder_kwargs, tiny_model):
     model = tiny_model(head, num_labels=2)
     assert model.get_input_embeddings() is model.model.embed_tokens
     model.resize_token_embeddings(300)
-    assert model.model.embed_tokens.weight.shape == (300, TINY["hidden_size"]) and model.config.vocab_size == 300
+    assert model.model.embed_tokens.weight.shape == (300, tiny_decoder_kwargs["hidden_size"])
+    assert model.config.vocab_size == 300
     output = model(torch.tensor([[299, 5]]))
     assert torch.isfinite(output[0]).all()

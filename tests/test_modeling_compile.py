@@ -11,23 +11,17 @@ import torch
 from torch._dynamo.testing import CompileCounter
 from transformers import CompileConfig
 
-from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM, ScratchLMForQuestionAnswering
-
-TINY = dict(
-    vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-)
+from scratchlm.modeling import ScratchLMForCausalLM, ScratchLMForQuestionAnswering
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_fullgraph_forward_and_the_input_errors_outside_it(bidirectional):
+def test_fullgraph_forward_and_the_input_errors_outside_it(bidirectional, tiny_model, random_ids):
     torch._dynamo.reset()
-    torch.manual_seed(0)
     if bidirectional:  # the encoder heads' attention compiles too
-        model = ScratchLMForQuestionAnswering(ScratchLMConfig(**TINY, use_bidirectional_attention=True)).eval()
+        model = tiny_model(ScratchLMForQuestionAnswering, use_bidirectional_attention=True)
     else:
-        model = ScratchLMForCausalLM(ScratchLMConfig(**TINY)).eval()
-    ids = torch.randint(3, 256, (2, 12), generator=torch.Generator().manual_seed(1))
+        model = tiny_model()
+    ids = random_ids()
     mask = torch.ones_like(ids)
     mask[0, :3] = 0
     counter = CompileCounter()
@@ -45,11 +39,10 @@ def test_fullgraph_forward_and_the_input_errors_outside_it(bidirectional):
     assert model(torch.randint(3, 200, (1, 129)))[0].shape[1] == 129
 
 
-def test_generate_with_a_compiled_static_cache_matches_eager_generate():
+def test_generate_with_a_compiled_static_cache_matches_eager_generate(tiny_model, random_ids):
     torch._dynamo.reset()
-    torch.manual_seed(0)
-    model = ScratchLMForCausalLM(ScratchLMConfig(**TINY)).eval()
-    prompt = torch.randint(3, 256, (2, 6), generator=torch.Generator().manual_seed(2))
+    model = tiny_model()
+    prompt = random_ids(length=6, seed=2)
     mask = torch.ones_like(prompt)
     mask[1, :2] = 0  # left padding
     kwargs = dict(attention_mask=mask, max_new_tokens=10, do_sample=False, eos_token_id=None)
@@ -99,11 +92,11 @@ def test_acceleration_defaults_fall_back_to_eager_where_compilation_fails(caplog
     assert eager_backend["cache_implementation"] == "static" and eager_backend["compile_config"].fullgraph
 
 
-def test_attention_is_measured_for_long_single_process_runs_and_sdpa_otherwise(tmp_path):
+def test_attention_is_measured_for_long_single_process_runs_and_sdpa_otherwise(tiny_config, tmp_path):
     from scratchlm.training.acceleration import fastest_attention_implementation, set_fastest_attention
     from scratchlm.training.arguments import ScratchLMTrainingArguments
 
-    config = ScratchLMConfig(**TINY)
+    config = tiny_config()
     # No measurement on an accelerator, or where eager's score matrices would be too large to keep.
     assert fastest_attention_implementation(config, 8, 64, torch.float32, "cuda") == ("sdpa", {})
     assert fastest_attention_implementation(config, 64, 4096, torch.bfloat16, "cpu") == ("sdpa", {})
@@ -113,7 +106,7 @@ def test_attention_is_measured_for_long_single_process_runs_and_sdpa_otherwise(t
     assert set(seconds) == {"eager", "sdpa"} and all(0 < value < 1 for value in seconds.values())
     assert choice == ("eager" if seconds["eager"] < 0.9 * seconds["sdpa"] else "sdpa")
 
-    model = ScratchLMForCausalLM(ScratchLMConfig(**TINY, attn_implementation="eager"))
+    model = ScratchLMForCausalLM(tiny_config(attn_implementation="eager"))
     short = ScratchLMTrainingArguments(str(tmp_path), max_steps=10, precision="bf16", report_to="none")
     assert set_fastest_attention(model, short, 64) == "sdpa" == model.config._attn_implementation
     long = ScratchLMTrainingArguments(str(tmp_path), max_steps=5_000, precision="bf16", report_to="none")

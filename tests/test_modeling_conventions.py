@@ -22,7 +22,6 @@ from transformers import (
 )
 
 from scratchlm.modeling import (
-    ScratchLMConfig,
     ScratchLMForCausalLM,
     ScratchLMForQuestionAnswering,
     ScratchLMForSequenceClassification,
@@ -31,20 +30,6 @@ from scratchlm.modeling import (
 )
 from scratchlm.modeling.convert_llama import convert_model, llama_config_to_scratchlm
 from scratchlm.modeling.modeling_scratchlm import ScratchLMAttention, ScratchLMDecoderLayer
-
-TINY = dict(
-    vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-)
-
-
-def tiny_model(cls=ScratchLMForCausalLM, **overrides):
-    torch.manual_seed(0)
-    return cls(ScratchLMConfig(**{**TINY, **overrides})).eval()
-
-
-def ids_of(length=12, batch=2):
-    return torch.randint(3, TINY["vocab_size"], (batch, length), generator=torch.Generator().manual_seed(1))
 
 
 def assert_same(ours, expected, where="output"):
@@ -66,20 +51,27 @@ def assert_same(ours, expected, where="output"):
 
 # --- 1. return_dict=False is exactly to_tuple() of the ModelOutput --------------------------------------------
 
-ids = ids_of()
+@pytest.fixture(scope="module")
+def ids(random_ids):
+    return random_ids()
+
+
+# (head, config changes, its inputs beside the ids, made from them)
 CASES = [
-    (ScratchLMModel, {}, dict(use_cache=True)),
-    (ScratchLMForCausalLM, {}, dict(use_cache=True, labels=ids)),
-    (ScratchLMForSequenceClassification, dict(num_labels=3), dict(use_cache=True, labels=torch.tensor([0, 2]))),
-    (ScratchLMForTokenClassification, dict(num_labels=5), dict(labels=torch.randint(0, 5, ids.shape))),
-    (ScratchLMForQuestionAnswering, {}, dict(start_positions=torch.tensor([1, 2]), end_positions=torch.tensor([3, 4]))),
+    (ScratchLMModel, {}, lambda ids: dict(use_cache=True)),
+    (ScratchLMForCausalLM, {}, lambda ids: dict(use_cache=True, labels=ids)),
+    (ScratchLMForSequenceClassification, dict(num_labels=3),
+     lambda ids: dict(use_cache=True, labels=torch.tensor([0, 2]))),
+    (ScratchLMForTokenClassification, dict(num_labels=5), lambda ids: dict(labels=torch.randint(0, 5, ids.shape))),
+    (ScratchLMForQuestionAnswering, {},
+     lambda ids: dict(start_positions=torch.tensor([1, 2]), end_positions=torch.tensor([3, 4]))),
 ]
 
 
 @pytest.mark.parametrize("cls, config_overrides, inputs", CASES, ids=[case[0].__name__ for case in CASES])
-def test_tuple_output_is_the_model_output_to_tuple(cls, config_overrides, inputs):
+def test_tuple_output_is_the_model_output_to_tuple(cls, config_overrides, inputs, tiny_model, ids):
     model = tiny_model(cls, attn_implementation="eager", **config_overrides)
-    common = dict(output_hidden_states=True, output_attentions=True, **inputs)
+    common = dict(output_hidden_states=True, output_attentions=True, **inputs(ids))
     with torch.no_grad():
         as_dict = model(ids, return_dict=True, **common)
         as_tuple = model(ids, return_dict=False, **common)
@@ -95,14 +87,20 @@ def test_tuple_output_is_the_model_output_to_tuple(cls, config_overrides, inputs
 # --- 2. hidden states and attentions: recorded by transformers' output capturing, as in Llama --------------------
 
 
-def llama_twin(**overrides):
-    """A Llama with exactly the weights of a fresh ScratchLM base model (the same architecture), eager attention."""
-    torch.manual_seed(0)
-    llama = LlamaForCausalLM(LlamaConfig(**{**TINY, **overrides}, tie_word_embeddings=True)).eval()
-    scratch = convert_model(llama, ScratchLMForCausalLM, llama_config_to_scratchlm(llama.config)).eval()
-    for model in (scratch, llama):
-        model.set_attn_implementation("eager")
-    return scratch.model, llama.model
+@pytest.fixture(scope="module")
+def llama_twin(tiny_decoder_kwargs):
+    """`llama_twin(**config_changes)`: a Llama with exactly the weights of a fresh ScratchLM base model (the same
+    architecture), eager attention; returns (ScratchLM base, Llama base)."""
+
+    def build(**changes):
+        torch.manual_seed(0)
+        llama = LlamaForCausalLM(LlamaConfig(**{**tiny_decoder_kwargs, **changes}, tie_word_embeddings=True)).eval()
+        scratch = convert_model(llama, ScratchLMForCausalLM, llama_config_to_scratchlm(llama.config)).eval()
+        for model in (scratch, llama):
+            model.set_attn_implementation("eager")
+        return scratch.model, llama.model
+
+    return build
 
 
 def test_hidden_states_and_attentions_are_declared_for_output_capturing():
@@ -111,7 +109,7 @@ def test_hidden_states_and_attentions_are_declared_for_output_capturing():
     assert LlamaModel._can_record_outputs.keys() == ScratchLMModel._can_record_outputs.keys()
 
 
-def test_recorded_hidden_states_and_attentions_equal_llamas():
+def test_recorded_hidden_states_and_attentions_equal_llamas(llama_twin, ids):
     scratch, llama = llama_twin(num_hidden_layers=3)
     with torch.no_grad():
         ours = scratch(ids, output_hidden_states=True, output_attentions=True)
@@ -131,7 +129,7 @@ def test_recorded_hidden_states_and_attentions_equal_llamas():
     assert_same(from_config.attentions, ours.attentions)
 
 
-def test_hidden_states_selected_by_index_as_in_llama():
+def test_hidden_states_selected_by_index_as_in_llama(llama_twin, ids):
     # A v5 feature of output capturing: `output_hidden_states` may name the indices wanted (negative ones too);
     # the others come back as None, and are not kept in memory.
     scratch, llama = llama_twin(num_hidden_layers=3)
@@ -146,14 +144,14 @@ def test_hidden_states_selected_by_index_as_in_llama():
 
 @pytest.mark.parametrize("cls, config_overrides", [case[:2] for case in CASES[1:]],
                          ids=[case[0].__name__ for case in CASES[1:]])
-def test_every_head_returns_its_bases_recorded_outputs(cls, config_overrides):
+def test_every_head_returns_its_bases_recorded_outputs(cls, config_overrides, tiny_model, tiny_decoder_kwargs, ids):
     model = tiny_model(cls, attn_implementation="eager", **config_overrides)
     with torch.no_grad():
         head = model(ids, output_hidden_states=[0, -1], output_attentions=True)
         base = model.model(ids, output_hidden_states=[0, -1], output_attentions=True)
     assert_same(head.hidden_states, base.hidden_states)
     assert_same(head.attentions, base.attentions)
-    assert head.hidden_states[1] is None and len(head.attentions) == TINY["num_hidden_layers"]
+    assert head.hidden_states[1] is None and len(head.attentions) == tiny_decoder_kwargs["num_hidden_layers"]
 
 
 # --- 3. input past the trained context: computed, as in Llama, with one warning; RoPE scaling -------------------
@@ -167,12 +165,12 @@ def context_warnings(caplog, run):
     return result, [r.getMessage() for r in caplog.records if "longer than the model's context" in r.getMessage()]
 
 
-def test_input_past_the_context_runs_as_in_llama_with_one_warning(caplog):
+def test_input_past_the_context_runs_as_in_llama_with_one_warning(llama_twin, random_ids, caplog):
     # Rotary positions are computed for any length, so a longer input is a quality concern, not an error: like Llama,
     # the model runs it. The warning is logged once per process and message (transformers' `warning_once`), so this
     # test uses a context length (48) no other test does.
     scratch, llama = llama_twin(max_position_embeddings=48)
-    long = ids_of(length=72, batch=1)
+    long = random_ids(length=72, batch=1)
     with torch.no_grad():
         _, logged = context_warnings(caplog, lambda: scratch(long[:, :48]))
         assert logged == []
@@ -184,11 +182,12 @@ def test_input_past_the_context_runs_as_in_llama_with_one_warning(caplog):
 
 
 @pytest.mark.parametrize("scaling_type", ["linear", "dynamic", "yarn"])
-def test_scaled_against_unscaled_rope_past_the_context(scaling_type):
+def test_scaled_against_unscaled_rope_past_the_context(scaling_type, tiny_model, tiny_decoder_kwargs, random_ids):
     # transformers' common RoPE test: a default-RoPE model and one scaled by 10 from the same seed, each fed a short
     # input and one of 1.5 times the context.
     default = {"rope_type": "default", "rope_theta": 10000.0, "original_max_position_embeddings": 16384}
-    short, long = ids_of(length=10, batch=1), ids_of(length=int(TINY["max_position_embeddings"] * 1.5), batch=1)
+    short = random_ids(length=10, batch=1)
+    long = random_ids(length=int(tiny_decoder_kwargs["max_position_embeddings"] * 1.5), batch=1)
     outputs = []
     for rope in (default, {**default, "rope_type": scaling_type, "factor": 10.0}):
         model = tiny_model(ScratchLMModel, rope_parameters=rope)
@@ -205,20 +204,20 @@ def test_scaled_against_unscaled_rope_past_the_context(scaling_type):
     ({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64}, 256),
     ({"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}, None),
 ])
-def test_rope_scaling_extends_the_context(rope, limit, caplog):
+def test_rope_scaling_extends_the_context(rope, limit, tiny_model, random_ids, caplog):
     model = tiny_model(rope_parameters=rope)
     assert model.config.max_sequence_length == limit
     longest = limit or 300
     with torch.no_grad():
-        logits, logged = context_warnings(caplog, lambda: model(ids_of(length=longest, batch=1)).logits)
+        logits, logged = context_warnings(caplog, lambda: model(random_ids(length=longest, batch=1)).logits)
         assert logits.shape[1] == longest and torch.isfinite(logits).all() and logged == []
         if limit is not None:  # past the scaled context: still computed, with the warning naming the scaling
-            logits, logged = context_warnings(caplog, lambda: model(ids_of(length=limit + 1, batch=1)).logits)
+            logits, logged = context_warnings(caplog, lambda: model(random_ids(length=limit + 1, batch=1)).logits)
             assert torch.isfinite(logits).all()
             assert logged and f"context of {limit} tokens (max_position_embeddings scaled by its {rope['rope_type']} " \
                 "RoPE factor)" in logged[0]
     # Generation crosses max_position_embeddings (128) with the cache, and matches a cache-free forward.
-    prompt = ids_of(length=124, batch=1)
+    prompt = random_ids(length=124, batch=1)
     generated = model.generate(prompt, max_new_tokens=8, do_sample=False, eos_token_id=None)
     assert generated.shape[1] == 132
     with torch.no_grad():
@@ -228,9 +227,9 @@ def test_rope_scaling_extends_the_context(rope, limit, caplog):
 # --- 4. the old `past_key_values` name: accepted with the library's warning, output field named `cache` ----------
 
 
-def calls_with_old_name(model):
-    """Prefill, then one step passing the cache as `past_key_values`; returns (step output, warnings)."""
-    sequence = ids_of(length=7, batch=1)
+def calls_with_old_name(model, sequence):
+    """Prefill all but the last token, then one step passing the cache as `past_key_values`; returns (step output,
+    warnings)."""
     with torch.no_grad():
         cache = model(sequence[:, :6], use_cache=True).cache
         with warnings.catch_warnings(record=True) as caught:
@@ -239,18 +238,18 @@ def calls_with_old_name(model):
     return step, [(w.category, str(w.message)) for w in caught]
 
 
-def test_past_key_values_is_deprecated_exactly_as_in_llama():
+def test_past_key_values_is_deprecated_exactly_as_in_llama(tiny_model, tiny_decoder_kwargs, random_ids):
     scratch = tiny_model()
     torch.manual_seed(0)
-    llama = LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=True)).eval()
-    ours, our_warnings = calls_with_old_name(scratch)
-    theirs, their_warnings = calls_with_old_name(llama)
+    llama = LlamaForCausalLM(LlamaConfig(**tiny_decoder_kwargs, tie_word_embeddings=True)).eval()
+    sequence = random_ids(length=7, batch=1)
+    ours, our_warnings = calls_with_old_name(scratch, sequence)
+    theirs, their_warnings = calls_with_old_name(llama, sequence)
     assert our_warnings and [(c, m.replace("ScratchLM", "Llama")) for c, m in our_warnings] == their_warnings
     assert our_warnings[0][0] is FutureWarning and "Use `cache` instead" in our_warnings[0][1]
     assert list(ours.keys()) == list(theirs.keys()) == ["logits", "cache"]
     assert ours.cache.get_seq_length() == 7
 
-    sequence = ids_of(length=7, batch=1)
     with torch.no_grad():
         cache = scratch(sequence[:, :6], use_cache=True).cache
         expected = scratch(sequence[:, 6:], cache=cache).logits
@@ -266,13 +265,14 @@ def test_past_key_values_is_deprecated_exactly_as_in_llama():
     (ScratchLMForTokenClassification, LlamaForTokenClassification),
     (ScratchLMForQuestionAnswering, LlamaForQuestionAnswering),
 ])
-def test_token_classification_and_qa_heads_take_the_cache_as_llamas_do(cls, llama_cls):
+def test_token_classification_and_qa_heads_take_the_cache_as_llamas_do(cls, llama_cls, tiny_model, tiny_decoder_kwargs,
+                                                                       random_ids):
     assert "cache" in inspect.signature(cls.forward).parameters
     assert "cache" in inspect.signature(llama_cls.forward).parameters
     torch.manual_seed(0)
-    llama = llama_cls(LlamaConfig(**TINY)).eval()
+    llama = llama_cls(LlamaConfig(**tiny_decoder_kwargs)).eval()
     scratch = tiny_model(cls)
-    sequence = ids_of(length=7, batch=1)
+    sequence = random_ids(length=7, batch=1)
     messages = []
     for model in (scratch, llama):
         cache = DynamicCache(config=model.config)
