@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -22,40 +23,22 @@ from scratchlm.modeling import (
 )
 from scratchlm.modeling.modeling_scratchlm import ScratchLMBlock, ScratchLMDecoderLayer
 from scratchlm.modeling.modeling_scratchlm_seq2seq import ScratchLMEncoderLayer, ScratchLMSeq2SeqDecoderLayer
-from scratchlm.tokenization import train_tokenizer
-
-BOS, PAD = 0, 2
-TINY = dict(
-    vocab_size=320, hidden_size=64, intermediate_size=160, encoder_layers=2, decoder_layers=2,
-    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-    pad_token_id=PAD, bos_token_id=BOS, decoder_start_token_id=BOS,
-)
-
-
-def tiny_model(seed=0, **overrides) -> ScratchLMSeq2SeqForConditionalGeneration:
-    torch.manual_seed(seed)
-    return ScratchLMSeq2SeqForConditionalGeneration(ScratchLMSeq2SeqConfig(**{**TINY, **overrides})).eval()
-
-
-def random_ids(batch=2, length=9, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(3, TINY["vocab_size"], (batch, length), generator=generator)
 
 
 @pytest.fixture(scope="module")
-def model():
-    return tiny_model()
+def random_ids(random_ids, tiny_seq2seq_kwargs):
+    """conftest's `random_ids` over the encoder-decoder's vocabulary, 9 tokens long unless told."""
+    return functools.partial(random_ids, length=9, vocab_size=tiny_seq2seq_kwargs["vocab_size"])
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    texts = ["ein Hund läuft über die Wiese", "a dog runs across the meadow", "zwei Kinder spielen im Park"]
-    return train_tokenizer(texts, vocab_size=300, show_progress=False)
+def model(tiny_seq2seq_model):
+    return tiny_seq2seq_model()
 
 
 def greedy_without_cache(model, input_ids, attention_mask, steps):
     """The hand-written loop: re-run the whole decoder on the whole prefix, no cache, take the argmax."""
-    decoder_ids = torch.full((input_ids.shape[0], 1), BOS)
+    decoder_ids = torch.full((input_ids.shape[0], 1), model.config.decoder_start_token_id)
     for _ in range(steps):
         logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_ids,
                        use_cache=False).logits
@@ -74,8 +57,8 @@ def test_preset_parameter_counts_are_exact(preset):
     assert sum(p.numel() for p in model.parameters()) == config.num_parameters
 
 
-def test_parameter_count_with_every_option():
-    config = ScratchLMSeq2SeqConfig(**{**TINY, "tie_word_embeddings": False, "attention_bias": True,
+def test_parameter_count_with_every_option(tiny_seq2seq_kwargs):
+    config = ScratchLMSeq2SeqConfig(**{**tiny_seq2seq_kwargs, "tie_word_embeddings": False, "attention_bias": True,
                                        "mlp_bias": True, "use_qk_norm": True})
     with torch.device("meta"):
         model = ScratchLMSeq2SeqForConditionalGeneration(config)
@@ -94,16 +77,16 @@ def test_parameter_count_with_every_option():
         ("rope_parameters", {"rope_type": "nonsense", "rope_theta": 1e4}),
     ],
 )
-def test_bad_config_raises_naming_the_field(field, value):
+def test_bad_config_raises_naming_the_field(field, value, tiny_seq2seq_kwargs):
     with pytest.raises(ValueError, match=field if field != "num_attention_heads" else "hidden_size|num_attention"):
-        ScratchLMSeq2SeqConfig(**{**TINY, field: value})
+        ScratchLMSeq2SeqConfig(**{**tiny_seq2seq_kwargs, field: value})
 
 
-def test_auto_classes_pick_the_encoder_decoder(tmp_path, model):
+def test_auto_classes_pick_the_encoder_decoder(tmp_path, model, tiny_seq2seq_kwargs, random_ids):
     model.save_pretrained(tmp_path)
     config = AutoConfig.from_pretrained(tmp_path)
     assert type(config) is ScratchLMSeq2SeqConfig and config.is_encoder_decoder
-    assert config.num_hidden_layers == TINY["decoder_layers"]
+    assert config.num_hidden_layers == tiny_seq2seq_kwargs["decoder_layers"]
     assert type(AutoModel.from_pretrained(tmp_path)) is ScratchLMSeq2SeqModel
     loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
     ids = random_ids()
@@ -117,19 +100,19 @@ def test_auto_classes_pick_the_encoder_decoder(tmp_path, model):
 # --- training contract ------------------------------------------------------------------------------------------
 
 
-def test_loss_at_init_is_about_ln_vocab(model):
+def test_loss_at_init_is_about_ln_vocab(model, tiny_seq2seq_kwargs, random_ids):
     labels = random_ids(batch=4, length=12, seed=3)
     with torch.no_grad():
         loss = model(input_ids=random_ids(batch=4), labels=labels).loss
-    assert abs(loss.item() - math.log(TINY["vocab_size"])) < 0.1
+    assert abs(loss.item() - math.log(tiny_seq2seq_kwargs["vocab_size"])) < 0.1
 
 
-def test_labels_are_shifted_right_into_decoder_inputs(model):
+def test_labels_are_shifted_right_into_decoder_inputs(model, random_ids):
     labels = random_ids(length=6, seed=4)
     labels[1, 4:] = -100
     decoder_ids = model.prepare_decoder_input_ids_from_labels(labels)
-    assert torch.equal(decoder_ids[:, 0], torch.full((2,), BOS))
-    assert torch.equal(decoder_ids[0, 1:], labels[0, :-1]) and decoder_ids[1, 5] == PAD
+    assert torch.equal(decoder_ids[:, 0], torch.full((2,), model.config.decoder_start_token_id))
+    assert torch.equal(decoder_ids[0, 1:], labels[0, :-1]) and decoder_ids[1, 5] == model.config.pad_token_id
     ids = random_ids()
     with torch.no_grad():
         implicit = model(input_ids=ids, labels=labels)
@@ -144,8 +127,8 @@ def test_labels_are_shifted_right_into_decoder_inputs(model):
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-def test_encoder_is_bidirectional_and_decoder_causal(attn_implementation):
-    model = tiny_model(attn_implementation=attn_implementation)
+def test_encoder_is_bidirectional_and_decoder_causal(attn_implementation, tiny_seq2seq_model, random_ids):
+    model = tiny_seq2seq_model(attn_implementation=attn_implementation)
     ids, decoder_ids = random_ids(), random_ids(length=6, seed=9)
     changed_ids, changed_decoder_ids = ids.clone(), decoder_ids.clone()
     changed_ids[:, -1] = 3
@@ -159,13 +142,13 @@ def test_encoder_is_bidirectional_and_decoder_causal(attn_implementation):
     assert not torch.allclose(changed[:, -1], logits[:, -1])
 
 
-def test_data_collator_for_seq2seq_builds_decoder_inputs(model, tokenizer):
+def test_data_collator_for_seq2seq_builds_decoder_inputs(model, tiny_tokenizer):
     features = [{"input_ids": [5, 6, 7], "labels": [8, 9]}, {"input_ids": [5], "labels": [8, 9, 10]}]
-    batch = DataCollatorForSeq2Seq(tokenizer, model=model)(features)
+    batch = DataCollatorForSeq2Seq(tiny_tokenizer, model=model)(features)
     assert torch.equal(batch["decoder_input_ids"], model.prepare_decoder_input_ids_from_labels(batch["labels"]))
 
 
-def test_return_dict_false_is_the_output_as_tuple(model):
+def test_return_dict_false_is_the_output_as_tuple(model, random_ids):
     ids = random_ids()
     with torch.no_grad():
         as_tuple = model(input_ids=ids, labels=ids, return_dict=False)
@@ -175,8 +158,8 @@ def test_return_dict_false_is_the_output_as_tuple(model):
     assert all(torch.equal(a, b) for a, b in zip(as_tuple, expected))
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
-    model = tiny_model().train()
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_seq2seq_model, random_ids):
+    model = tiny_seq2seq_model().train()
     ids, labels = random_ids(), random_ids(seed=5)
 
     def gradients():
@@ -193,10 +176,10 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert plain["model.decoder.layers.0.cross_attn.k_proj.weight"].abs().sum() > 0
 
 
-def test_lora_trains_self_and_cross_attention_and_mlp():
+def test_lora_trains_self_and_cross_attention_and_mlp(tiny_seq2seq_model, random_ids):
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(tiny_model().train(), LoraConfig(
+    model = get_peft_model(tiny_seq2seq_model().train(), LoraConfig(
         r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     ))
     adapted = {name for name, _ in model.named_modules() if name.endswith("lora_A")}
@@ -214,7 +197,7 @@ def test_lora_trains_self_and_cross_attention_and_mlp():
     assert losses[-1] < losses[0] - 0.5
 
 
-def test_forward_traces_with_fullgraph_compile(model):
+def test_forward_traces_with_fullgraph_compile(model, random_ids):
     ids = random_ids()
     compiled = torch.compile(model, backend="eager", fullgraph=True)  # dynamo only: fails on any graph break
     with torch.no_grad():
@@ -223,11 +206,11 @@ def test_forward_traces_with_fullgraph_compile(model):
     assert torch.allclose(traced.logits, expected.logits, atol=1e-6) and torch.allclose(traced.loss, expected.loss)
 
 
-def test_eager_and_sdpa_agree_with_padding(model):
+def test_eager_and_sdpa_agree_with_padding(model, tiny_seq2seq_model, random_ids):
     ids, mask = random_ids(), torch.ones(2, 9, dtype=torch.long)
-    ids[1, 6:], mask[1, 6:] = PAD, 0
+    ids[1, 6:], mask[1, 6:] = model.config.pad_token_id, 0
     decoder_ids = random_ids(length=5, seed=7)
-    eager = tiny_model(attn_implementation="eager")
+    eager = tiny_seq2seq_model(attn_implementation="eager")
     with torch.no_grad():
         sdpa_logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids).logits
         eager_logits = eager(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids).logits
@@ -235,9 +218,9 @@ def test_eager_and_sdpa_agree_with_padding(model):
     assert torch.allclose(sdpa_logits, eager_logits, atol=1e-5)
 
 
-def test_out_of_vocabulary_ids_raise_before_the_model_runs(model):
+def test_out_of_vocabulary_ids_raise_before_the_model_runs(model, tiny_seq2seq_kwargs, random_ids):
     ids = random_ids()
-    ids[0, 0] = TINY["vocab_size"]
+    ids[0, 0] = tiny_seq2seq_kwargs["vocab_size"]
     with pytest.raises(ValueError, match="input_ids contains token id 320"):
         model(input_ids=ids, decoder_input_ids=random_ids())
     with pytest.raises(ValueError, match="decoder_input_ids contains token id 320"):
@@ -255,10 +238,11 @@ def test_outputs_are_declared_for_output_capturing_as_in_bart(model):
         "hidden_states", "attentions", "cross_attentions"}
 
 
-def test_recorded_outputs_are_each_layers_input_and_attention_weights():
+def test_recorded_outputs_are_each_layers_input_and_attention_weights(tiny_seq2seq_kwargs, tiny_seq2seq_model,
+                                                                      random_ids):
     """What output capturing returns, against plain torch hooks on the model's own modules: the input of every layer
     and the output of the final norm; the weights of every self- and cross-attention."""
-    model = tiny_model(attn_implementation="eager", encoder_layers=3)
+    model = tiny_seq2seq_model(attn_implementation="eager", encoder_layers=3)
     ids, decoder_ids = random_ids(), random_ids(length=5, seed=9)
     seen = {f"{side}_{kind}": [] for side in ("encoder", "decoder") for kind in ("hidden_states", "attentions")}
     seen["cross_attentions"] = []
@@ -287,7 +271,7 @@ def test_recorded_outputs_are_each_layers_input_and_attention_weights():
             assert torch.equal(a, b), f"{name}[{index}]"
     assert len(out.encoder_hidden_states) == 4 and len(out.decoder_hidden_states) == 3
     assert len(out.encoder_attentions) == 3 and len(out.decoder_attentions) == len(out.cross_attentions) == 2
-    assert out.cross_attentions[0].shape == (2, TINY["num_attention_heads"], 5, 9)
+    assert out.cross_attentions[0].shape == (2, tiny_seq2seq_kwargs["num_attention_heads"], 5, 9)
     # Selecting by index (a v5 feature of output capturing): the others come back as None, and negative indices
     # count each stack's own layers (3 in the encoder, 2 in the decoder).
     with torch.no_grad():
@@ -298,13 +282,13 @@ def test_recorded_outputs_are_each_layers_input_and_attention_weights():
     assert torch.equal(selected.decoder_hidden_states[-1], out.decoder_hidden_states[-1])
 
 
-def test_source_and_target_past_the_context_run_with_a_warning(model, caplog):
+def test_source_and_target_past_the_context_run_with_a_warning(model, caplog, tiny_seq2seq_kwargs, random_ids):
     # Rotary positions exist for any length, so, as in transformers' models, a longer input runs, with one warning.
     source, target = random_ids(length=96), random_ids(length=80, seed=9)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="scratchlm"), torch.no_grad():
         logits = model(input_ids=source, decoder_input_ids=target).logits
-    assert logits.shape == (2, 80, TINY["vocab_size"]) and torch.isfinite(logits).all()
+    assert logits.shape == (2, 80, tiny_seq2seq_kwargs["vocab_size"]) and torch.isfinite(logits).all()
     logged = [r.getMessage() for r in caplog.records if "longer than the model's context" in r.getMessage()]
     assert len(logged) == 2
     assert logged[0].startswith("input_ids longer than the model's context of 64 tokens (max_position_embeddings)")
@@ -314,9 +298,9 @@ def test_source_and_target_past_the_context_run_with_a_warning(model, caplog):
 # --- decoding ---------------------------------------------------------------------------------------------------
 
 
-def test_cached_decoding_equals_the_no_cache_loop(model):
+def test_cached_decoding_equals_the_no_cache_loop(model, random_ids):
     ids, mask = random_ids(), torch.ones(2, 9, dtype=torch.long)
-    ids[0, 7:], mask[0, 7:] = PAD, 0
+    ids[0, 7:], mask[0, 7:] = model.config.pad_token_id, 0
     with torch.no_grad():
         expected = greedy_without_cache(model, ids, mask, steps=8)
         generated = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=8)
@@ -334,7 +318,7 @@ def test_cached_decoding_equals_the_no_cache_loop(model):
     assert torch.allclose(torch.cat(stepwise, dim=1), full, atol=1e-5)
 
 
-def test_past_key_values_is_accepted_as_the_old_name_of_cache(model):
+def test_past_key_values_is_accepted_as_the_old_name_of_cache(model, random_ids):
     ids, decoder_ids = random_ids(), random_ids(length=4, seed=8)
     with torch.no_grad():
         first = model(input_ids=ids, decoder_input_ids=decoder_ids[:, :3], use_cache=True)
@@ -343,7 +327,7 @@ def test_past_key_values_is_accepted_as_the_old_name_of_cache(model):
     assert torch.allclose(new[:, -1], full[:, -1], atol=1e-5)
 
 
-def test_beam_search_scores_are_the_sequences_log_probabilities(model):
+def test_beam_search_scores_are_the_sequences_log_probabilities(model, random_ids):
     ids = random_ids(batch=1)
     with torch.no_grad():
         greedy = model.generate(input_ids=ids, do_sample=False, max_new_tokens=6)
@@ -359,7 +343,7 @@ def test_beam_search_scores_are_the_sequences_log_probabilities(model):
     assert torch.all(beams.sequences_scores[:-1] >= beams.sequences_scores[1:])
 
 
-def test_sampling_is_seeded_and_top_k_one_is_greedy(model):
+def test_sampling_is_seeded_and_top_k_one_is_greedy(model, random_ids):
     ids = random_ids()
     with torch.no_grad():
         greedy = model.generate(input_ids=ids, do_sample=False, max_new_tokens=6)
@@ -372,9 +356,9 @@ def test_sampling_is_seeded_and_top_k_one_is_greedy(model):
     assert torch.equal(top_1, greedy)
 
 
-def test_padded_batch_equals_its_rows_one_by_one(model):
+def test_padded_batch_equals_its_rows_one_by_one(model, random_ids):
     rows = [random_ids(batch=1, length=9, seed=12)[0], random_ids(batch=1, length=5, seed=13)[0]]
-    ids = torch.full((2, 9), PAD)
+    ids = torch.full((2, 9), model.config.pad_token_id)
     mask = torch.zeros(2, 9, dtype=torch.long)
     for i, row in enumerate(rows):
         ids[i, : len(row)], mask[i, : len(row)] = row, 1
@@ -387,9 +371,9 @@ def test_padded_batch_equals_its_rows_one_by_one(model):
             assert torch.equal(beams[i : i + 1], model.generate(input_ids=row[None], num_beams=3, max_new_tokens=7))
 
 
-def test_generate_from_encoder_outputs_equals_generate_from_input_ids(model):
+def test_generate_from_encoder_outputs_equals_generate_from_input_ids(model, random_ids):
     ids, mask = random_ids(), torch.ones(2, 9, dtype=torch.long)
-    ids[1, 5:], mask[1, 5:] = PAD, 0
+    ids[1, 5:], mask[1, 5:] = model.config.pad_token_id, 0
     with torch.no_grad():
         from_ids = model.generate(input_ids=ids, attention_mask=mask, num_beams=2, max_new_tokens=6)
         encoder_outputs = model.get_encoder()(input_ids=ids, attention_mask=mask)
@@ -398,7 +382,7 @@ def test_generate_from_encoder_outputs_equals_generate_from_input_ids(model):
     assert torch.equal(from_ids, from_outputs)
 
 
-def test_generation_stops_each_row_at_eos_and_pads_it(model):
+def test_generation_stops_each_row_at_eos_and_pads_it(model, random_ids):
     ids = random_ids()
     with torch.no_grad():
         free = model.generate(input_ids=ids, do_sample=False, max_new_tokens=6)
@@ -407,21 +391,23 @@ def test_generation_stops_each_row_at_eos_and_pads_it(model):
     for row, generated in zip(free, stopped):
         hits = (row[1:] == eos).nonzero()
         length = 1 + (int(hits[0]) + 1 if len(hits) else len(row) - 1)
-        assert torch.equal(generated[:length], row[:length]) and torch.all(generated[length:] == PAD)
+        assert torch.equal(generated[:length], row[:length])
+        assert torch.all(generated[length:] == model.config.pad_token_id)
     assert stopped.shape[1] <= free.shape[1]
 
 
 # --- initialisation, saving, remote code ------------------------------------------------------------------------
 
 
-def test_init_seq2seq_model_is_wired_for_its_tokenizer(tokenizer):
-    model = init_seq2seq_model("tiny", {"encoder_layers": 1}, tokenizer=tokenizer, seed=3)
+def test_init_seq2seq_model_is_wired_for_its_tokenizer(tiny_tokenizer):
+    model = init_seq2seq_model("tiny", {"encoder_layers": 1}, tokenizer=tiny_tokenizer, seed=3)
     config = model.config
-    assert config.vocab_size == len(tokenizer) and config.encoder_layers == 1 and config.decoder_layers == 2
-    assert config.decoder_start_token_id == tokenizer.bos_token_id == model.generation_config.decoder_start_token_id
-    assert config.pad_token_id == tokenizer.pad_token_id and model.generation_config.eos_token_id == tokenizer.eos_token_id
+    assert config.vocab_size == len(tiny_tokenizer) and config.encoder_layers == 1 and config.decoder_layers == 2
+    assert config.decoder_start_token_id == tiny_tokenizer.bos_token_id == model.generation_config.decoder_start_token_id
+    assert config.pad_token_id == tiny_tokenizer.pad_token_id
+    assert model.generation_config.eos_token_id == tiny_tokenizer.eos_token_id
     assert model.generation_config.max_new_tokens is None  # so Seq2SeqTrainer's generation_max_length applies
-    again = init_seq2seq_model("tiny", {"encoder_layers": 1}, tokenizer=tokenizer, seed=3)
+    again = init_seq2seq_model("tiny", {"encoder_layers": 1}, tokenizer=tiny_tokenizer, seed=3)
     assert torch.equal(model.lm_head.weight, again.lm_head.weight)
     with pytest.raises(ValueError, match="num_layers"):
         init_seq2seq_model("tiny", {"num_layers": 1})
@@ -458,10 +444,10 @@ SAVED_BEFORE_SHARED_BLOCKS = [
 ]
 
 
-def test_checkpoint_saved_before_the_shared_blocks_loads(tmp_path):
+def test_checkpoint_saved_before_the_shared_blocks_loads(tmp_path, tiny_seq2seq_kwargs):
     options = dict(encoder_layers=1, decoder_layers=1, use_qk_norm=True, attention_bias=True, mlp_bias=True,
                    tie_word_embeddings=False)
-    config = ScratchLMSeq2SeqConfig(**{**TINY, **options})
+    config = ScratchLMSeq2SeqConfig(**{**tiny_seq2seq_kwargs, **options})
     torch.manual_seed(0)
     shapes = {key: value.shape for key, value in ScratchLMSeq2SeqForConditionalGeneration(config).state_dict().items()}
     # The same names in the same order: a seed still draws the weights it drew before.
@@ -476,10 +462,10 @@ def test_checkpoint_saved_before_the_shared_blocks_loads(tmp_path):
     assert all(torch.equal(loaded[key], tensor) for key, tensor in saved.items())
 
 
-def test_encoder_and_decoder_layers_are_the_shared_block_under_their_own_names():
+def test_encoder_and_decoder_layers_are_the_shared_block_under_their_own_names(tiny_seq2seq_model):
     # FSDP's `transformer_layer_cls_to_wrap` and `_no_split_modules` name layer classes: the encoder's must be
     # nameable apart from the decoder-only model's ScratchLMDecoderLayer.
-    model = tiny_model()
+    model = tiny_seq2seq_model()
     encoder_layer, decoder_layer = model.model.encoder.layers[0], model.model.decoder.layers[0]
     assert type(encoder_layer) is ScratchLMEncoderLayer and type(decoder_layer) is ScratchLMSeq2SeqDecoderLayer
     assert isinstance(encoder_layer, ScratchLMBlock) and isinstance(decoder_layer, ScratchLMBlock)
@@ -488,8 +474,8 @@ def test_encoder_and_decoder_layers_are_the_shared_block_under_their_own_names()
     assert not decoder_layer.cross_attn.is_causal and not hasattr(decoder_layer.cross_attn, "q_norm")
 
 
-def test_untied_head_saves_and_loads_its_own_weights(tmp_path):
-    model = tiny_model(tie_word_embeddings=False)
+def test_untied_head_saves_and_loads_its_own_weights(tmp_path, tiny_seq2seq_model):
+    model = tiny_seq2seq_model(tie_word_embeddings=False)
     assert model.lm_head.weight.data_ptr() != model.model.encoder.embed_tokens.weight.data_ptr()
     model.save_pretrained(tmp_path)
     loaded = ScratchLMSeq2SeqForConditionalGeneration.from_pretrained(tmp_path)
@@ -497,12 +483,12 @@ def test_untied_head_saves_and_loads_its_own_weights(tmp_path):
     assert torch.equal(loaded.model.encoder.embed_tokens.weight, model.model.encoder.embed_tokens.weight)
 
 
-def test_fresh_process_translates_with_remote_code(tmp_path, run_without_package, tokenizer):
+def test_fresh_process_translates_with_remote_code(tmp_path, run_without_package, tiny_tokenizer, tiny_seq2seq_sizes):
     texts = ["ein Hund läuft über die Wiese", "zwei Kinder spielen im Park"]
-    model = init_seq2seq_model("tiny", {"hidden_size": 64, "intermediate_size": 160}, tokenizer=tokenizer, seed=0)
+    model = init_seq2seq_model("tiny", tiny_seq2seq_sizes, tokenizer=tiny_tokenizer, seed=0)
     model.eval().save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
-    inputs = tokenizer(texts, return_tensors="pt", padding=True)
+    tiny_tokenizer.save_pretrained(tmp_path / "model")
+    inputs = tiny_tokenizer(texts, return_tensors="pt", padding=True)
     with torch.no_grad():
         expected = model.generate(**inputs, num_beams=2, max_new_tokens=6)
         logits = model(**inputs, decoder_input_ids=expected).logits
