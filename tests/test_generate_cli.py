@@ -11,7 +11,8 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration
 
 from scratchlm.inference.generate import main
-from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM, init_seq2seq_model
+from scratchlm.modeling import init_seq2seq_model
+from scratchlm.modeling.initialization import init_model
 from scratchlm.tokenization.encoding import encode_with_eos
 from scratchlm.training.data.seq2seq import train_joint_tokenizer
 
@@ -25,14 +26,10 @@ def tokenizer():
     return train_joint_tokenizer(pairs, vocab_size=350, min_frequency=1)
 
 
-TINY_SEQ2SEQ = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1,
-                "encoder_layers": 1, "decoder_layers": 1, "max_position_embeddings": 128}
-
-
 @pytest.fixture(scope="module")
-def seq2seq_dir(tmp_path_factory, tokenizer):
+def seq2seq_dir(tmp_path_factory, tokenizer, tiny_seq2seq_sizes):
     path = tmp_path_factory.mktemp("scratchlm-seq2seq")
-    init_seq2seq_model("tiny", TINY_SEQ2SEQ, tokenizer, seed=0).save_pretrained(path)
+    init_seq2seq_model("tiny", tiny_seq2seq_sizes, tokenizer, seed=0).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
@@ -55,14 +52,9 @@ def bart_dir(tmp_path_factory, tokenizer):
 
 
 @pytest.fixture(scope="module")
-def causal_dir(tmp_path_factory, tokenizer):
-    torch.manual_seed(0)
-    config = ScratchLMConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
-                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id)
+def causal_dir(tmp_path_factory, tokenizer, tiny_sizes):
     path = tmp_path_factory.mktemp("causal")
-    ScratchLMForCausalLM(config).save_pretrained(path)
+    init_model("tiny", tiny_sizes, tokenizer, seed=0).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
