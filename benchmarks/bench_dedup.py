@@ -1,4 +1,4 @@
-"""Near-deduplication: `datasketch` MinHash + LSH (what `scratchlm.training.data.dedup` uses) vs the project's own
+"""Near-deduplication: `datasketch` MinHash + LSH (what `scratchlm.corpus.dedup` uses) vs the project's own
 numpy MinHash/LSH that it replaced (copied below as the reference, from training/data.py before the data package).
 
 Protocol (issue 9): the corpus is the paragraphs of `tinyshakespeare/input.txt` and of `wikitext-2-partial/test.txt`
@@ -29,7 +29,7 @@ import numpy as np
 from datasets import Dataset, Features, Value
 from datasets import List as ListFeature
 
-from scratchlm.training.data.dedup import near_duplicate_keep_indices, shingles
+from scratchlm.corpus import near_duplicate_keep_indices, shingles
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SCRATCHLM_DATA", ROOT.parent / "shared" / "data"))

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from tokenizers import ByteLevelBPETokenizer
 
-from scratchlm.tokenization import character_coverage, read_corpus, train_tokenizer
+from scratchlm.corpus import read_corpus
+from scratchlm.tokenization import character_coverage, train_tokenizer
 from scratchlm.tokenization.tokenization_scratchlm import PRETOKENIZERS
 
 ROOT = Path(__file__).resolve().parents[1]

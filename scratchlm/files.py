@@ -68,3 +68,15 @@ def same_file(first: str | Path, second: str | Path) -> bool:
     if second.exists() and first.exists():
         return os.path.samefile(first, second)
     return first.resolve() == second.resolve()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with id `pid` runs on this machine (another user's counts): the writer of a lock or of a
+    temporary folder that is not gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

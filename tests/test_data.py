@@ -1,4 +1,5 @@
-"""The data pipeline (`scratchlm.training.data`) on small corpora written to tmp_path and on shared/data."""
+"""The corpus stage (`scratchlm.corpus`: documents, cleaning, dedup) and pretraining data (`scratchlm.training.data`)
+on small corpora written to tmp_path and on shared/data."""
 
 from __future__ import annotations
 
@@ -9,21 +10,19 @@ import unicodedata
 import pandas as pd
 import pytest
 
+from scratchlm.corpus import CleaningReport, clean_documents, load_documents, minhash
 from scratchlm.modeling import ScratchLMConfig
 from scratchlm.tokenization import train_tokenizer
-from scratchlm.training.arguments import DataArguments
+from scratchlm.training.arguments import PretrainingDataArguments
 from scratchlm.training.data import (
-    CleaningReport,
     PackedBlockCollator,
+    PretrainingDataSettings,
     build_pretraining_data,
     check_block_size,
     check_tokenizer_fits,
-    clean_documents,
     hold_out_tail,
-    iter_training_texts,
-    load_documents,
     load_table,
-    minhash,
+    prepare_documents,
 )
 
 SHAKESPEARE_HEAD_CHARS = 60_000
@@ -51,8 +50,13 @@ def write_jsonl(path, texts):
     return path
 
 
-def data_args(tmp_path, **overrides) -> DataArguments:
-    return DataArguments(data_cache_dir=str(tmp_path / "cache"), **overrides)
+def data_args(tmp_path, **overrides) -> PretrainingDataSettings:
+    """The settings `scratchlm-pretrain` makes of these data options."""
+    return PretrainingDataArguments(data_cache_dir=str(tmp_path / "cache"), **overrides).to_settings()
+
+
+def training_documents(settings: PretrainingDataSettings):
+    return load_documents(settings.train, cache_dir=settings.intermediate_dir)
 
 
 def texts_of(dataset) -> list[str]:
@@ -77,7 +81,7 @@ DIRTY = [
 def test_each_cleaning_step_counts_what_it_changes_and_drops(tmp_path):
     path = write_jsonl(tmp_path / "dirty.jsonl", DIRTY)
     args = data_args(tmp_path, train_files=[str(path)], min_document_chars=5, dedup_min_chars=0)
-    cleaned, report = clean_documents(load_documents(args), args)
+    cleaned, report = clean_documents(training_documents(args), args.cleaning)
 
     assert texts_of(cleaned) == [
         unicodedata.normalize("NFC", "Café au lait, twice."),
@@ -97,7 +101,7 @@ def test_each_cleaning_step_counts_what_it_changes_and_drops(tmp_path):
 
     # By default documents under 50 characters are never duplicates (a speaker's name repeats in a play).
     args = data_args(tmp_path, train_files=[str(path)], min_document_chars=5)
-    cleaned, report = clean_documents(load_documents(args), args)
+    cleaned, report = clean_documents(training_documents(args), args.cleaning)
     assert report.dropped["exact_duplicates"] == 0 and report.documents_out == 7
 
 
@@ -107,7 +111,7 @@ def test_cleaning_switches_turn_steps_off(tmp_path):
         remove_control_characters=False, normalize_whitespace=False, min_document_chars=0, max_symbol_fraction=1.0,
         deduplicate=False,
     )
-    cleaned, report = clean_documents(load_documents(args), args)
+    cleaned, report = clean_documents(training_documents(args), args.cleaning)
     assert texts_of(cleaned) == DIRTY
     assert sum(report.changed.values()) == sum(report.dropped.values()) == 0
     assert not any(report.enabled.values())
@@ -127,7 +131,7 @@ def test_near_deduplication_drops_a_near_copy_and_keeps_distinct_documents(tmp_p
 
     path = write_jsonl(tmp_path / "near.jsonl", [base, other, near_copy])
     args = data_args(tmp_path, train_files=[str(path)], near_deduplicate=True)
-    cleaned, report = clean_documents(load_documents(args), args)
+    cleaned, report = clean_documents(training_documents(args), args.cleaning)
     assert texts_of(cleaned) == [base, other]
     assert report.dropped["near_duplicates"] == 1 and report.dropped["exact_duplicates"] == 0
 
@@ -139,7 +143,7 @@ def test_near_deduplication_drops_a_near_copy_and_keeps_distinct_documents(tmp_p
 def test_text_documents_are_paragraphs_with_their_line_breaks(tmp_path):
     path = tmp_path / "play.txt"
     path.write_text("ROMEO:\nBut soft.\n\nJULIET:\nAy me.\nO Romeo.\n", encoding="utf-8")
-    documents = load_documents(data_args(tmp_path, train_files=[str(path)]))
+    documents = training_documents(data_args(tmp_path, train_files=[str(path)]))
     assert texts_of(documents) == ["ROMEO:\nBut soft.", "JULIET:\nAy me.\nO Romeo."]
 
 
@@ -148,7 +152,7 @@ def test_text_documents_are_paragraphs_with_their_line_breaks(tmp_path):
 
 def test_held_out_validation_is_the_last_tenth_of_the_bytes(tmp_path, data_dir, shakespeare):
     args = data_args(tmp_path, train_files=[str(data_dir / "tinyshakespeare" / "input.txt")])
-    cleaned, report = clean_documents(load_documents(args), args)
+    cleaned, report = clean_documents(training_documents(args), args.cleaning)
     train, validation = hold_out_tail(cleaned, 0.1, args)
     assert len(train) + len(validation) == report.documents_out
 
@@ -161,10 +165,10 @@ def test_held_out_validation_is_the_last_tenth_of_the_bytes(tmp_path, data_dir, 
     assert shakespeare.rstrip("\n").endswith(validation[-1]["text"])
 
 
-def test_iter_training_texts_yields_the_cleaned_training_part_only(tmp_path):
+def test_training_texts_are_the_cleaned_training_part_only(tmp_path):
     texts = [f"Document number {i} has some words." for i in range(20)] + ["Document number 3 has some words."]
     args = data_args(tmp_path, train_files=[str(write_jsonl(tmp_path / "docs.jsonl", texts))], dedup_min_chars=0)
-    assert list(iter_training_texts(args)) == texts[:18]  # 20 distinct documents, the last 2 hold out 10%
+    assert list(prepare_documents(args).training_texts()) == texts[:18]  # 20 distinct documents, the last 2 hold out 10%
 
 
 # ------------------------------------------------------------------------------------- packing, bpb
@@ -178,7 +182,7 @@ def test_blocks_pack_every_document_followed_by_eos(tmp_path, tokenizer, shakesp
     assert {len(ids) for ids in data.train["input_ids"]} == {block_size}
     assert all(0 < len(ids) <= block_size for ids in data.validation["input_ids"])
 
-    cleaned, _ = clean_documents(load_documents(args), args)
+    cleaned, _ = clean_documents(training_documents(args), args.cleaning)
     expected = [i for text in texts_of(cleaned) for i in tokenizer.encode(text, add_special_tokens=False)
                 + [tokenizer.eos_token_id]]
     train_tokens = [i for ids in data.train["input_ids"] for i in ids]

@@ -14,16 +14,17 @@ import pytest
 from datasets import Dataset
 
 from scratchlm.cli import parse_args
+from scratchlm.corpus import load_documents, near_duplicate_keep_indices
 from scratchlm.tokenization import train_tokenizer
 from scratchlm.training.arguments import FinetuneDataArguments, PretrainingDataArguments, ScratchLMTrainingArguments
 from scratchlm.training.data import (
+    PretrainingDataSettings,
+    TableSettings,
     build_classification_data,
     build_pretraining_data,
     check_max_length,
-    load_documents,
     load_splits,
     load_table,
-    near_duplicate_keep_indices,
     prepare_documents,
 )
 
@@ -36,8 +37,13 @@ def tokenizer():
     return train_tokenizer([" ".join(SENTENCES)] * 4, vocab_size=300, show_progress=False)
 
 
-def pretraining_args(tmp_path, **overrides) -> PretrainingDataArguments:
-    return PretrainingDataArguments(data_cache_dir=str(tmp_path / "cache"), **overrides)
+def pretraining_args(tmp_path, **overrides) -> PretrainingDataSettings:
+    """The settings `scratchlm-pretrain` makes of these data options."""
+    return PretrainingDataArguments(data_cache_dir=str(tmp_path / "cache"), **overrides).to_settings()
+
+
+def training_documents(settings: PretrainingDataSettings):
+    return load_documents(settings.train, cache_dir=settings.intermediate_dir)
 
 
 def write(path, text: str | bytes):
@@ -77,8 +83,7 @@ def test_a_missing_label_is_reported_at_its_row_in_the_file_after_the_hold_out_s
     rows = [f"review {n},{n % 2}" for n in range(1, 21)]
     rows[6] = "review 7,"  # the 7th data row has no label
     path = write(tmp_path / "reviews.csv", "text,label\n" + "\n".join(rows) + "\n")
-    train, validation, test = load_splits(FinetuneDataArguments(train_files=[path], validation_split_fraction=0.5),
-                                          seed=3)
+    train, validation, test = load_splits(TableSettings(train_files=(path,), validation_split_fraction=0.5), seed=3)
     with pytest.raises(ValueError, match=r"reviews\.csv row 7: no label in column 'label'"):
         build_classification_data(train, validation, test, tokenizer)
 
@@ -89,12 +94,12 @@ def test_a_missing_label_is_reported_at_its_row_in_the_file_after_the_hold_out_s
 def test_pretraining_accepts_errors_replace_and_its_strict_error_says_so(tmp_path, tokenizer):
     path = write(tmp_path / "bad.txt", b"\n\n".join(s.encode() for s in SENTENCES[:12]) + b"\n\ncaf\xe9 au lait\n")
     with pytest.raises(ValueError, match=r"bad\.txt: invalid UTF-8 at byte offset \d+.*--errors replace"):
-        load_documents(pretraining_args(tmp_path, train_files=[path]))
+        training_documents(pretraining_args(tmp_path, train_files=[path]))
     (args,) = parse_args([PretrainingDataArguments], ["--train_files", path, "--errors", "replace",
                                                       "--data_cache_dir", str(tmp_path / "cache")])
-    documents = load_documents(args)
+    documents = training_documents(args.to_settings())
     assert documents[len(documents) - 1]["text"] == "caf\ufffd au lait"
-    assert build_pretraining_data(args, tokenizer, 16).train_tokens > 0
+    assert build_pretraining_data(args.to_settings(), tokenizer, 16).train_tokens > 0
 
 
 @pytest.mark.parametrize("errors", ["strict", "replace"])
@@ -103,7 +108,7 @@ def test_a_cut_off_gzip_is_named_in_pretraining_and_tables(tmp_path, errors):
     cut = tmp_path / "cut.txt.gz"
     cut.write_bytes(gzip.compress(text)[:100])
     with pytest.raises(ValueError, match=rf"^{re.escape(str(cut))}: not a readable gzip file"):
-        load_documents(pretraining_args(tmp_path, train_files=[str(cut)], errors=errors))
+        training_documents(pretraining_args(tmp_path, train_files=[str(cut)], errors=errors))
     table = tmp_path / "cut.jsonl.gz"
     table.write_bytes(gzip.compress("".join(json.dumps({"text": s}) + "\n" for s in SENTENCES).encode())[:100])
     with pytest.raises(ValueError, match=rf"^{re.escape(str(table))}: not a readable gzip file"):
@@ -117,12 +122,12 @@ def test_per_source_text_columns_in_pretraining(tmp_path, data_dir):
         "--train_files", str(song), str(reviews), "--text_column", f"{song}:paragraphs", "waimai_10k.csv:review",
         "--max_train_documents", "1200", "--data_cache_dir", str(tmp_path / "cache"),
     ])
-    texts = list(load_documents(args)["text"])
+    texts = list(training_documents(args.to_settings())["text"])
     assert texts[0] == "\n".join(json.loads(song.read_text(encoding="utf-8"))[0]["paragraphs"])
     assert texts[1000].startswith("很快，好吃") and len(texts) == 1200
     in_order = pretraining_args(tmp_path, train_files=[str(song), str(reviews)], text_column=["paragraphs", "review"],
                                 max_train_documents=1200)
-    assert list(load_documents(in_order)["text"]) == texts
+    assert list(training_documents(in_order)["text"]) == texts
 
 
 def test_too_few_documents_to_hold_out_names_the_option(tmp_path):

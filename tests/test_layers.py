@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("modeling", "tokenization", "training", "inference", "model_cards")
+STAGES = ("corpus", "modeling", "tokenization", "training", "inference", "model_cards")
 
 
 def module_name(path: Path) -> str:
@@ -71,10 +71,22 @@ def test_the_argument_layer_imports_no_stage():
     assert not forbidden_imports(files, tuple(f"scratchlm.{stage}" for stage in STAGES))
 
 
-@pytest.mark.xfail(strict=False, reason="issue 28 item 1: the data modules still take the commands' argument groups "
-                                        "(PretrainingDataArguments, ...); another change moves them to settings")
-def test_no_data_module_imports_an_arguments_class():
-    uses = [f"{path.relative_to(ROOT)}:{line} imports {name}" for path in sources("training/data")
+@pytest.mark.parametrize("folder", ["corpus", "training/data"])
+def test_no_data_module_imports_an_arguments_class(folder):
+    """Data modules take typed settings of their own; the commands turn flags into them."""
+    uses = [f"{path.relative_to(ROOT)}:{line} imports {name}" for path in sources(folder)
             for line, name in imports(path)
             if name.endswith("Arguments") or name.startswith("scratchlm.training.arguments")]
     assert not uses
+
+
+def test_the_corpus_stage_imports_no_other_stage():
+    """The corpus is the bottom stage: it reads, cleans and stores text for the stages above it."""
+    others = tuple(f"scratchlm.{stage}" for stage in STAGES if stage != "corpus")
+    assert not forbidden_imports(sources("corpus"), others)
+
+
+def test_only_the_tokenizer_trainer_reads_the_corpus_in_tokenization():
+    """The tokenizer class travels as remote code and reads nothing; the training command reads the corpus."""
+    users = {path.name for path in sources("tokenization") if forbidden_imports([path], ("scratchlm.corpus",))}
+    assert users <= {"cli.py", "train.py"}

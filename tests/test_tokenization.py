@@ -11,6 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
+from scratchlm.corpus import read_corpus
 from scratchlm.tokenization import (
     ScratchLMTokenizer,
     character_coverage,
@@ -306,13 +307,15 @@ def test_trains_from_a_csv_column_and_a_saved_dataset(data_dir, tmp_path):
     import datasets
 
     csv_tokenizer = train_tokenizer(
-        data_dir / "waimai_10k" / "waimai_10k.csv", text_column="review", vocab_size=600, show_progress=False
+        read_corpus(data_dir / "waimai_10k" / "waimai_10k.csv", text_column="review"), vocab_size=600,
+        show_progress=False,
     )
     sample = "很快，好吃，味道足，量大"
     assert len(csv_tokenizer.encode(sample)) < len(sample.encode("utf-8")) / 2
 
     datasets.Dataset.from_dict({"content": ["alpha beta gamma"] * 100}).save_to_disk(tmp_path / "saved")
-    dataset_tokenizer = train_tokenizer(tmp_path / "saved", text_column="content", vocab_size=300, show_progress=False)
+    dataset_tokenizer = train_tokenizer(read_corpus(tmp_path / "saved", text_column="content"), vocab_size=300,
+                                        show_progress=False)
     assert dataset_tokenizer.convert_tokens_to_string(dataset_tokenizer.tokenize(" gamma")) == " gamma"
     assert len(dataset_tokenizer.tokenize(" gamma")) == 1
 
@@ -321,26 +324,26 @@ def test_trains_from_a_csv_column_and_a_saved_dataset(data_dir, tmp_path):
 
 
 def test_vocabulary_too_small_fails_before_reading(tmp_path):
+    def unread():
+        raise AssertionError("read before the vocabulary size was checked")
+        yield
+
     with pytest.raises(ValueError, match=r"vocab_size=259 is too small.*at least 260"):
-        train_tokenizer(tmp_path / "does-not-exist.txt", vocab_size=259)
+        train_tokenizer(unread(), vocab_size=259)
     with pytest.raises(ValueError, match="at least 262"):
         train_tokenizer(["text"], vocab_size=261, special_tokens=["<a>"], extra_tokens=["b"])
 
 
-def test_missing_and_empty_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.txt"):
-        train_tokenizer(tmp_path / "missing.txt")
-    with pytest.raises(FileNotFoundError, match=r"no files match the pattern .*\*\.jsonl"):
-        train_tokenizer(str(tmp_path / "*.jsonl"))
-    (tmp_path / "empty.txt").write_text("")
-    with pytest.raises(ValueError, match="corpus file is empty: .*empty.txt"):
-        train_tokenizer(tmp_path / "empty.txt")
+def test_a_path_is_refused_the_trainer_takes_documents(tmp_path):
+    for path in (tmp_path / "corpus.txt", str(tmp_path / "corpus.txt")):
+        with pytest.raises(TypeError, match="takes documents.*scratchlm.corpus.read_corpus"):
+            train_tokenizer(path)
 
 
 def test_corpus_empty_after_reading(tmp_path):
     (tmp_path / "blank.txt").write_text("\n \n\t\n")
     with pytest.raises(ValueError, match="corpus is empty"):
-        train_tokenizer(tmp_path / "blank.txt", show_progress=False)
+        train_tokenizer(read_corpus(tmp_path / "blank.txt"), show_progress=False)
     with pytest.raises(ValueError, match="corpus is empty"):
         train_tokenizer(["", ""], show_progress=False)
 
@@ -351,8 +354,8 @@ def test_invalid_utf8_names_file_and_offset(tmp_path):
     bad = tmp_path / "b_bad.txt"
     bad.write_bytes(b"hello\nworld \xff\xfe and more\n")
     with pytest.raises(ValueError, match=r"b_bad\.txt: invalid UTF-8 at byte offset 12"):
-        train_tokenizer(sources=[good, bad], vocab_size=300, show_progress=False)
+        train_tokenizer(read_corpus([good, bad], precheck_utf8=True), vocab_size=300, show_progress=False)
 
-    tokenizer = train_tokenizer(sources=[good, bad], vocab_size=300, errors="replace", show_progress=False)
+    tokenizer = train_tokenizer(read_corpus([good, bad], errors="replace"), vocab_size=300, show_progress=False)
     assert tokenizer.decode(tokenizer.encode("world \ufffd\ufffd")) == "world \ufffd\ufffd"
 

@@ -1,6 +1,5 @@
 """Tokenizer training and the ScratchLM tokenizer (`scratchlm.tokenization`)."""
 
-from .corpus import read_corpus, resolve_files
 from .readable import character_coverage, decode_whole_characters, readable_tokens
 from .tokenization_scratchlm import DEFAULT_PRETOKENIZER, PRETOKENIZERS, ScratchLMTokenizer
 from .train import train_tokenizer
@@ -15,8 +14,6 @@ __all__ = [
     "ScratchLMTokenizer",
     "character_coverage",
     "decode_whole_characters",
-    "read_corpus",
     "readable_tokens",
-    "resolve_files",
     "train_tokenizer",
 ]

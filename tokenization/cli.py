@@ -15,12 +15,14 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from scratchlm.corpus import ERRORS_CHOICES, SAMPLE_BY_CHOICES, SourceSettings, read_source
+
 from ..cli import command, parse_args
-from .corpus import ERRORS_CHOICES, SAMPLE_BY_CHOICES, read_corpus
 from .readable import character_coverage, readable_tokens, token_bytes
 from .tokenization_scratchlm import BOS_TOKEN, DEFAULT_PRETOKENIZER, EOS_TOKEN, PAD_TOKEN, PRETOKENIZERS
 from .train import train_tokenizer
@@ -93,6 +95,14 @@ class TokenizerTrainingArguments:
     )
     show_progress: bool = field(default=True, metadata={"help": "Show progress bars while training."})
 
+    def source_settings(self) -> SourceSettings:
+        """The corpus these flags name, for the corpus stage."""
+        if not self.train_files and not self.dataset_name:
+            raise ValueError("give the corpus with --train_files and/or --dataset_name")
+        return SourceSettings(files=tuple(self.train_files), datasets=tuple(self.dataset_name),
+                              dataset_config=self.dataset_config_name, split=self.split,
+                              text_column=tuple(self.text_column), sample_by=self.sample_by, errors=self.errors)
+
 
 def check_output_dir(output_dir: Path, overwrite: bool) -> None:
     """Refuse to write into a directory that holds a tokenizer, a model or anything else, unless `overwrite`."""
@@ -118,25 +128,21 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
     logger.info("--overwrite_output: writing the tokenizer into %s, replacing its tokenizer files", output_dir)
 
 
+def _read_when_trained(source: SourceSettings) -> Iterator[str]:
+    # Read on the trainer's first request: its own options are checked first, so a bad --vocab_size fails at once.
+    yield from read_source(source, precheck_utf8=True)
+
+
 def run(args: TokenizerTrainingArguments):
     """Train and save a tokenizer as `args` describe; returns it with a summary of the run."""
-    sources = [*args.train_files, *args.dataset_name]
-    if not sources:
-        raise ValueError("give the corpus with --train_files and/or --dataset_name")
+    source = args.source_settings()
     output_dir = Path(args.output_dir)
     check_output_dir(output_dir, args.overwrite_output)
-    read_options = {
-        "text_column": args.text_column,
-        "errors": args.errors,
-        "dataset_config": args.dataset_config_name,
-        "split": args.split,
-        "sample_by": args.sample_by,
-    }
 
     stats: dict[str, int] = {}
     start = time.perf_counter()
     tokenizer = train_tokenizer(
-        sources=sources,
+        _read_when_trained(source),
         vocab_size=args.vocab_size,
         min_frequency=args.min_frequency,
         pretokenizer=args.pretokenizer,
@@ -147,14 +153,13 @@ def run(args: TokenizerTrainingArguments):
         extra_tokens=args.extra_tokens,
         show_progress=args.show_progress,
         stats=stats,
-        **read_options,
     )
     seconds = time.perf_counter() - start
     tokenizer.save_pretrained(output_dir)
 
     # Measured on the first MB of the corpus (training data, so compression is slightly overestimated).
     sample, sample_bytes = [], 0
-    for document in itertools.islice(read_corpus(sources, **read_options), 100_000):
+    for document in itertools.islice(read_source(source), 100_000):
         sample.append(document)
         sample_bytes += len(document.encode("utf-8"))
         if sample_bytes >= SAMPLE_BYTES:

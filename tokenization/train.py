@@ -1,4 +1,7 @@
-"""Train a `ScratchLMTokenizer` (byte-level BPE) on a corpus with the `tokenizers` library."""
+"""Train a `ScratchLMTokenizer` (byte-level BPE) on documents with the `tokenizers` library.
+
+The trainer takes texts; reading them from files or data sets is the corpus stage's job (`scratchlm.corpus.read_corpus`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from tokenizers import AddedToken, Regex, Tokenizer, pre_tokenizers
 from tokenizers.trainers import BpeTrainer
 
-from .corpus import read_corpus
 from .tokenization_scratchlm import (
     BOS_TOKEN,
     CHAT_START_TOKEN,
@@ -60,17 +62,9 @@ def _batched(documents: Iterator[str], stats: dict[str, int]) -> Iterator[list[s
         yield batch
 
 
-def _is_source(corpus) -> bool:
-    if isinstance(corpus, (str, os.PathLike)):
-        return True
-    module = type(corpus).__module__ or ""
-    return module.startswith("datasets")
-
-
 def train_tokenizer(
-    texts_or_sources=None,
+    documents: Iterable[str],
     *,
-    sources=None,
     vocab_size: int = 8192,
     min_frequency: int = 2,
     bos_token: str | None = BOS_TOKEN,
@@ -78,11 +72,6 @@ def train_tokenizer(
     pad_token: str | None = PAD_TOKEN,
     special_tokens: Sequence[str] = (),
     extra_tokens: Sequence[str] = (),
-    text_column: str | Sequence[str] = "text",
-    errors: str = "strict",
-    dataset_config: str | None = None,
-    split: str = "train",
-    sample_by: str = "paragraph",
     pretokenizer: str = DEFAULT_PRETOKENIZER,
     show_progress: bool = True,
     stats: dict | None = None,
@@ -90,17 +79,14 @@ def train_tokenizer(
     """Train a byte-level BPE `ScratchLMTokenizer`, ready for `save_pretrained`.
 
     Args:
-        texts_or_sources: an iterable of texts (one document per string), or one corpus source: a file,
-            glob, directory, `save_to_disk` directory, `datasets` object or Hub data set id. A list of
-            strings is read as texts; pass a list of files or globs as `sources=`.
-        sources: several corpus sources (see `read_corpus`), instead of `texts_or_sources`.
+        documents: an iterable of texts, one document per string (a list, a generator, or
+            `scratchlm.corpus.read_corpus(...)` for files and data sets); read once, in order.
         vocab_size: size of the whole vocabulary: 256 bytes, the special and extra tokens, and the merges.
         min_frequency: a pair is merged only if it occurs at least this often.
         bos_token, eos_token, pad_token: the named special tokens (`None` leaves one out).
         special_tokens: more special tokens (never split, dropped by `decode(skip_special_tokens=True)`).
             `<|im_start|>`, the chat turn marker, is always added.
         extra_tokens: user tokens that are never split but decode as text (domain words, markup).
-        text_column, errors, dataset_config, split, sample_by: how sources are read, see `read_corpus`.
         pretokenizer: name of the pre-tokenizer (see `PRETOKENIZERS`): "qwen2", the default, is the one
             llama.cpp knows by name; "scratchlm-v1" is the split of earlier releases.
         show_progress: show the trainer's progress bars.
@@ -123,24 +109,15 @@ def train_tokenizer(
         raise ValueError(f"min_frequency must be a positive integer, got {min_frequency!r}")
     pretokenizer_regex(pretokenizer)
 
-    if (texts_or_sources is None) == (sources is None):
-        raise ValueError("pass either texts_or_sources (texts or one source) or sources=, not both or neither")
-    if sources is not None:
-        documents = read_corpus(
-            sources, text_column=text_column, errors=errors, dataset_config=dataset_config, split=split,
-            sample_by=sample_by, precheck_utf8=True,
-        )  # fmt: skip
-    elif _is_source(texts_or_sources):
-        documents = read_corpus(
-            texts_or_sources, text_column=text_column, errors=errors, dataset_config=dataset_config, split=split,
-            sample_by=sample_by, precheck_utf8=True,
-        )  # fmt: skip
-    else:
-        documents = iter(texts_or_sources)
+    if isinstance(documents, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"train_tokenizer takes documents (an iterable of texts), got a {type(documents).__name__}: read files "
+            "with scratchlm.corpus.read_corpus, or pass a single text as [text]"
+        )
 
     stats = {} if stats is None else stats
     stats.update(documents=0, bytes=0)
-    batches = _batched(documents, stats)
+    batches = _batched(iter(documents), stats)
     # Read the first batch before training starts so an empty corpus fails here with a clear message.
     first = next(batches, None)
     if first is None:

@@ -18,8 +18,17 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
+from scratchlm.corpus import (
+    ERRORS_CHOICES,
+    SAMPLE_BY_CHOICES,
+    CleaningSettings,
+    DedupSettings,
+    SourceSettings,
+    split_text_columns,
+)
 from scratchlm.modeling.initialization import parse_config_pairs
-from scratchlm.tokenization.corpus import ERRORS_CHOICES, SAMPLE_BY_CHOICES
+
+from .data.pretraining import DEFAULT_CACHE_DIR, PretrainingDataSettings
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
@@ -244,9 +253,41 @@ class PretrainingDataArguments(DataSourceArguments):
         if self.poisson_lambda <= 0:
             raise ValueError(f"--poisson_lambda must be positive, got {self.poisson_lambda}")
 
-
-# The name every command used before the data options were split per command.
-DataArguments = PretrainingDataArguments
+    def to_settings(self) -> PretrainingDataSettings:
+        """The corpus and packing settings these flags describe (`--block_size` and the objective stay with the
+        command); data options that cannot work together are an error naming the flags."""
+        if not self.train_files and not self.dataset_name:
+            raise ValueError("no training data: give --train_files or --dataset_name")
+        if self.train_files and self.dataset_name:
+            raise ValueError("give either --train_files or --dataset_name, not both")
+        train_files, validation_files = tuple(self.train_files or ()), tuple(self.validation_files or ())
+        has_validation = bool(validation_files) or bool(self.dataset_name and self.validation_split)
+        if not has_validation and not 0 < self.validation_fraction < 1:
+            raise ValueError(f"--validation_fraction must be between 0 and 1 (exclusive) when no validation data is "
+                             f"given, got {self.validation_fraction}")
+        train_columns, validation_columns = split_text_columns(self.text_column, train_files, validation_files)
+        reading = {"dataset_config": self.dataset_config_name, "sample_by": self.sample_by, "errors": self.errors}
+        datasets = (self.dataset_name,) if self.dataset_name else ()
+        train = SourceSettings(files=train_files, datasets=datasets, split=self.train_split, text_column=train_columns,
+                               max_documents=self.max_train_documents, streaming=self.streaming, **reading)
+        validation = None
+        if validation_files:
+            validation = SourceSettings(files=validation_files, text_column=validation_columns, **reading)
+        elif has_validation:
+            validation = SourceSettings(datasets=datasets, split=self.validation_split, text_column=validation_columns,
+                                        **reading)
+        dedup = DedupSettings(exact=self.deduplicate, near=self.near_deduplicate,
+                              near_threshold=self.near_duplicate_threshold, min_chars=self.dedup_min_chars)
+        cleaning = CleaningSettings(
+            normalize_unicode=self.normalize_unicode, remove_control_characters=self.remove_control_characters,
+            normalize_whitespace=self.normalize_whitespace, min_document_chars=self.min_document_chars,
+            max_symbol_fraction=self.max_symbol_fraction, dedup=dedup,
+        )
+        return PretrainingDataSettings(
+            train=train, validation=validation, validation_fraction=self.validation_fraction, cleaning=cleaning,
+            shuffle_buffer_size=self.shuffle_buffer_size, workers=self.preprocessing_num_workers,
+            cache_dir=self.data_cache_dir or DEFAULT_CACHE_DIR,
+        )
 
 
 @dataclass

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scratchlm.cli import command, parse_args
+from scratchlm.corpus import is_saved_dataset, resolve_files
 from scratchlm.files import atomic_open, same_file
-from scratchlm.tokenization.corpus import is_saved_dataset, resolve_files
 
 from .data.cloze import TEXT_SUFFIXES, cloze_questions, squad_paragraphs, text_paragraphs
 from .data.tables import TABLE_BUILDERS

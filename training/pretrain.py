@@ -51,7 +51,13 @@ from .callbacks import (
     use_log_friendly_progress,
     whole_run_metrics,
 )
-from .data import build_pretraining_data, check_block_size, check_tokenizer_fits, prepare_documents
+from .data import (
+    PretrainingDataSettings,
+    build_pretraining_data,
+    check_block_size,
+    check_tokenizer_fits,
+    prepare_documents,
+)
 from .data.denoising import (
     SpanCorruptionCollator,
     TextInfillingCollator,
@@ -81,7 +87,6 @@ DENOISING_METRICS = {
     "text_infilling": (("loss", "loss", "Text-infilling loss (nats per reconstructed token)"),),
 }
 DENOISING_NAMES = {"span_corruption": "Span corruption", "text_infilling": "Text infilling"}
-SEQ2SEQ_MODEL_TYPE = "scratchlm_seq2seq"
 NUM_SENTINELS = 100
 
 
@@ -93,7 +98,7 @@ def denoising_objective(model_args: ModelArguments, data_args: PretrainingDataAr
         return denoising
     model_type = AutoConfig.from_pretrained(model_args.model_name_or_path,
                                             trust_remote_code=model_args.trust_remote_code).model_type
-    seq2seq = model_type == SEQ2SEQ_MODEL_TYPE
+    seq2seq = model_type == ScratchLMSeq2SeqConfig.model_type
     if data_args.objective == "causal" and seq2seq:
         raise ValueError(f"{model_args.model_name_or_path} is an encoder-decoder: it pretrains with --objective "
                          "span_corruption or text_infilling, not causal")
@@ -114,7 +119,7 @@ def raw_block_size(encoder_length: int, noise_density: float, mean_noise_span_le
     return length
 
 
-def load_or_train_tokenizer(model_args: ModelArguments, data_args: PretrainingDataArguments, run_dir: RunDirectory,
+def load_or_train_tokenizer(model_args: ModelArguments, data: PretrainingDataSettings, run_dir: RunDirectory,
                             num_sentinels: int = 0):
     """(tokenizer, the cleaned documents it was trained on, or None): a trained tokenizer and the packer share the
     documents, so the corpus is read and cleaned once. `num_sentinels` span-corruption sentinels are special tokens
@@ -131,7 +136,7 @@ def load_or_train_tokenizer(model_args: ModelArguments, data_args: PretrainingDa
     if not run_dir.overwrite and settings_file.is_file() and settings_file.read_text() == settings:
         return AutoTokenizer.from_pretrained(saved), None  # trained by an earlier (interrupted) attempt of this run
     logger.info("training a %d-token tokenizer on the training corpus", model_args.tokenizer_vocab_size)
-    documents = prepare_documents(data_args)
+    documents = prepare_documents(data)
     tokenizer = train_tokenizer(documents.training_texts(), vocab_size=model_args.tokenizer_vocab_size,
                                 special_tokens=sentinel_tokens(num_sentinels))
     tokenizer.save_pretrained(saved)
@@ -166,8 +171,7 @@ def pretrain(model_args: ModelArguments, data_args: PretrainingDataArguments,
              callbacks: list | None = None) -> RunRecord:
     """Run a whole pretraining; `callbacks` are added to the Trainer's (after the loss-curve and metrics ones)."""
     sample_args = sample_args or SampleArguments()
-    if not (data_args.train_files or data_args.dataset_name):
-        raise ValueError("no training data: give --train_files or --dataset_name")
+    data_settings = data_args.to_settings()  # data options that cannot work together are refused before anything runs
     model_args.check_local_paths()
     if model_args.model_name_or_path:  # a pretrained base: whole weights, and overrides that fit them
         check_safetensors(model_args.model_name_or_path)
@@ -181,23 +185,41 @@ def pretrain(model_args: ModelArguments, data_args: PretrainingDataArguments,
     if finished := run_dir.finished_record(training_args.max_steps, training_args.num_train_epochs):
         return finished
     with run_dir:
-        return _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_dir, denoising)
+        return _pretrain(model_args, data_args, data_settings, training_args, sample_args, callbacks, run_dir,
+                         denoising)
 
 
-def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_dir: RunDirectory,
-              denoising: str | None = None) -> RunRecord:
+def resolve_block_size(flag: int | None, model_config) -> int:
+    """The model's input length in tokens: `--block_size`, or the model's context when it is not given; checked
+    against the context here, once."""
+    block_size = model_config.max_position_embeddings if flag is None else flag
+    check_block_size(block_size, model_config)
+    return block_size
+
+
+def packed_block_length(block_size: int, denoising: str | None, data_args: PretrainingDataArguments) -> int:
+    """The tokens of text in one packed block: the whole block for a causal LM; for span corruption the longest text
+    whose corrupted form (sentinels and eos added) fills `block_size`; for text infilling one less (the labels are
+    the block plus eos)."""
+    if denoising == "span_corruption":
+        return raw_block_size(block_size, data_args.noise_density, data_args.mean_noise_span_length)
+    if denoising == "text_infilling":
+        return block_size - 1
+    return block_size
+
+
+def _pretrain(model_args, data_args, data_settings: PretrainingDataSettings, training_args, sample_args, callbacks,
+              run_dir: RunDirectory, denoising: str | None = None) -> RunRecord:
     output_dir = run_dir.path
     seq2seq = denoising is not None
     with training_args.main_process_first(desc="tokenizer, model and data"):
         # The main process goes first: it trains the tokenizer and fills the data cache; the others then read
         # what it wrote.
         set_seed(training_args.seed)
-        tokenizer, documents = load_or_train_tokenizer(model_args, data_args, run_dir,
+        tokenizer, documents = load_or_train_tokenizer(model_args, data_settings, run_dir,
                                                        NUM_SENTINELS if seq2seq else 0)
         model = load_or_init_model(model_args, tokenizer, training_args.seed, seq2seq)
-        context = model.config.max_position_embeddings
-        block_size = data_args.block_size or context
-        check_block_size(block_size, model.config)
+        block_size = resolve_block_size(data_args.block_size, model.config)
         if model_args.attn_implementation is None and not seq2seq:
             started_with = run_dir.started_speed_settings().get("model.attn_implementation")
             if started_with:  # eager and SDPA round differently: a resumed run goes on as it began
@@ -206,41 +228,41 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
             else:
                 set_fastest_attention(model, training_args, block_size)
         collator = None
-        if denoising == "span_corruption":  # raw blocks that corrupt into encoder inputs of exactly block_size
-            block_size = raw_block_size(block_size, data_args.noise_density, data_args.mean_noise_span_length)
+        if denoising == "span_corruption":
             collator = SpanCorruptionCollator(tokenizer, noise_density=data_args.noise_density,
                                               mean_noise_span_length=data_args.mean_noise_span_length,
                                               num_sentinels=NUM_SENTINELS, seed=training_args.seed)
-        elif denoising == "text_infilling":  # the labels are the block plus eos
-            block_size -= 1
+        elif denoising == "text_infilling":
             collator = TextInfillingCollator(tokenizer, mask_ratio=data_args.mask_ratio,
                                              poisson_lambda=data_args.poisson_lambda, seed=training_args.seed)
-        data = build_pretraining_data(data_args, tokenizer, block_size, seed=training_args.seed, documents=documents)
+        blocks = build_pretraining_data(data_settings, tokenizer, packed_block_length(block_size, denoising, data_args),
+                                        seed=training_args.seed, documents=documents)
         if collator is not None:
-            data = dataclasses.replace(data, collator=collator)
-        prompts = [] if seq2seq else text_prompts(sample_args, data.validation, tokenizer, context)
+            blocks = dataclasses.replace(blocks, collator=collator)
+        prompts = [] if seq2seq else text_prompts(sample_args, blocks.validation, tokenizer,
+                                                  model.config.max_position_embeddings)
     resume_from = (
         last_complete_checkpoint(output_dir) if training_args.resume and not training_args.overwrite_output else None
     )
     logger.info("%s parameters; %s training tokens, %s validation tokens%s", f"{model.num_parameters():,}",
-                f"{data.train_tokens:,}" if data.train_tokens else "?", f"{data.validation_tokens:,}",
+                f"{blocks.train_tokens:,}" if blocks.train_tokens else "?", f"{blocks.validation_tokens:,}",
                 f"; resuming from {resume_from}" if resume_from else "")
 
     # The Trainer's own push would upload the whole output directory (pickles included) at every save and replace
     # the card: the run is pushed once at the end instead, with exactly what `scratchlm-publish` uploads.
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
-    predicted_tokens = data.validation_tokens - len(data.validation)  # each block predicts all but its first token
+    predicted_tokens = blocks.validation_tokens - len(blocks.validation)  # each block predicts all but its first token
     enable_compiled_training(training_args)
     optimization = trainer_optimization(model, training_args)
     trainer = Trainer(
         model=model,
         args=training_args,
-        train_dataset=data.train,
-        eval_dataset=data.validation,
-        data_collator=data.collator,
+        train_dataset=blocks.train,
+        eval_dataset=blocks.validation,
+        data_collator=blocks.collator,
         processing_class=tokenizer,
         callbacks=[LossCurveCallback(), LogEveryStepOnceCallback(),
-                   *([] if seq2seq else [PerplexityCallback(predicted_tokens, data.validation_bytes)]),
+                   *([] if seq2seq else [PerplexityCallback(predicted_tokens, blocks.validation_bytes)]),
                    *optimization.callbacks, *(callbacks or [])],
         optimizers=optimization.optimizers,
     )
@@ -251,7 +273,7 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
     training_time = time.perf_counter() - started
     metrics = {**train_result.metrics, **whole_run_metrics(trainer.state), **trainer.evaluate()}
     if not seq2seq:  # perplexity and bits per byte are of next-token prediction, not of the masked spans
-        add_language_model_metrics(metrics, predicted_tokens, data.validation_bytes)
+        add_language_model_metrics(metrics, predicted_tokens, blocks.validation_bytes)
     trainer.log_metrics("all", metrics)
 
     validation_sources = data_args.validation_files or data_args.train_files or [data_args.dataset_name]
@@ -270,13 +292,13 @@ def _pretrain(model_args, data_args, training_args, sample_args, callbacks, run_
                                   sources={"eval": ", ".join(validation_sources)},
                                   dataset_type=data_args.dataset_name or "text"),
         training_time_s=round(training_time, 1),
-        cleaning_report=data.report.to_dict(),
-        train_tokens=data.train_tokens,
-        validation_bytes=data.validation_bytes,
-        data_from_cache=data.from_cache,
+        cleaning_report=blocks.report.to_dict(),
+        train_tokens=blocks.train_tokens,
+        validation_bytes=blocks.validation_bytes,
+        data_from_cache=blocks.from_cache,
     )
     record.language, record.language_inferred = run_languages(data_args.language,
-                                                              texts_of_blocks(data.train, tokenizer))
+                                                              texts_of_blocks(blocks.train, tokenizer))
     record = finish_run(trainer, tokenizer, record)
     if not trainer.is_world_process_zero():
         return record

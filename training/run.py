@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import transformers
 
+from scratchlm.files import pid_alive
 from scratchlm.model_cards import write_model_card
 from scratchlm.model_cards.publish import PublishResult, publish
 from scratchlm.model_cards.run_record import (
@@ -140,16 +141,6 @@ def _before_start(name: str) -> bool:
     return name.startswith(RUN_LOCK_FILE) or name == TOKENIZER_DIR
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _create_with_content(path: Path, content: str) -> bool:
     """Create `path` holding `content`, atomically: False when it exists. Another process never sees it empty
     (an empty lock would look like one whose process is gone): the content is written to a temporary file first,
@@ -260,7 +251,7 @@ class RunDirectory:
             except FileNotFoundError:  # released, or being taken over, meanwhile: try again
                 continue
             pid = int(content.strip()) if content.strip().isdigit() else 0
-            if pid and pid != os.getpid() and _pid_alive(pid):
+            if pid and pid != os.getpid() and pid_alive(pid):
                 raise FileExistsError(f"another run (process {pid}) is writing into {self.path}: wait for it to "
                                       f"finish, or choose another --output_dir")
             if _remove_if_unchanged(lock_file, content):

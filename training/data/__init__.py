@@ -1,10 +1,15 @@
-"""The data of ScratchLM's training commands, one module per job.
+"""The data of ScratchLM's training commands: what each task makes of the corpus (`scratchlm.corpus`, which reads,
+cleans and deduplicates it) or of its tables. One module per job:
 
-- `documents`: a pretraining corpus from any source (files, globs, directories, `save_to_disk`, Hub ids) as
-  "text" documents, read by `scratchlm.tokenization.corpus`, the one reader of files.
-- `cleaning`: normalisation and filters, counted in a `CleaningReport`; `dedup`: exact and MinHash near-dedup.
 - `pretraining`: the corpus read once per run (`prepare_documents`), held out, tokenized, packed and cached.
-- `tables`: fine-tuning tables and their splits; `classification` and `instructions`: their tokenized forms.
+- `denoising`: T5 span corruption and BART text infilling of packed blocks, for an encoder-decoder.
+- `tables`: fine-tuning tables (files or data sets, through the corpus stage) and their splits.
+- `classification`: tables as tokenized (text, label) examples.
+- `instructions`: instruction and chat tables as tokenized conversations (SFT), optionally packed.
+- `preferences`: (prompt, chosen, rejected) tables for DPO.
+- `qa`: SQuAD-format questions and their answers.
+- `seq2seq`: source/target pairs from tables or parallel text files (translation, summarisation).
+- `cloze`: cloze questions made from unlabelled paragraphs (practice for extractive QA).
 - `checks`: lengths and tokenizers against a model.
 """
 
@@ -15,9 +20,6 @@ from .classification import (
     label_names_from,
     prepare_classification_split,
 )
-from .cleaning import CleaningReport, clean_documents
-from .dedup import minhash, near_duplicate_keep_indices
-from .documents import load_documents
 from .instructions import (
     IGNORE_INDEX,
     SFTData,
@@ -32,26 +34,27 @@ from .pretraining import (
     PackedBlockCollator,
     PreparedDocuments,
     PretrainingData,
+    PretrainingDataSettings,
     build_pretraining_data,
     hold_out_tail,
-    iter_training_texts,
     prepare_documents,
     pretraining_cache_key,
     remove_stale_temporary_caches,
     tail_split_index,
     tokenizer_fingerprint,
 )
-from .tables import FinetuneReport, check_columns, data_sources, load_splits, load_table, load_tables
+from .tables import FinetuneReport, TableSettings, check_columns, load_splits, load_table, load_tables
 
 __all__ = [
     "IGNORE_INDEX",
     "ClassificationData",
-    "CleaningReport",
     "FinetuneReport",
     "PackedBlockCollator",
     "PreparedDocuments",
     "PretrainingData",
+    "PretrainingDataSettings",
     "SFTData",
+    "TableSettings",
     "alpaca_to_messages",
     "build_classification_data",
     "build_pretraining_data",
@@ -60,19 +63,13 @@ __all__ = [
     "check_columns",
     "check_max_length",
     "check_tokenizer_fits",
-    "clean_documents",
     "conversations_from_table",
-    "data_sources",
     "hold_out_tail",
     "instruction_format",
-    "iter_training_texts",
     "label_names_from",
-    "load_documents",
     "load_splits",
     "load_table",
     "load_tables",
-    "minhash",
-    "near_duplicate_keep_indices",
     "pack_examples",
     "prepare_classification_split",
     "prepare_documents",

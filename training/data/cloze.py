@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from scratchlm.tokenization.corpus import check_utf8, read_file, resolve_files
+from scratchlm.corpus import check_utf8, read_file, resolve_files
 
 from .qa import load_squad
 

@@ -31,7 +31,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,46 +41,73 @@ import pyarrow.compute as pc
 import torch
 from datasets import Dataset, Features, IterableDataset, Value
 
-from ..arguments import PretrainingDataArguments
-from .checks import check_block_size, eos_token_id
-from .cleaning import CleaningReport, check_not_empty, clean_documents, cleaning_settings
-from .documents import (
+from scratchlm.corpus import (
     DOCUMENT_FEATURES,
     PIPELINE_VERSION,
     TEXT,
-    cache_root,
+    CleaningReport,
+    CleaningSettings,
+    SourceSettings,
+    check_not_empty,
+    clean_documents,
     content_hash,
-    has_validation_source,
-    intermediate_dir,
     load_documents,
     num_proc,
     source_signature,
     unwrap_generation_error,
 )
+from scratchlm.files import pid_alive
+
+from .checks import eos_token_id
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_CACHE_DIR = "~/.cache/scratchlm/data"
 BLOCK_FEATURES = Features({"input_ids": datasets.List(Value("int32"))})
 # `_save_atomically`'s temporary folders: .tmp-<cache key>-<pid>-<random>
 _TEMPORARY_CACHE = re.compile(r"^\.tmp-[0-9a-f]+-(\d+)-[0-9a-f]{8}$")
 
 
-def check_data_args(data_args: PretrainingDataArguments) -> None:
-    """Raise a `ValueError` for data options that cannot work together."""
-    if not data_args.train_files and not data_args.dataset_name:
-        raise ValueError("no training data: give --train_files or --dataset_name")
-    if data_args.train_files and data_args.dataset_name:
-        raise ValueError("give either --train_files or --dataset_name, not both")
-    if not has_validation_source(data_args) and not 0 < data_args.validation_fraction < 1:
-        raise ValueError(
-            f"validation_fraction must be between 0 and 1 (exclusive) when no validation data is given, "
-            f"got {data_args.validation_fraction}"
-        )
-    if data_args.streaming and data_args.near_deduplicate:
-        raise ValueError(
-            "near-deduplication compares every document with all the others and needs the whole corpus: "
-            "it does not work with --streaming; turn off one of --near_deduplicate and --streaming"
-        )
+@dataclass(frozen=True)
+class PretrainingDataSettings:
+    """What a pretraining run reads and how it prepares it: the `train` documents, the `validation` documents or, when
+    there are none, the `validation_fraction` of the training bytes held out from its tail, the cleaning, the shuffle
+    buffer of a stream, the `workers` of `datasets.map`, and the `cache_dir` of processed data."""
+
+    train: SourceSettings
+    validation: SourceSettings | None = None
+    validation_fraction: float = 0.1
+    cleaning: CleaningSettings = field(default_factory=CleaningSettings)
+    shuffle_buffer_size: int = 10_000
+    workers: int | None = None
+    cache_dir: str = DEFAULT_CACHE_DIR
+
+    def __post_init__(self):
+        if self.validation is None and not 0 < self.validation_fraction < 1:
+            raise ValueError(
+                f"validation_fraction must be between 0 and 1 (exclusive) when no validation data is given, "
+                f"got {self.validation_fraction}"
+            )
+        if self.validation is not None and self.validation.streaming:
+            raise ValueError("validation documents are stored, not streamed: give them with streaming=False")
+        if self.train.streaming and self.cleaning.dedup.near:
+            raise ValueError(
+                "near-deduplication compares every document with all the others and needs the whole corpus: "
+                "it does not work with --streaming; turn off one of --near_deduplicate and --streaming"
+            )
+
+    @property
+    def streaming(self) -> bool:
+        return self.train.streaming
+
+    @property
+    def cache_root(self) -> Path:
+        return Path(self.cache_dir).expanduser()
+
+    @property
+    def intermediate_dir(self) -> str:
+        """Where `datasets` keeps the arrow files of the documents and blocks on their way into the cache."""
+        return str(self.cache_root / "intermediate")
 
 
 def _count_bytes_batch(batch: dict[str, list]) -> dict[str, list]:
@@ -102,25 +129,26 @@ def tail_split_index(document_bytes: np.ndarray, fraction: float, sample_by: str
     return int(np.argmin(np.abs(tail_bytes[1:] - target))) + 1
 
 
-def hold_out_tail(documents: Dataset | IterableDataset, fraction: float, data_args: PretrainingDataArguments,
+def hold_out_tail(documents: Dataset | IterableDataset, fraction: float, settings: PretrainingDataSettings,
                   document_bytes: np.ndarray | None = None):
     """Split cleaned documents into (train, validation): the last documents holding `fraction` of the
     bytes validate. A stream is read once to count its bytes (unless `document_bytes` has them already);
     validation is then a `Dataset`."""
     if isinstance(documents, Dataset):
         sizes = documents.map(_count_bytes_batch, batched=True, remove_columns=[TEXT], desc="Counting bytes")
-        split = tail_split_index(np.asarray(sizes.with_format("numpy")["num_bytes"]), fraction, data_args.sample_by)
+        split = tail_split_index(np.asarray(sizes.with_format("numpy")["num_bytes"]), fraction,
+                                 settings.train.sample_by)
         return documents.select(range(split)), documents.select(range(split, len(documents)))
     if document_bytes is None:
         logger.info("Streaming: reading the training corpus once to find the last %.0f%% of its bytes",
                     100 * fraction)
         document_bytes = np.fromiter((len(example[TEXT].encode("utf-8")) for example in documents), dtype=np.int64)
-    split = tail_split_index(document_bytes, fraction, data_args.sample_by)
-    fingerprint = content_hash(["stream-validation", PIPELINE_VERSION, source_signature(data_args, "train"),
-                                cleaning_settings(data_args), fraction])
+    split = tail_split_index(document_bytes, fraction, settings.train.sample_by)
+    fingerprint = content_hash(["stream-validation", PIPELINE_VERSION, source_signature(settings.train),
+                                asdict(settings.cleaning), fraction])
     validation = unwrap_generation_error(
         Dataset.from_generator, _generate_rows, features=DOCUMENT_FEATURES,
-        gen_kwargs={"rows": documents.skip(split)}, cache_dir=intermediate_dir(data_args),
+        gen_kwargs={"rows": documents.skip(split)}, cache_dir=settings.intermediate_dir,
         fingerprint=f"stream-validation-{fingerprint}",
     )
     return documents.take(split), validation
@@ -138,32 +166,34 @@ class PreparedDocuments:
     (that pass then sees the held-out tail too) and otherwise a pass of its own.
     """
 
-    def __init__(self, data_args: PretrainingDataArguments):
-        check_data_args(data_args)
-        self.data_args = data_args
-        train, self.report = clean_documents(load_documents(data_args, "train"), data_args, name="train")
+    def __init__(self, settings: PretrainingDataSettings):
+        self.settings = settings
+        train, self.report = clean_documents(self._documents(settings.train), settings.cleaning, name="train",
+                                             workers=settings.workers)
         check_not_empty(train, self.report)
         logger.info("%s", self.report)
         self.validation_report: CleaningReport | None = None
         self._stream: IterableDataset | None = None
         self._train: Dataset | IterableDataset | None = None
         self._validation: Dataset | None = None
-        if has_validation_source(data_args):
-            validation_args = replace(data_args, streaming=False)
+        if settings.validation is not None:
             self._validation, self.validation_report = clean_documents(
-                load_documents(validation_args, "validation"), validation_args, name="validation"
+                self._documents(settings.validation), settings.cleaning, name="validation", workers=settings.workers
             )
             check_not_empty(self._validation, self.validation_report)
             logger.info("%s", self.validation_report)
             self._train = train
         elif isinstance(train, Dataset):
-            self._train, self._validation = hold_out_tail(train, data_args.validation_fraction, data_args)
+            self._train, self._validation = hold_out_tail(train, settings.validation_fraction, settings)
         else:
             self._stream = train
 
+    def _documents(self, source: SourceSettings) -> Dataset | IterableDataset:
+        return load_documents(source, cache_dir=self.settings.intermediate_dir)
+
     def _split_stream(self, document_bytes: np.ndarray | None = None) -> None:
         self._train, self._validation = hold_out_tail(
-            self._stream, self.data_args.validation_fraction, self.data_args, document_bytes
+            self._stream, self.settings.validation_fraction, self.settings, document_bytes
         )
 
     @property
@@ -191,14 +221,9 @@ class PreparedDocuments:
         self._split_stream(np.asarray(sizes, dtype=np.int64))
 
 
-def prepare_documents(data_args: PretrainingDataArguments) -> PreparedDocuments:
+def prepare_documents(settings: PretrainingDataSettings) -> PreparedDocuments:
     """Read and clean the corpus of a run once (see `PreparedDocuments`)."""
-    return PreparedDocuments(data_args)
-
-
-def iter_training_texts(data_args: PretrainingDataArguments) -> Iterator[str]:
-    """The cleaned training documents (without the held-out validation part), one string at a time."""
-    yield from prepare_documents(data_args).training_texts()
+    return PreparedDocuments(settings)
 
 
 def _tokenize_batch(batch: dict[str, list], tokenizer, eos_token_id: int) -> dict[str, list]:
@@ -229,7 +254,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return content_hash([type(tokenizer).__name__, content, tokenizer.eos_token_id])
 
 
-def _tokenize_and_pack(documents, tokenizer, block_size: int, *, keep_tail: bool, data_args: PretrainingDataArguments):
+def _tokenize_and_pack(documents, tokenizer, block_size: int, *, keep_tail: bool, settings: PretrainingDataSettings):
     eos = eos_token_id(tokenizer)
     kwargs = {"tokenizer": tokenizer, "eos_token_id": eos}
     if isinstance(documents, IterableDataset):
@@ -239,7 +264,7 @@ def _tokenize_and_pack(documents, tokenizer, block_size: int, *, keep_tail: bool
             gen_kwargs={"documents": tokenized, "block_size": block_size, "keep_tail": keep_tail},
         )
     tokenized = documents.map(
-        _tokenize_batch, batched=True, num_proc=num_proc(data_args, len(documents)), remove_columns=[TEXT],
+        _tokenize_batch, batched=True, num_proc=num_proc(settings.workers, len(documents)), remove_columns=[TEXT],
         fn_kwargs=kwargs, new_fingerprint=content_hash([documents._fingerprint, tokenizer_fingerprint(tokenizer)]),
         desc="Tokenizing",
     )
@@ -249,7 +274,7 @@ def _tokenize_and_pack(documents, tokenizer, block_size: int, *, keep_tail: bool
     return unwrap_generation_error(
         Dataset.from_generator, _generate_blocks, features=BLOCK_FEATURES,
         gen_kwargs={"documents": tokenized, "block_size": block_size, "keep_tail": keep_tail},
-        cache_dir=intermediate_dir(data_args),
+        cache_dir=settings.intermediate_dir,
         fingerprint=f"blocks-{content_hash([tokenized._fingerprint, block_size, keep_tail])}",
     )
 
@@ -268,8 +293,6 @@ def _document_bytes(documents: Dataset) -> int:
 
 def _count_tokens(blocks: Dataset) -> int:
     return sum(len(ids) for batch in blocks.iter(batch_size=1000) for ids in batch["input_ids"])
-
-
 
 
 @dataclass
@@ -300,8 +323,6 @@ class PackedBlockCollator:
         return batch
 
 
-
-
 @dataclass
 class PretrainingData:
     """What `build_pretraining_data` returns. `train_tokens` is None for a stream (unknown length)."""
@@ -318,27 +339,27 @@ class PretrainingData:
     cache_dir: Path | None = None
 
 
-def pretraining_cache_key(data_args: PretrainingDataArguments, tokenizer, block_size: int) -> str:
+def pretraining_cache_key(settings: PretrainingDataSettings, tokenizer, block_size: int) -> str:
     """The name of the cache folder: a hash of the sources (paths, sizes, mtimes or data set id, config and
     splits), text column, document limit, cleaning settings, validation settings, tokenizer and block size."""
-    has_validation = has_validation_source(data_args)
-    settings = {
+    has_validation = settings.validation is not None
+    return content_hash({
         "version": PIPELINE_VERSION,
-        "train": source_signature(data_args, "train"),
-        "validation": source_signature(data_args, "validation") if has_validation else None,
-        "validation_fraction": None if has_validation else data_args.validation_fraction,
-        "cleaning": cleaning_settings(data_args),
+        "train": source_signature(settings.train),
+        "validation": source_signature(settings.validation) if has_validation else None,
+        "validation_fraction": None if has_validation else settings.validation_fraction,
+        "cleaning": asdict(settings.cleaning),
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "block_size": block_size,
-    }
-    return content_hash(settings)
+    })
 
 
 def build_pretraining_data(
-    data_args: PretrainingDataArguments, tokenizer, block_size: int, *, seed: int = 42,
+    settings: PretrainingDataSettings, tokenizer, block_size: int, *, seed: int = 42,
     documents: PreparedDocuments | None = None,
 ) -> PretrainingData:
-    """Load, clean, split, tokenize and pack the pretraining corpus into blocks of `block_size` tokens.
+    """Load, clean, split, tokenize and pack the pretraining corpus into blocks of `block_size` tokens (resolved and
+    checked against the model by the command).
 
     `documents` are the run's cleaned documents when `prepare_documents` has read them already (to train the
     tokenizer); else they are read here, unless the blocks are in the cache. Everything that can be wrong with
@@ -346,24 +367,22 @@ def build_pretraining_data(
     for one block) raises before training starts. The result is cached (see `pretraining_cache_key`); `seed`
     orders the shuffle buffer of a stream.
     """
-    check_block_size(block_size, model_config=None)
-    check_data_args(data_args)
     eos = eos_token_id(tokenizer)
     collator = PackedBlockCollator(pad_token_id=eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id)
-    if data_args.streaming:
-        return _build_streaming(data_args, tokenizer, block_size, seed, collator, documents)
+    if settings.streaming:
+        return _build_streaming(settings, tokenizer, block_size, seed, collator, documents)
 
-    remove_stale_temporary_caches(cache_root(data_args))
-    cache_dir = cache_root(data_args) / pretraining_cache_key(data_args, tokenizer, block_size)
+    remove_stale_temporary_caches(settings.cache_root)
+    cache_dir = settings.cache_root / pretraining_cache_key(settings, tokenizer, block_size)
     if (cache_dir / "meta.json").is_file():
         logger.info("Pretraining data loaded from cache %s", cache_dir)
         return _load_cached(cache_dir, collator)
 
-    documents = documents or prepare_documents(data_args)
+    documents = documents or prepare_documents(settings)
     train_documents, validation_documents = documents.train, documents.validation
     report, validation_report = documents.report, documents.validation_report
-    train = _tokenize_and_pack(train_documents, tokenizer, block_size, keep_tail=False, data_args=data_args)
-    validation = _tokenize_and_pack(validation_documents, tokenizer, block_size, keep_tail=True, data_args=data_args)
+    train = _tokenize_and_pack(train_documents, tokenizer, block_size, keep_tail=False, settings=settings)
+    validation = _tokenize_and_pack(validation_documents, tokenizer, block_size, keep_tail=True, settings=settings)
     meta = {
         "validation_bytes": _document_bytes(validation_documents),
         "validation_tokens": _count_tokens(validation),
@@ -383,22 +402,12 @@ def build_pretraining_data(
     return _load_cached(cache_dir, collator, from_cache=False)
 
 
-def _writer_is_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
-
-
 def remove_stale_temporary_caches(root: Path) -> list[Path]:
     """Remove the temporary folders of cache writes whose process is gone (killed mid-write); returns them."""
     removed = []
     for path in root.glob(".tmp-*") if root.is_dir() else ():
         match = _TEMPORARY_CACHE.match(path.name)
-        if match and path.is_dir() and _writer_is_gone(int(match.group(1))):
+        if match and path.is_dir() and not pid_alive(int(match.group(1))):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     if removed:
@@ -443,17 +452,17 @@ def _load_cached(cache_dir: Path, collator: PackedBlockCollator, from_cache: boo
     )
 
 
-def _build_streaming(data_args, tokenizer, block_size, seed, collator, documents) -> PretrainingData:
+def _build_streaming(settings, tokenizer, block_size, seed, collator, documents) -> PretrainingData:
     logger.info("Streaming the training corpus: cleaned and tokenized on the fly, not cached")
-    documents = documents or prepare_documents(data_args)
+    documents = documents or prepare_documents(settings)
     train_documents, validation_documents = documents.train, documents.validation
     report, validation_report = documents.report, documents.validation_report
-    train = _tokenize_and_pack(train_documents, tokenizer, block_size, keep_tail=False, data_args=data_args)
+    train = _tokenize_and_pack(train_documents, tokenizer, block_size, keep_tail=False, settings=settings)
     if next(iter(train), None) is None:
         raise _too_short_for_a_block(None, block_size)
-    if data_args.shuffle_buffer_size > 1:
-        train = train.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
-    validation = _tokenize_and_pack(validation_documents, tokenizer, block_size, keep_tail=True, data_args=data_args)
+    if settings.shuffle_buffer_size > 1:
+        train = train.shuffle(seed=seed, buffer_size=settings.shuffle_buffer_size)
+    validation = _tokenize_and_pack(validation_documents, tokenizer, block_size, keep_tail=True, settings=settings)
     return PretrainingData(
         train=train,
         validation=validation,

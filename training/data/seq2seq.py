@@ -33,7 +33,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from scratchlm.tokenization.corpus import text_lines
+from scratchlm.corpus import text_lines
 from scratchlm.tokenization.encoding import encode_with_eos
 
 from .tables import check_columns, load_tables, row_origins

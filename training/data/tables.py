@@ -1,7 +1,8 @@
 """Fine-tuning tables: labelled rows from csv/tsv/jsonl/json/parquet files, `save_to_disk` directories or Hub ids.
 
-Files are found by `scratchlm.tokenization.corpus.resolve_files` (the same files, globs and directories as every
-command) and checked before `datasets` reads them, so a bad file is named in the error: invalid UTF-8 (with the
+Sources are resolved by the corpus stage (`scratchlm.corpus`: the same files, globs, directories, `save_to_disk`
+directories and Hub ids as every command, told apart by one rule) and files are checked there before `datasets`'
+builders read them, so a bad file is named in the error: invalid UTF-8 (with the
 byte offset), broken JSON (with the line), a JSON object where records are expected, an empty or header-only
 CSV. Every row keeps where it came from (`ROW_ORIGIN`: "FILE row N"), so a bad value is reported at its place in
 the file even after the rows were concatenated or shuffled for a hold-out split.
@@ -12,31 +13,53 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import datasets
 from datasets import Dataset
 
-from scratchlm.tokenization.corpus import (
+from scratchlm.corpus import (
     check_utf8,
     format_suffix,
-    is_saved_dataset,
+    is_dataset_source,
     json_records,
     load_dataset_source,
     resolve_files,
     text_lines,
+    unwrap_generation_error,
 )
-
-from ..arguments import FinetuneDataArguments
-from .documents import unwrap_generation_error
 
 logger = logging.getLogger(__name__)
 
 TABLE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 ROW_ORIGIN = "__row_origin__"  # "FILE row N" of each row, for error messages; not a column of the data
 _NOT_UTF8_ADVICE = "re-save the file as UTF-8"
+
+
+@dataclass(frozen=True)
+class TableSettings:
+    """Where a fine-tuning run's tables come from: `train_files`/`validation_files`, or `dataset_name` (with its
+    config and splits); without validation data `validation_split_fraction` of the training rows is held out, and at
+    most `max_train_documents` rows train. (The names are the flags', so an argument group with them reads as these
+    settings.)"""
+
+    train_files: tuple[str, ...] = ()
+    validation_files: tuple[str, ...] = ()
+    dataset_name: str | None = None
+    dataset_config_name: str | None = None
+    train_split: str = "train"
+    validation_split: str | None = None
+    validation_split_fraction: float = 0.1
+    max_train_documents: int | None = None
+
+    @classmethod
+    def of(cls, options) -> TableSettings:
+        """The settings an object with these attributes (the data argument group of a command) holds."""
+        values = {field.name: getattr(options, field.name) for field in fields(cls)}
+        return cls(**{**values, "train_files": tuple(values["train_files"] or ()),
+                      "validation_files": tuple(values["validation_files"] or ())})
 
 
 @dataclass
@@ -78,11 +101,6 @@ def row_origins(dataset: Dataset, split: str) -> list[str]:
 
 def data_columns(dataset: Dataset) -> list[str]:
     return [column for column in dataset.column_names if column != ROW_ORIGIN]
-
-
-def _is_file_source(source: str) -> bool:
-    path = Path(source).expanduser()
-    return path.exists() or bool(path.suffix) or bool(set("*?[") & set(source)) or source.startswith((".", "/", "~"))
 
 
 def _check_json_records(path: Path) -> None:
@@ -127,7 +145,7 @@ def load_table(source: str, *, split: str = "train", dataset_config: str | None 
     set `split` names its split.
     """
     source = os.fspath(source)
-    if is_saved_dataset(source) or not _is_file_source(source):
+    if is_dataset_source(source, suffixes=tuple(TABLE_BUILDERS)):
         dataset = load_dataset_source(source, dataset_config=dataset_config, split=split, streaming=False)
         if not isinstance(dataset, Dataset):
             raise ValueError(f"{source!r} split {split!r} did not load as a table (got {type(dataset).__name__})")
@@ -178,46 +196,41 @@ def check_columns(dataset: Dataset, columns: dict[str, str | None], split: str) 
             )
 
 
-def load_splits(data_args: FinetuneDataArguments, *, seed: int, test_files: list[str] | None = None,
+def load_splits(settings: TableSettings, *, seed: int, test_files: list[str] | None = None,
                 test_split: str | None = None, max_eval_samples: int | None = None):
     """(train, validation, test) tables; without validation data `validation_split_fraction` of the training rows
     (random rows, seeded) is held out."""
-    if data_args.train_files and data_args.dataset_name:
+    settings = TableSettings.of(settings)
+    if settings.train_files and settings.dataset_name:
         raise ValueError("give either --train_files or --dataset_name, not both")
-    if data_args.train_files:
-        train = load_tables(data_args.train_files, with_origins=True)
-        validation = load_tables(data_args.validation_files, with_origins=True)
+    if settings.train_files:
+        train = load_tables(settings.train_files, with_origins=True)
+        validation = load_tables(settings.validation_files, with_origins=True)
         test = load_tables(test_files, with_origins=True)
-    elif data_args.dataset_name:
+    elif settings.dataset_name:
         def split(name):
-            return load_tables(data_args.dataset_name, split=name, dataset_config=data_args.dataset_config_name,
+            return load_tables(settings.dataset_name, split=name, dataset_config=settings.dataset_config_name,
                                with_origins=True) if name else None
-        train, validation, test = split(data_args.train_split), split(data_args.validation_split), split(test_split)
+        train, validation, test = split(settings.train_split), split(settings.validation_split), split(test_split)
     else:
         raise ValueError("no training data: give --train_files or --dataset_name")
-    return hold_out_and_limit(train, validation, test, data_args, seed=seed, max_eval_samples=max_eval_samples)
+    return hold_out_and_limit(train, validation, test, settings, seed=seed, max_eval_samples=max_eval_samples)
 
 
-def hold_out_and_limit(train, validation, test, data_args: FinetuneDataArguments, *, seed: int,
+def hold_out_and_limit(train, validation, test, settings: TableSettings, *, seed: int,
                        max_eval_samples: int | None = None):
     """Loaded (train, validation, test) -> the same with validation held out of train when there is none and the
     --max_train_documents / --max_eval_samples limits applied."""
     if len(train) == 0:
         raise ValueError("the training data is empty")
-    if validation is None and data_args.validation_split_fraction > 0:
-        held_out = train.train_test_split(test_size=data_args.validation_split_fraction, seed=seed, shuffle=True)
+    if validation is None and settings.validation_split_fraction > 0:
+        held_out = train.train_test_split(test_size=settings.validation_split_fraction, seed=seed, shuffle=True)
         train, validation = held_out["train"], held_out["test"]
         logger.info("no validation data: holding out %d of the training rows", len(validation))
-    if data_args.max_train_documents:
-        train = train.select(range(min(data_args.max_train_documents, len(train))))
+    if settings.max_train_documents:
+        train = train.select(range(min(settings.max_train_documents, len(train))))
     if max_eval_samples:
         validation, test = (t.select(range(min(max_eval_samples, len(t)))) if t is not None else None
                             for t in (validation, test))
     return train, validation, test
 
-
-def data_sources(data_args: FinetuneDataArguments, test_files: list[str] | None = None) -> list[str]:
-    """The data a fine-tuning run read, for its record and model card."""
-    if data_args.dataset_name:
-        return [data_args.dataset_name]
-    return [*data_args.train_files, *(data_args.validation_files or []), *(test_files or [])]

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 from datasets import Dataset, Features, Value
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
-from ..arguments import PretrainingDataArguments
 from .documents import TEXT, num_proc
 
 MINHASH_PERMUTATIONS = 128
@@ -27,6 +27,21 @@ _ANY_WHITESPACE_RUN = re.compile(r"\s+")
 # Shingle ids: CRC-32 is stable across processes and ~4x cheaper than datasketch's default SHA-1; the MinHash
 # permutations (datasketch's) do the mixing.
 _SHINGLE_HASH = zlib.crc32
+
+
+@dataclass(frozen=True)
+class DedupSettings:
+    """Exact deduplication (`exact`), near-deduplication at a Jaccard `near_threshold` (`near`), and the length under
+    which a document is never a duplicate (`min_chars`: a speaker's name in a play, a heading)."""
+
+    exact: bool = True
+    near: bool = False
+    near_threshold: float = 0.85
+    min_chars: int = 50
+
+    def __post_init__(self):
+        if not 0 < self.near_threshold <= 1:
+            raise ValueError(f"near_threshold must be in (0, 1], got {self.near_threshold}")
 
 
 def exact_digest(text: str) -> str:
@@ -56,13 +71,13 @@ def _signature_batch(batch: dict[str, list], num_perm: int) -> dict[str, list]:
 
 
 def near_duplicate_keep_indices(
-    dataset: Dataset, threshold: float, data_args: PretrainingDataArguments | None = None, *, min_chars: int = 0
+    dataset: Dataset, threshold: float, *, min_chars: int = 0, workers: int | None = None
 ) -> list[int]:
     """Indices of the documents of a "text" data set to keep: each document is dropped when an earlier kept one
     has an estimated Jaccard similarity (of character 5-grams) of at least `threshold` with it. Documents
-    shorter than `min_chars` are always kept and compared with nothing."""
+    shorter than `min_chars` are always kept and compared with nothing. `workers` processes hash the documents."""
     signatures = dataset.map(
-        _signature_batch, batched=True, num_proc=num_proc(data_args, len(dataset)), remove_columns=dataset.column_names,
+        _signature_batch, batched=True, num_proc=num_proc(workers, len(dataset)), remove_columns=dataset.column_names,
         fn_kwargs={"num_perm": MINHASH_PERMUTATIONS},
         features=Features({"signature": [Value("uint64")], "length": Value("int64")}),
         desc="MinHash signatures",

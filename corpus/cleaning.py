@@ -15,14 +15,9 @@ from typing import Any
 
 from datasets import Dataset, IterableDataset
 
-from ..arguments import PretrainingDataArguments
-from .dedup import exact_digest, near_duplicate_keep_indices
+from .dedup import DedupSettings, exact_digest, near_duplicate_keep_indices
 from .documents import DOCUMENT_FEATURES, TEXT, num_proc
 
-CLEANING_FIELDS = (
-    "normalize_unicode", "remove_control_characters", "normalize_whitespace", "min_document_chars",
-    "max_symbol_fraction", "deduplicate", "near_deduplicate", "near_duplicate_threshold", "dedup_min_chars",
-)
 CHANGE_STEPS = ("unicode_nfc", "control_characters", "whitespace")
 DROP_STEPS = ("too_short", "mostly_symbols", "exact_duplicates", "near_duplicates")
 
@@ -34,6 +29,19 @@ _TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
 _INNER_SPACE_RUN = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")
 _BLANK_LINE_RUN = re.compile(r"\n{3,}")
 _NOT_WORD_OR_SPACE = re.compile(r"[^\w\s]")
+
+
+@dataclass(frozen=True)
+class CleaningSettings:
+    """Which cleaning steps run: NFC, control characters, whitespace, a minimum length, a ceiling on the share of
+    symbols (1 keeps all), and deduplication."""
+
+    normalize_unicode: bool = True
+    remove_control_characters: bool = True
+    normalize_whitespace: bool = True
+    min_document_chars: int = 1
+    max_symbol_fraction: float = 0.5
+    dedup: DedupSettings = field(default_factory=DedupSettings)
 
 
 @dataclass
@@ -52,15 +60,15 @@ class CleaningReport:
     complete: bool = True
 
     @classmethod
-    def for_settings(cls, data_args: PretrainingDataArguments, name: str) -> CleaningReport:
+    def for_settings(cls, settings: CleaningSettings, name: str) -> CleaningReport:
         enabled = {
-            "unicode_nfc": data_args.normalize_unicode,
-            "control_characters": data_args.remove_control_characters,
-            "whitespace": data_args.normalize_whitespace,
-            "too_short": data_args.min_document_chars > 0,
-            "mostly_symbols": data_args.max_symbol_fraction < 1,
-            "exact_duplicates": data_args.deduplicate,
-            "near_duplicates": data_args.near_deduplicate,
+            "unicode_nfc": settings.normalize_unicode,
+            "control_characters": settings.remove_control_characters,
+            "whitespace": settings.normalize_whitespace,
+            "too_short": settings.min_document_chars > 0,
+            "mostly_symbols": settings.max_symbol_fraction < 1,
+            "exact_duplicates": settings.dedup.exact,
+            "near_duplicates": settings.dedup.near,
         }
         return cls(name=name, enabled=enabled)
 
@@ -94,18 +102,14 @@ class CleaningReport:
         return self.to_table()
 
 
-def cleaning_settings(data_args: PretrainingDataArguments) -> dict[str, Any]:
-    return {name: getattr(data_args, name) for name in CLEANING_FIELDS}
-
-
-def _normalize_text(text: str, settings: dict[str, Any]) -> tuple[str, dict[str, bool]]:
+def _normalize_text(text: str, settings: CleaningSettings) -> tuple[str, dict[str, bool]]:
     changed = dict.fromkeys(CHANGE_STEPS, False)
-    if settings["normalize_unicode"] and not unicodedata.is_normalized("NFC", text):
+    if settings.normalize_unicode and not unicodedata.is_normalized("NFC", text):
         text, changed["unicode_nfc"] = unicodedata.normalize("NFC", text), True
-    if settings["remove_control_characters"]:
+    if settings.remove_control_characters:
         cleaned = _CONTROL_CHARACTERS.sub("", text)
         text, changed["control_characters"] = cleaned, cleaned != text
-    if settings["normalize_whitespace"]:
+    if settings.normalize_whitespace:
         cleaned = text.replace("\r\n", "\n").replace("\r", "\n")
         cleaned = _TRAILING_SPACE.sub("", cleaned)
         cleaned = _INNER_SPACE_RUN.sub(" ", cleaned)
@@ -120,15 +124,15 @@ def _symbol_fraction(text: str) -> float:
     return len(symbols) / max(len(text), 1)
 
 
-def _drop_reason(text: str, settings: dict[str, Any]) -> str:
-    if len(text) < settings["min_document_chars"]:
+def _drop_reason(text: str, settings: CleaningSettings) -> str:
+    if len(text) < settings.min_document_chars:
         return "too_short"
-    if settings["max_symbol_fraction"] < 1 and _symbol_fraction(text) > settings["max_symbol_fraction"]:
+    if settings.max_symbol_fraction < 1 and _symbol_fraction(text) > settings.max_symbol_fraction:
         return "mostly_symbols"
     return ""
 
 
-def _annotate_batch(batch: dict[str, list], settings: dict[str, Any]) -> dict[str, list]:
+def _annotate_batch(batch: dict[str, list], settings: CleaningSettings) -> dict[str, list]:
     """Normalise each document and record what changed, why it would be dropped and its hash."""
     out: dict[str, list] = {TEXT: [], "drop_reason": [], "digest": [], **{step: [] for step in CHANGE_STEPS}}
     for text in batch[TEXT]:
@@ -138,30 +142,30 @@ def _annotate_batch(batch: dict[str, list], settings: dict[str, Any]) -> dict[st
             out[step].append(changed[step])
         out["drop_reason"].append(_drop_reason(text, settings))
         # Short documents repeat by nature (a speaker's name in a play, a heading): never duplicates.
-        out["digest"].append(exact_digest(text) if len(text) >= settings["dedup_min_chars"] else "")
+        out["digest"].append(exact_digest(text) if len(text) >= settings.dedup.min_chars else "")
     return out
 
 
-def clean_documents(dataset: Dataset | IterableDataset, data_args: PretrainingDataArguments, *, name: str = "train"):
-    """Apply the cleaning steps of `data_args` to a "text" data set; returns `(cleaned, CleaningReport)`.
+def clean_documents(dataset: Dataset | IterableDataset, settings: CleaningSettings, *, name: str = "train",
+                    workers: int | None = None):
+    """Apply the cleaning steps of `settings` to a "text" data set; returns `(cleaned, CleaningReport)`.
 
-    A `Dataset` is cleaned at once (with `preprocessing_num_workers` processes) and its report is complete.
+    A `Dataset` is cleaned at once (with `workers` processes) and its report is complete.
     An `IterableDataset` is cleaned lazily, on every pass afresh; its report is filled by the first
     complete pass. Near-deduplication needs a `Dataset`.
     """
-    report = CleaningReport.for_settings(data_args, name)
-    settings = cleaning_settings(data_args)
+    report = CleaningReport.for_settings(settings, name)
     if isinstance(dataset, IterableDataset):
-        if data_args.near_deduplicate:
+        if settings.dedup.near:
             raise ValueError("near-deduplication needs the whole corpus and does not work with --streaming")
         annotated = dataset.map(_annotate_batch, batched=True, fn_kwargs={"settings": settings})
         report.complete = False
         cleaned = IterableDataset.from_generator(
             _generate_clean_stream, features=DOCUMENT_FEATURES,
-            gen_kwargs={"annotated": annotated, "deduplicate": data_args.deduplicate, "report": report},
+            gen_kwargs={"annotated": annotated, "deduplicate": settings.dedup.exact, "report": report},
         )
         return cleaned, report
-    return _clean_dataset(dataset, data_args, settings, report)
+    return _clean_dataset(dataset, settings, report, workers)
 
 
 def _generate_clean_stream(annotated: IterableDataset, deduplicate: bool, report: CleaningReport) -> Iterator[dict]:
@@ -187,11 +191,10 @@ def _generate_clean_stream(annotated: IterableDataset, deduplicate: bool, report
         report.changed, report.dropped, report.complete = counts.changed, counts.dropped, True
 
 
-def _clean_dataset(dataset: Dataset, data_args: PretrainingDataArguments, settings: dict[str, Any],
-                   report: CleaningReport):
+def _clean_dataset(dataset: Dataset, settings: CleaningSettings, report: CleaningReport, workers: int | None):
     report.documents_in = len(dataset)
     annotated = dataset.map(
-        _annotate_batch, batched=True, num_proc=num_proc(data_args, len(dataset)),
+        _annotate_batch, batched=True, num_proc=num_proc(workers, len(dataset)),
         fn_kwargs={"settings": settings}, desc=f"Cleaning {report.name} documents",
     )
     flags = annotated.select_columns([*CHANGE_STEPS, "drop_reason", "digest"]).to_dict()
@@ -202,7 +205,7 @@ def _clean_dataset(dataset: Dataset, data_args: PretrainingDataArguments, settin
         report.dropped[step] = reasons[step]
 
     keep = [index for index, reason in enumerate(flags["drop_reason"]) if not reason]
-    if data_args.deduplicate:
+    if settings.dedup.exact:
         seen: set[str] = set()
         unique = []
         for index in keep:
@@ -213,9 +216,9 @@ def _clean_dataset(dataset: Dataset, data_args: PretrainingDataArguments, settin
         report.dropped["exact_duplicates"] = len(keep) - len(unique)
         keep = unique
     cleaned = annotated.select(keep).select_columns([TEXT])
-    if data_args.near_deduplicate and len(cleaned) > 1:
+    if settings.dedup.near and len(cleaned) > 1:
         distinct = near_duplicate_keep_indices(
-            cleaned, data_args.near_duplicate_threshold, data_args, min_chars=data_args.dedup_min_chars
+            cleaned, settings.dedup.near_threshold, min_chars=settings.dedup.min_chars, workers=workers
         )
         report.dropped["near_duplicates"] = len(cleaned) - len(distinct)
         cleaned = cleaned.select(distinct)

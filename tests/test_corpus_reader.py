@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from scratchlm.tokenization import read_corpus, resolve_files
-from scratchlm.tokenization.corpus import load_json
+from scratchlm.corpus import SourceSettings, TextColumns, load_json, read_corpus, read_source, resolve_files
 
 
 def test_txt_documents(tmp_path):
@@ -160,7 +159,6 @@ def test_datasets_sources(tmp_path, monkeypatch):
 
 
 def test_text_column_per_source_reads_poems_and_reviews_together(data_dir):
-    from scratchlm.tokenization.corpus import TextColumns
 
     song = data_dir / "chinese-poetry" / "宋词" / "ci.song.0.json"
     reviews = data_dir / "waimai_10k" / "waimai_10k.csv"
@@ -188,3 +186,16 @@ def test_a_cut_off_json_file_is_named_with_the_place(tmp_path):
         load_json(path)
     path.write_text('{"data": [1]}')
     assert load_json(path) == {"data": [1]}
+
+
+def test_source_settings_read_their_documents_and_refuse_bad_values(tmp_path):
+    (tmp_path / "a.txt").write_text("one\n\ntwo\n\nthree\n", encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text('{"body": "four"}\n', encoding="utf-8")
+    settings = SourceSettings(files=(tmp_path / "a.txt", tmp_path / "b.jsonl"), text_column=("text", "body"))
+    assert list(read_source(settings)) == ["one", "two", "three", "four"]
+    assert settings.files == (str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl"))
+    assert list(read_source(SourceSettings(files=(str(tmp_path / "a.txt"),), max_documents=2))) == ["one", "two"]
+    for values, message in (({}, "no corpus sources"), ({"sample_by": "page"}, "sample_by must be one of"),
+                            ({"errors": "ignore"}, "errors must be one of"), ({"max_documents": 0}, "positive")):
+        with pytest.raises(ValueError, match=message):
+            SourceSettings(**{"files": (str(tmp_path / "a.txt"),), **values} if values else values)
