@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,12 +31,16 @@ from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenize
 from scratchlm.cli import command, move_bare_argument, parse_args
 from scratchlm.inference.model_dir import check_model_dir
 from scratchlm.model_cards.run_record import ADAPTER_CONFIG_FILE, CONFIG_FILE, is_adapter_dir, is_hub_id
-from scratchlm.modeling.span_decoding import FEATURES, SPAN_SELECTIONS, build_features, postprocess_predictions
+from scratchlm.modeling.span_decoding import (
+    FEATURES,
+    SPAN_SELECTIONS,
+    QASettings,
+    build_features,
+    postprocess_predictions,
+)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_WINDOW = {"max_length": 384, "stride": 128, "max_question_tokens": 64, "n_best": 20, "max_answer_length": 30,
-                  "null_score_threshold": 0.0, "span_selection": "best"}
 RUN_RECORD = "scratchlm_run.json"
 
 
@@ -52,10 +56,11 @@ def recorded_settings(model) -> dict:
 
 def window_settings(model, **given) -> dict:
     """Window and decoding settings: those `given` (not None), else the model's (`recorded_settings`), else
-    `DEFAULT_WINDOW`; `max_length` capped at the model's context length."""
-    settings = {**DEFAULT_WINDOW, **recorded_settings(model), **{k: v for k, v in given.items() if v is not None}}
-    settings["max_length"] = min(settings["max_length"], model.config.max_position_embeddings)
-    return settings
+    `QASettings`' defaults; `max_length` capped at the model's context length (the default stride follows it)."""
+    settings = {**recorded_settings(model), **{k: v for k, v in given.items() if v is not None}}
+    settings["max_length"] = min(settings.get("max_length", QASettings.max_length),
+                                 model.config.max_position_embeddings)
+    return {**asdict(QASettings(max_length=settings["max_length"])), **settings}
 
 
 @torch.no_grad()
@@ -94,7 +99,7 @@ def answer_question(model, tokenizer, question: str, context: str, *, max_length
 
     `start`/`end` are character offsets in `context` (-1, and an empty answer, when `allow_no_answer` and the
     model's no-answer score wins, or when no span fits: then `score` is None). Unset settings come from the model
-    (`recorded_settings`), else `DEFAULT_WINDOW`. An empty question or context is a ValueError."""
+    (`recorded_settings`), else `QASettings`' defaults. An empty question or context is a ValueError."""
     for name, text in (("question", question), ("context", context)):
         if not text.strip():
             raise ValueError(f"the {name} is empty")

@@ -39,6 +39,29 @@ FEATURES = Features({  # one question: the flat SQuAD layout
 })  # fmt: skip
 
 
+def default_stride(max_length: int) -> int:
+    """Tokens shared by consecutive windows when not given: a quarter of the window, at most 128."""
+    return min(128, max_length // 4)
+
+
+@dataclass
+class QASettings:
+    """The window and decoding settings of extractive QA: what `scratchlm-finetune --task qa` trains and evaluates
+    with and records, and what `scratchlm.inference.qa` answers with; these defaults are the one home of both."""
+
+    max_length: int = 384
+    stride: int | None = None  # None: default_stride(max_length)
+    max_question_tokens: int = 64
+    n_best: int = 20
+    max_answer_length: int = 30
+    null_score_threshold: float = 0.0
+    span_selection: str = "best"
+
+    def __post_init__(self):
+        if self.stride is None:
+            self.stride = default_stride(self.max_length)
+
+
 @dataclass
 class WindowReport:
     """What windowing did: windows made, questions cut to fit, answers that fall in no window."""

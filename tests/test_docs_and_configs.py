@@ -20,14 +20,12 @@ import yaml
 
 from scratchlm.cli import parse_args
 from scratchlm.training.arguments import (
-    FinetuneDataArguments,
     ModelArguments,
     PretrainingDataArguments,
     ScratchLMTrainingArguments,
 )
-from scratchlm.training.finetune import FinetuneArguments, FinetuneTrainingArguments
+from scratchlm.training.finetune import parse_finetune_args
 from scratchlm.training.generation import SampleArguments
-from scratchlm.training.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,8 +145,7 @@ def test_doc_command_lines_parse_and_fail_only_for_their_missing_inputs(doc, arg
 CONFIG_COMMANDS = {
     "pretrain": [ModelArguments, PretrainingDataArguments, ScratchLMTrainingArguments, SampleArguments],
     "bench": [ModelArguments, PretrainingDataArguments, ScratchLMTrainingArguments, SampleArguments],
-    "finetune": [ModelArguments, FinetuneDataArguments, FinetuneArguments, FinetuneTrainingArguments,
-                 SampleArguments],
+    "finetune": None,  # groups by task: parse_finetune_args
 }
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
@@ -161,13 +158,12 @@ def test_every_config_belongs_to_a_command():
 def test_every_shipped_config_parses_and_names_data_that_exists(config, caplog):
     """Parse + validate every shipped config (the command's own dataclasses and checks, no deprecated option);
     the shared data it names must exist (data the user prepares, as the SST-2 files, is described in the file)."""
-    parsed = parse_args(CONFIG_COMMANDS[config.name.split("-")[0]], [str(config)])
+    groups = CONFIG_COMMANDS[config.name.split("-")[0]]
+    parsed = parse_args(groups, [str(config)]) if groups else parse_finetune_args([str(config)])
     assert "deprecated" not in caplog.text
     for name in parsed[1].train_files or []:
         if name.startswith("../shared/"):
             assert (ROOT / name).exists(), f"{config.name} names {name}, which does not exist"
-    if config.name.startswith("finetune-"):
-        get_task(parsed[2].task)
 
 
 def _on_shared_data(path: Path) -> bool:
@@ -182,15 +178,14 @@ def test_finetune_configs_build_their_data(config, data_dir, tiny_causal_lm_dir)
     tokenizer: the columns, labels and formats it names are right."""
     from transformers import AutoTokenizer
 
-    model_args, data_args, finetune_args, training_args, _ = parse_args(
-        CONFIG_COMMANDS["finetune"], [str(config), "--max_train_documents", "40", "--max_eval_samples", "8"])
+    model_args, data_args, finetune_args, training_args, task, _, _ = parse_finetune_args(
+        [str(config), "--max_train_documents", "40", "--max_eval_samples", "8"])
     data_args.train_files = [str(ROOT / name) for name in data_args.train_files]
     tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm_dir)
-    task = get_task(finetune_args.task)  # the task reads its data (tables, or parallel text for seq2seq)
+    # the task, with the config's options, reads its data (tables, or parallel text for seq2seq)
     train, validation, test = task.load_splits(data_args, seed=training_args.seed, test_files=finetune_args.test_files,
                                                max_eval_samples=finetune_args.max_eval_samples)
-    data = task.build_data(train, validation, test, tokenizer, data_args=data_args,
-                                                   finetune_args=finetune_args, max_length=64)
+    data = task.build_data(train, validation, test, tokenizer, data_args=data_args, max_length=64)
     assert len(data.train) > 0 and data.validation is not None
 
 

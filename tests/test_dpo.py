@@ -27,9 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 finetune_main = ft.main.__wrapped__  # the command without its console wrapper: user errors arrive as exceptions
 
-CONTEXT = 128
-TINY = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "max_position_embeddings": CONTEXT}
+CONTEXT = 128  # the tiny base's (conftest's tiny_sizes)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:
@@ -49,10 +47,10 @@ def instructions(data_dir) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def base_dir(workdir, instructions) -> Path:
+def base_dir(workdir, instructions, tiny_sizes) -> Path:
     tokenizer = train_tokenizer([f"{r['instruction']}\n{r['output']}" for r in instructions] * 3, vocab_size=500,
                                 show_progress=False)
-    model = init_model("tiny", TINY, tokenizer, seed=0)
+    model = init_model("tiny", dict(tiny_sizes), tokenizer, seed=0)
     path = workdir / "base"
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -32,9 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # The command without its console wrapper, so that a user error reaches the test as the exception it is.
 finetune_main = ft.main.__wrapped__
 
-CONTEXT = 128
-TINY = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "max_position_embeddings": CONTEXT}
+CONTEXT = 128  # the tiny base's (conftest's tiny_sizes)
 
 
 def sst2_rows(data_dir: Path, count: int, start: int = 0, names=("negative", "positive")) -> list[dict]:
@@ -59,12 +57,12 @@ def instructions(data_dir) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def base_dir(workdir, data_dir, instructions) -> Path:
+def base_dir(workdir, data_dir, instructions, tiny_sizes) -> Path:
     """A tiny pretrained ScratchLM directory: model, tokenizer (with the chat template), generation config."""
     texts = [row["sentence"] for row in sst2_rows(data_dir, 1500)]
     texts += [f"{r['instruction']}\n{r['input']}\n{r['output']}" for r in instructions[:300]]
     tokenizer = train_tokenizer(texts, vocab_size=600, show_progress=False)
-    model = init_model("tiny", TINY, tokenizer, seed=0)
+    model = init_model("tiny", dict(tiny_sizes), tokenizer, seed=0)
     path = workdir / "base"
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -116,12 +114,12 @@ class Capture:
         self.inputs, self.logits, self.model = inputs, None, None
         self.finish_run = ft.finish_run
 
-    def __call__(self, trainer, tokenizer, record):
+    def __call__(self, trainer, tokenizer, record, *args):
         trainer.model.eval()
         with torch.no_grad():
             self.logits = trainer.model(**self.inputs).logits.float().clone()
         self.model = trainer.model
-        return self.finish_run(trainer, tokenizer, record)
+        return self.finish_run(trainer, tokenizer, record, *args)
 
 
 def probe(tokenizer, texts=("a gripping , funny film", "dull and lifeless")) -> dict:
@@ -453,10 +451,10 @@ def test_base_model_that_is_not_a_scratchlm(base_dir, cls_files, workdir):
         finetune_main(cls_args(workdir / "missing-model", workdir / "bad7", cls_files))
 
 
-def test_adapter_for_another_base(base_dir, cls_files, sft_files, workdir, tokenizer, lora_classifier):
+def test_adapter_for_another_base(base_dir, cls_files, sft_files, workdir, tokenizer, lora_classifier, tiny_sizes):
     from peft import LoraConfig, get_peft_model
 
-    other = init_model("tiny", {**TINY, "hidden_size": 32, "num_attention_heads": 2, "num_key_value_heads": 1},
+    other = init_model("tiny", {**tiny_sizes, "hidden_size": 32, "num_attention_heads": 2, "num_key_value_heads": 1},
                        tokenizer, seed=0)
     adapter = workdir / "other-adapter"
     get_peft_model(other, LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["q_proj"])).save_pretrained(adapter)
@@ -508,8 +506,10 @@ def test_bad_config_overrides_of_the_base_and_truncated_weights_are_one_line_eac
 
 
 def test_bad_options(base_dir, cls_files, workdir):
-    with pytest.raises(ValueError, match="--merge and --adapter_name_or_path need --method lora"):
+    with pytest.raises(ValueError, match="^--merge is an option of --method lora, not of --method full$"):
         finetune_main(cls_args(base_dir, workdir / "bad11", cls_files, "--merge"))
+    with pytest.raises(ValueError, match="^--adapter_name_or_path is an option of --method lora, not of --method full$"):
+        finetune_main(cls_args(base_dir, workdir / "bad11", cls_files, "--adapter_name_or_path", str(base_dir)))
     with pytest.raises(ValueError, match="--task must be one of"):
         finetune_main(cls_args(base_dir, workdir / "bad12", cls_files, "--task", "translation"))
     with pytest.raises(ValueError, match=r"--lora_target_modules qkv_proj not in the model.*q_proj"):

@@ -63,8 +63,6 @@ PUBLISHED = {"version": "2.0", "data": [
         {"id": "q4", "question": "Where is Santa Clara?", "answers": [{"text": "California", "answer_start": 25}]},
     ]}]},
 ]}  # fmt: skip
-TINY = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "max_position_embeddings": 256}
 
 
 @pytest.fixture(scope="module")
@@ -348,12 +346,13 @@ def write_published(path: Path, examples: Dataset) -> str:
 
 
 @pytest.fixture(scope="module")
-def finetuned(squad, tokenizer, tmp_path_factory) -> Path:
+def finetuned(squad, tokenizer, tmp_path_factory, tiny_sizes) -> Path:
     """`scratchlm-finetune --task qa` for a few steps: a tiny base, jsonl training rows, a published validation file
     with one answer off its answer_start."""
     work = tmp_path_factory.mktemp("qa-run")
     config = ScratchLMConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **TINY)
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                             **{**tiny_sizes, "max_position_embeddings": 256})
     torch.manual_seed(0)
     ScratchLMForCausalLM(config).save_pretrained(work / "base")
     tokenizer.save_pretrained(work / "base")

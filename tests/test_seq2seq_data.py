@@ -313,8 +313,8 @@ def test_seq2seq_task_scores_generated_text_against_all_references(tokenizer, tm
     from scratchlm.training.tasks.seq2seq import Seq2SeqTask
 
     table = Dataset.from_dict({"source": EN, "target": [[de, de.upper()] for de in DE]})
-    task = Seq2SeqTask()
-    data = task.build_data(table, table, None, tokenizer, data_args=None, finetune_args=None, max_length=64)
+    task = Seq2SeqTask()  # its default options: columns source and target, every reference trained on
+    data = task.build_data(table, table, None, tokenizer, data_args=None, max_length=64)
     assert len(data.train) == 2 * len(EN) and len(data.validation) == len(EN)
     model = init_seq2seq_model("tiny", {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
                                         "num_key_value_heads": 1, "encoder_layers": 1, "decoder_layers": 1}, tokenizer)

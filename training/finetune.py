@@ -14,13 +14,17 @@
     scratchlm-finetune configs/finetune-sst2-lora.yaml --max_steps 10      # a config file plus overrides
     torchrun --nproc_per_node=2 -m scratchlm.training.finetune ...         # several processes, as for pretraining
 
-Each task is a module of `scratchlm.training.tasks` (its data, model, collator, metrics and card fields);
-this command picks one and does the rest.
+Each task is a module of `scratchlm.training.tasks` (its options, data, model, collator, metrics and card fields);
+this command picks one and does the rest. Options come in two steps: `--task` and `--method` (flags, else the config
+file), then the shared groups and that task's only (`FinetuneTask.arguments`, its Trainer options, the samples' for
+SFT and DPO; `LoraArguments` for --method lora), so `--task X --help` lists X's options and an option of another
+task is refused in one line.
 
-LoRA (`--method lora`, with peft): rank, alpha and dropout are options; the target modules default to every linear
-layer of attention and MLP (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`); the classification head is trained
-in full and saved with the adapter. It works with `--activation_checkpointing` (gradient checkpointing, non-reentrant
-unless `--activation_checkpointing_kwargs` says otherwise). `output_dir` then holds the adapter (`adapter_config.json`
+LoRA (`--method lora`, with peft; `LoraArguments` in `lora.py`): rank, alpha and dropout are options; the target
+modules default to every linear layer of attention and MLP (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`,
+`up_proj`, `down_proj`); the classification head is trained in full and saved with the adapter. It works with
+`--activation_checkpointing` (gradient checkpointing, non-reentrant unless `--activation_checkpointing_kwargs` says
+otherwise). `output_dir` then holds the adapter (`adapter_config.json`
 with the base model's absolute path or Hub id, `adapter_model.safetensors`), which loads from any working directory
 with `PeftModel.from_pretrained` or `AutoPeftModelForCausalLM`; for a classifier build the base first with
 `AutoModelForSequenceClassification.from_pretrained(base, num_labels=...)`.
@@ -40,6 +44,7 @@ sample answers (SFT) come after those are saved, and a finished run given again 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import resource
@@ -49,11 +54,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoTokenizer, IntervalStrategy, Seq2SeqTrainingArguments, set_seed
+from transformers import AutoConfig, AutoTokenizer, IntervalStrategy, set_seed
 
-from scratchlm.cli import command, parse_args
+from scratchlm.cli import CONFIG_SUFFIXES, command, load_config_file, parse_args
 from scratchlm.model_cards.card import classification_summary
 from scratchlm.model_cards.run_record import RunRecord, eval_results, is_adapter_dir
+from scratchlm.modeling import ScratchLMConfig, ScratchLMSeq2SeqConfig
 from scratchlm.modeling.initialization import parse_config_pairs
 from scratchlm.modeling.weights import check_safetensors
 
@@ -67,10 +73,9 @@ from .arguments import (
 )
 from .callbacks import LogEveryStepOnceCallback, LossCurveCallback, use_log_friendly_progress, whole_run_metrics
 from .data import check_max_length, check_tokenizer_fits
-from .data.qa import SPAN_SELECTIONS
 from .generation import SampleArguments, sample_generations
 from .language import run_languages, texts_of_rows
-from .lora import adapter_summary, apply_lora, resolvable, save_merged_model
+from .lora import LoraArguments, adapter_summary, apply_lora, resolvable, save_merged_model
 from .run import (
     RunDirectory,
     add_samples,
@@ -81,6 +86,7 @@ from .run import (
     warn_if_base_undertrained,
 )
 from .tasks import TASKS, FinetuneTask, get_task
+from .tasks.base import FinetuneTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -90,63 +96,15 @@ NOT_METRICS = ("_runtime", "_per_second", "_preparation_time")  # timings the Tr
 
 @dataclass
 class FinetuneArguments:
-    task: str = field(default="classification", metadata={"help": f"The task: {', '.join(TASKS)}."})
-    method: str = field(default="full", metadata={"help": "full (every weight) or lora (peft adapter)."})
+    """The options every task reads; each task adds its own group (`FinetuneTask.arguments`), --method lora LoRA's."""
+
+    task: str = field(default="classification", metadata={
+        "help": f"The task: {', '.join(TASKS)}; `--task X --help` lists its options."})
+    method: str = field(default="full", metadata={"help": "full (every weight) or lora (peft adapter; "
+                                                          "`--method lora --help` adds its options)."})
     test_files: list[str] | None = field(default=None, metadata={"help": "Test data, evaluated once at the end."})
     test_split: str | None = field(default=None, metadata={"help": "Split of --dataset_name to test on."})
-    text_pair_column: str | None = field(
-        default=None, metadata={"help": "Classification: second text of a pair (e.g. a hypothesis)."}
-    )
-    label_column: str = field(default="label", metadata={"help": "Classification: column holding the label."})
-    class_names: list[str] | None = field(
-        default=None, metadata={"help": "Classification: every label, in id order (default: the sorted training "
-                                        "labels). Integer labels then index these names."}
-    )
-    classifier_pooling: str | None = field(
-        default=None, metadata={"help": "Classification: what the head reads, the last real token (last) or the "
-                                        "mean over the real tokens (mean); default: the model config's (last)."}
-    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most this many rows."})
-    system_prompt: str | None = field(default=None, metadata={"help": "SFT: system message put before every chat."})
-    packing: bool = field(default=False, metadata={"help": "SFT: pack whole training examples into --max_length."})
-    beta: float = field(default=0.1, metadata={"help": "DPO: how far the policy may move from the reference model "
-                                                    "(higher: closer)."})
-    doc_stride: int | None = field(default=None, metadata={"help": "QA: tokens shared by consecutive windows of a "
-                                                                   "long context (default: max_length / 4, <= 128)."})
-    max_question_tokens: int = field(default=64, metadata={"help": "QA: longer questions are cut to this."})
-    source_column: str = field(default="source", metadata={"help": "Seq2seq: column of the source text (a list "
-                                                                 "of sentences is joined)."})
-    target_column: str = field(default="target", metadata={"help": "Seq2seq: column of the target text (a list "
-                                                                 "holds several references)."})
-    max_target_length: int = field(default=128, metadata={"help": "Seq2seq: longer targets are cut to this many "
-                                                                  "tokens (counted)."})
-    train_on: str = field(default="each", metadata={"help": "Seq2seq: train on each reference of a row (each) or "
-                                                            "the first."})
-    source_prefix: str = field(default="", metadata={"help": "Seq2seq: text put before every source (a T5-style "
-                                                             "task prefix)."})
-    n_best: int = field(default=20, metadata={"help": "QA: start and end candidates per window when decoding."})
-    max_answer_length: int = field(default=30, metadata={"help": "QA: longest answer, in tokens."})
-    null_score_threshold: float = field(default=0.0, metadata={"help": "QA, SQuAD 2.0 data: answer nothing when "
-                                                                       "'no answer' beats the best span by more."})
-    span_selection: str = field(default="best", metadata={
-        "choices": list(SPAN_SELECTIONS),
-        "help": "QA: answer with the best-scoring span, or with the one of the n-best whose expected F1 under the "
-                "model's span probabilities is highest (higher F1, lower exact match)."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: float = field(default=16, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
-    lora_target_modules: list[str] | None = field(
-        default=None,
-        metadata={"help": "Layers that get LoRA adapters (default: every attention and MLP projection, and for "
-                          "classification the embeddings too)."},
-    )
-    adapter_name_or_path: str | None = field(
-        default=None, metadata={"help": "LoRA: an existing adapter of this base model to continue training."}
-    )
-    merge: bool = field(
-        default=False, metadata={"help": "LoRA: also save the adapter merged into a standalone model in "
-                                         "output_dir/merged (loads without peft)."}
-    )
     evaluate_before_training: bool = field(
         default=True, metadata={"help": "Measure the validation and test metrics before training too (recorded as "
                                         "eval_*_before, test_*_before)."}
@@ -156,27 +114,81 @@ class FinetuneArguments:
         get_task(self.task)  # refuses an unknown task
         if self.method not in METHODS:
             raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.method != "lora" and (self.merge or self.adapter_name_or_path):
-            raise ValueError("--merge and --adapter_name_or_path need --method lora")
-        if self.classifier_pooling not in (None, "last", "mean"):
-            raise ValueError(f"--classifier_pooling must be last or mean, got {self.classifier_pooling!r}")
 
 
-@dataclass
-class FinetuneTrainingArguments(ScratchLMTrainingArguments, Seq2SeqTrainingArguments):
-    """The project's Trainer defaults, with a learning rate, schedule and checkpointing suited to fine-tuning; the
-    `Seq2SeqTrainer` options (`--generation_num_beams`, `--generation_max_length`) are read by --task seq2seq."""
-
-    learning_rate: float | None = field(default=None, metadata={
-        "help": "Peak learning rate. Default: the task's, by --method: classification 1e-3 (measured best on SST-2 "
-                "dev: 75.9 against 60.0 percent accuracy at 1e-4), the other tasks 1e-4."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    num_train_epochs: float = field(default=3.0, metadata={"help": "Passes over the training data."})
-    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps, epoch."})
-    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no, steps, epoch."})
+SHARED_GROUPS = (ModelArguments, FinetuneDataArguments, FinetuneArguments)
+DESCRIPTION = ("Fine-tune a ScratchLM model for text classification, instruction following, question answering, "
+               "preference tuning or (an encoder-decoder) translation and summarisation.")
 
 
-SEQ2SEQ_MODEL_TYPE = "scratchlm_seq2seq"
+def task_groups(task: type[FinetuneTask]) -> tuple[type, ...]:
+    """The argument groups a task adds to the shared ones: its Trainer options, its own, and the samples' if it
+    answers sample prompts."""
+    return (task.training_arguments, task.arguments, *((SampleArguments,) if task.answers_samples else ()))
+
+
+def option_names(groups) -> set[str]:
+    """Every option name of `groups` (a bool also has its `no_` complement)."""
+    names = set()
+    for group in groups:
+        for option in dataclasses.fields(group):
+            names.update((option.name, f"no_{option.name}") if option.type in (bool, "bool") else (option.name,))
+    return names
+
+
+def chosen_task_and_method(argv: list[str]) -> tuple[str | None, str, str | None, dict]:
+    """(--task or None when not given, --method, the config file, its values): read from the command line, else from
+    the config file, before the rest, since they decide which option groups the command has."""
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for name in ("--config", "--task", "--method"):
+        early.add_argument(name)
+    known, _ = early.parse_known_args(argv)
+    config = known.config
+    if config is None and argv and argv[0].endswith(CONFIG_SUFFIXES) and not argv[0].startswith("-"):
+        config = argv[0]
+    values = load_config_file(config) if config else {}
+    return (known.task or values.get("task"), known.method or values.get("method") or FinetuneArguments.method,
+            config, values)
+
+
+def refuse_other_options(argv: list[str], config: str | None, values: dict, task: type[FinetuneTask],
+                         method: str) -> None:
+    """One line for an option of another task (or of --method lora in a full run), given as a flag or in the
+    config file, instead of argparse's 'unrecognized arguments'."""
+    own = option_names((*SHARED_GROUPS, *task_groups(task), *((LoraArguments,) if method == "lora" else ())))
+    flags = [arg[2:].partition("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")]
+    for name, where in [*((flag, "--") for flag in flags), *((key, f"{config}: ") for key in values)]:
+        if name in own:
+            continue
+        owners = [other for other, task_class in TASKS.items() if name in option_names(task_groups(task_class))]
+        if owners:
+            raise ValueError(f"{where}{name} is an option of {' and '.join(f'--task {o}' for o in owners)}, not "
+                             f"of --task {task.name}")
+        if name in option_names((LoraArguments,)):
+            raise ValueError(f"{where}{name} is an option of --method lora, not of --method {method}")
+
+
+def parse_finetune_args(argv=None):
+    """`argv` in two steps: --task and --method (flags, else the config file), then the shared groups and those of
+    that task (and LoRA's for --method lora) only. Returns (model, data, finetune, training arguments, the task
+    with its options, LoRA arguments or None, sample arguments or None)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    task_name, method, config, values = chosen_task_and_method(argv)
+    if task_name is None and any(arg in ("-h", "--help") for arg in argv):
+        overview = (f"{DESCRIPTION} Tasks: {', '.join(TASKS)} (--task, default {FinetuneArguments.task}). Below: the "
+                    "options every task reads; `scratchlm-finetune --task X --help` adds the options of task X, "
+                    "`--method lora` LoRA's.")
+        parse_args([*SHARED_GROUPS, FinetuneTrainingArguments], argv, description=overview)  # prints, exits
+    task = type(get_task(task_name or FinetuneArguments.task))
+    method_groups = [LoraArguments] if method == "lora" else []  # an unknown method: FinetuneArguments refuses it
+    refuse_other_options(argv, config, values, task, method)
+    groups = [*SHARED_GROUPS, *task_groups(task), *method_groups]
+    model_args, data_args, finetune_args, training_args, options, *rest = parse_args(
+        groups, argv, description=f"{DESCRIPTION} These are the options of --task {task.name}"
+                                  f"{' --method lora' if method_groups else ''}.")
+    sample_args = rest.pop(0) if task.answers_samples else None
+    lora_args = rest.pop(0) if method_groups else None
+    return model_args, data_args, finetune_args, training_args, task(options), lora_args, sample_args
 
 
 def check_base_model(path: str, trust_remote_code: bool = False, task: str = "classification"):
@@ -190,14 +202,15 @@ def check_base_model(path: str, trust_remote_code: bool = False, task: str = "cl
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise ValueError(f"{path} is not a model directory (or Hub id) with a config.json: {error}") from None
-    if task == "seq2seq" and config.model_type != SEQ2SEQ_MODEL_TYPE:
+    seq2seq_type = ScratchLMSeq2SeqConfig.model_type
+    if task == "seq2seq" and config.model_type != seq2seq_type:
         raise ValueError(f"{path} holds a {config.model_type!r} model, but --task seq2seq needs a ScratchLM "
                          "encoder-decoder (scratchlm-init --architecture seq2seq, or scratchlm-pretrain "
                          "--objective span_corruption)")
-    if task != "seq2seq" and config.model_type == SEQ2SEQ_MODEL_TYPE:
+    if task != "seq2seq" and config.model_type == seq2seq_type:
         raise ValueError(f"{path} holds a ScratchLM encoder-decoder, which only --task seq2seq fine-tunes; --task "
                          f"{task} needs a decoder-only ScratchLM model")
-    if config.model_type not in ("scratchlm", SEQ2SEQ_MODEL_TYPE):
+    if config.model_type not in (ScratchLMConfig.model_type, seq2seq_type):
         raise ValueError(f"{path} holds a {config.model_type!r} model, not a ScratchLM model: scratchlm-finetune "
                          "fine-tunes ScratchLM models (a Llama model converts with scratchlm-convert)")
     return config
@@ -223,8 +236,8 @@ def load_tokenizer(model_args: ModelArguments):
     return tokenizer
 
 
-def load_model(task: FinetuneTask, model_args: ModelArguments, finetune_args: FinetuneArguments, tokenizer, data):
-    """The task's model on the pretrained base, with LoRA applied for --method lora."""
+def load_model(task: FinetuneTask, model_args: ModelArguments, lora_args: LoraArguments | None, tokenizer, data):
+    """The task's model on the pretrained base, with LoRA applied for --method lora (`lora_args` given)."""
     model = task.auto_model_class.from_pretrained(
         model_args.model_name_or_path, attn_implementation=model_args.attn_implementation or "sdpa",
         trust_remote_code=model_args.trust_remote_code, **task.model_kwargs(data, tokenizer),
@@ -235,8 +248,8 @@ def load_model(task: FinetuneTask, model_args: ModelArguments, finetune_args: Fi
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     check_tokenizer_fits(tokenizer, model.config)
-    if finetune_args.method == "lora":
-        model = apply_lora(model, model_args.model_name_or_path, finetune_args, task.peft_task_type,
+    if lora_args:
+        model = apply_lora(model, model_args.model_name_or_path, lora_args, task.peft_task_type,
                            task.lora_modules_to_save)
     return model
 
@@ -256,36 +269,45 @@ def peak_memory_mb() -> float:
 
 
 def finetune(model_args: ModelArguments, data_args: FinetuneDataArguments, finetune_args: FinetuneArguments,
-             training_args: ScratchLMTrainingArguments, sample_args: SampleArguments | None = None) -> RunRecord:
+             training_args: ScratchLMTrainingArguments, task: FinetuneTask | None = None,
+             lora_args: LoraArguments | None = None, sample_args: SampleArguments | None = None) -> RunRecord:
+    """Fine-tune as `parse_finetune_args` returns the options; `task` (with its options), `lora_args` (for --method
+    lora) and `sample_args` default to their defaults."""
+    task = task or get_task(finetune_args.task)
+    if finetune_args.method == "lora":
+        lora_args = lora_args or LoraArguments()
+        if lora_args.lora_target_modules is None:
+            lora_args.lora_target_modules = list(task.lora_target_modules)
     sample_args = sample_args or SampleArguments()
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required: the pretrained ScratchLM directory to fine-tune")
     model_args.check_local_paths()
-    check_local_path("adapter_name_or_path", finetune_args.adapter_name_or_path)
-    base_config = check_base_model(model_args.model_name_or_path, model_args.trust_remote_code, finetune_args.task)
+    if lora_args:
+        check_local_path("adapter_name_or_path", lora_args.adapter_name_or_path)
+    base_config = check_base_model(model_args.model_name_or_path, model_args.trust_remote_code, task.name)
     pretrained_config_overrides(model_args.config_overrides, base_config, model_args.model_name_or_path)
     if training_args.learning_rate is None:
-        training_args.learning_rate = get_task(finetune_args.task).default_learning_rate[finetune_args.method]
-    if finetune_args.lora_target_modules is None:
-        finetune_args.lora_target_modules = list(get_task(finetune_args.task).lora_target_modules)
-    if finetune_args.method == "lora" and training_args.activation_checkpointing:
+        training_args.learning_rate = task.default_learning_rate[finetune_args.method]
+    if lora_args and training_args.activation_checkpointing:
         # Reentrant checkpointing needs inputs that require grad, which frozen embeddings do not give.
         # (transformers 5.24 reads activation_checkpointing*; gradient_checkpointing* are its deprecated aliases.)
         training_args.activation_checkpointing_kwargs = {"use_reentrant": False,
                                                          **(training_args.activation_checkpointing_kwargs or {})}
     settings = {"model": dataclasses.asdict(model_args), "data": dataclasses.asdict(data_args),
-                "finetune": dataclasses.asdict(finetune_args), "training": training_args.run_identity()}
+                "finetune": dataclasses.asdict(finetune_args), task.name: dataclasses.asdict(task.options),
+                **({"lora": dataclasses.asdict(lora_args)} if lora_args else {}),
+                "training": training_args.run_identity()}
     run_dir = RunDirectory(training_args.output_dir, settings, training_args.overwrite_output,
                            is_main=training_args.process_index == 0)
     if finished := run_dir.finished_record(training_args.max_steps, training_args.num_train_epochs):
         return finished
     with run_dir:
-        return _finetune(get_task(finetune_args.task), model_args, data_args, finetune_args, training_args,
-                         sample_args, base_config, run_dir)
+        return _finetune(task, model_args, data_args, finetune_args, training_args, lora_args, sample_args,
+                         base_config, run_dir)
 
 
-def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training_args, sample_args, base_config,
-              run_dir: RunDirectory) -> RunRecord:
+def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training_args, lora_args, sample_args,
+              base_config, run_dir: RunDirectory) -> RunRecord:
     output_dir = run_dir.path
     push, training_args.push_to_hub = training_args.push_to_hub, False  # published at the end by push_run_to_hub
     context = base_config.max_position_embeddings
@@ -299,13 +321,13 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
                                                    test_files=finetune_args.test_files,
                                                    test_split=finetune_args.test_split,
                                                    max_eval_samples=finetune_args.max_eval_samples)
-        data = task.build_data(train, validation, test, tokenizer, data_args=data_args, finetune_args=finetune_args,
+        data = task.build_data(train, validation, test, tokenizer, data_args=data_args,
                                max_length=max_length)  # the data is checked before the model is loaded
         if data.validation is None:
             no_evaluation_without_validation_data(training_args)
-        model = load_model(task, model_args, finetune_args, tokenizer, data)
+        model = load_model(task, model_args, lora_args, tokenizer, data)
         prompts = task.sample_prompts(data, tokenizer, sample_args, context)
-    if finetune_args.method == "lora" and training_args.activation_checkpointing:
+    if lora_args and training_args.activation_checkpointing:
         model.enable_input_require_grads()  # for reentrant checkpointing, when asked for explicitly
 
     trainable, total = count_parameters(model)
@@ -318,7 +340,7 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
     enable_compiled_training(training_args)
     trainer = task.build_trainer(model=model, args=training_args, data=data, tokenizer=tokenizer,
                                  callbacks=[LossCurveCallback(), LogEveryStepOnceCallback(), *task.callbacks()],
-                                 finetune_args=finetune_args)
+                                 lora=lora_args)
 
     use_log_friendly_progress(trainer)
     run_dir.start(trainer)
@@ -358,7 +380,7 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
         training_time_s=round(training_time, 1),
         trainable_parameters=trainable,
         data_report={split: report.to_dict() for split, report in data.reports.items()},
-        adapter=adapter_summary(trainer.model) if finetune_args.method == "lora" else None,
+        adapter=adapter_summary(trainer.model) if lora_args else None,
         **task.card_fields(data),
     )
     record.language, record.language_inferred = run_languages(data_args.language, texts_of_rows(train))
@@ -367,7 +389,7 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
         return record
     record = add_samples(output_dir, record, lambda: sample_generations(
         trainer.model, tokenizer, prompts, sample_args.sample_max_new_tokens, training_args.seed))
-    if finetune_args.merge:
+    if lora_args and lora_args.merge:
         record.merged_model = str(save_merged_model(trainer.model, tokenizer, output_dir, record))
         record.save(output_dir)
     if push:
@@ -402,12 +424,7 @@ def report_run(record: RunRecord, output_dir: Path) -> None:
 
 @command("scratchlm-finetune")
 def main(argv=None) -> None:
-    model_args, data_args, finetune_args, training_args, sample_args = parse_args(
-        [ModelArguments, FinetuneDataArguments, FinetuneArguments, FinetuneTrainingArguments, SampleArguments], argv,
-        description="Fine-tune a ScratchLM model for text classification, instruction following, question "
-                    "answering, preference tuning or (an encoder-decoder) translation and summarisation.",
-    )
-    finetune(model_args, data_args, finetune_args, training_args, sample_args)
+    finetune(*parse_finetune_args(argv))
 
 
 if __name__ == "__main__":

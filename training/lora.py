@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,27 @@ from scratchlm.model_cards.run_record import ADAPTER_WEIGHTS_FILE, MERGED_DIR, R
 from .run import save_record
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoraArguments:
+    """The options of `scratchlm-finetune --method lora`."""
+
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: float = field(default=16, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Layers that get LoRA adapters (default: every attention and MLP projection, and for "
+                          "classification the embeddings too)."},
+    )
+    adapter_name_or_path: str | None = field(
+        default=None, metadata={"help": "An existing adapter of this base model to continue training."}
+    )
+    merge: bool = field(
+        default=False, metadata={"help": "Also save the adapter merged into a standalone model in output_dir/merged "
+                                         "(loads without peft)."}
+    )
 
 
 def resolvable(name_or_path: str) -> str:
@@ -98,22 +120,23 @@ def check_target_modules(model, targets: list[str]) -> None:
                          f"layers are {', '.join(adaptable)}")
 
 
-def apply_lora(model, base: str, finetune_args, task_type: str, modules_to_save: list[str] | None):
-    """`model` with a LoRA adapter: `--adapter_name_or_path` (checked) to continue, else a new one."""
+def apply_lora(model, base: str, lora: LoraArguments, task_type: str, modules_to_save: list[str] | None):
+    """`model` with a LoRA adapter: `--adapter_name_or_path` (checked) to continue, else a new one on
+    `lora.lora_target_modules`."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
     # What the adapter records as its base (peft reads the model's `name_or_path`, set from the config at load).
     model.name_or_path = model.config.name_or_path = resolvable(base)
-    if finetune_args.adapter_name_or_path:
-        check_adapter(finetune_args.adapter_name_or_path, base, model, task_type)
-        return PeftModel.from_pretrained(model, finetune_args.adapter_name_or_path, is_trainable=True)
-    check_target_modules(model, finetune_args.lora_target_modules)
+    if lora.adapter_name_or_path:
+        check_adapter(lora.adapter_name_or_path, base, model, task_type)
+        return PeftModel.from_pretrained(model, lora.adapter_name_or_path, is_trainable=True)
+    check_target_modules(model, lora.lora_target_modules)
     config = LoraConfig(
         task_type=task_type,
-        r=finetune_args.lora_r,
-        lora_alpha=finetune_args.lora_alpha,
-        lora_dropout=finetune_args.lora_dropout,
-        target_modules=list(finetune_args.lora_target_modules),
+        r=lora.lora_r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=list(lora.lora_target_modules),
         modules_to_save=modules_to_save,
     )
     return get_peft_model(model, config)

@@ -30,11 +30,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from scratchlm.modeling.span_decoding import (
-    FEATURES,
-    SPAN_SELECTIONS,  # noqa: F401 - where training/finetune.py imports it
-    WindowReport,
-)
+from scratchlm.modeling.span_decoding import FEATURES, WindowReport
 
 from .tables import ROW_ORIGIN, load_table
 

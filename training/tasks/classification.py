@@ -10,12 +10,39 @@ shipped in `scratchlm/training/metrics/`, loaded by path: nothing needs the Hub.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
 from ..data import build_classification_data
 from ..evaluation import load_metric
 from .base import FinetuneTask
+
+POOLINGS = ("last", "mean")
+
+
+@dataclass
+class ClassificationArguments:
+    """The options of --task classification (the text column is a data option: `--text_column`)."""
+
+    text_pair_column: str | None = field(
+        default=None, metadata={"help": "Second text of a pair (e.g. a hypothesis)."}
+    )
+    label_column: str = field(default="label", metadata={"help": "Column holding the label."})
+    class_names: list[str] | None = field(
+        default=None, metadata={"help": "Every label, in id order (default: the sorted training labels). Integer "
+                                        "labels then index these names."}
+    )
+    classifier_pooling: str | None = field(
+        default=None, metadata={"choices": [None, *POOLINGS],
+                                "help": "What the head reads, the last real token (last) or the mean over the real "
+                                        "tokens (mean); default: the model config's (last)."}
+    )
+
+    def __post_init__(self):
+        if self.classifier_pooling not in (None, *POOLINGS):
+            raise ValueError(f"--classifier_pooling must be last or mean, got {self.classifier_pooling!r}")
 
 
 def classification_metrics(predictions, references, num_labels: int) -> dict[str, float]:
@@ -55,20 +82,19 @@ class ClassificationTask(FinetuneTask):
     # benchmarks/bench_finetune.py on SST-2 dev: full fine-tuning 75.9 % at 1e-3 against 60.0 % at 1e-4 (tiny base, one
     # epoch); LoRA (r 8, 5.3 M-parameter base, 3 epochs) 74.7 % at 1e-3, 71.3 % at 5e-4, the majority class at 5e-3.
     default_learning_rate = {"full": 1e-3, "lora": 1e-3}
+    arguments = ClassificationArguments
 
-    pooling: str | None = None  # --classifier_pooling; None keeps the model config's
-
-    def build_data(self, train, validation, test, tokenizer, *, data_args, finetune_args, max_length: int):
-        self.pooling = finetune_args.classifier_pooling
+    def build_data(self, train, validation, test, tokenizer, *, data_args, max_length: int):
         return build_classification_data(
             train, validation, test, tokenizer, text_column=data_args.text_column,
-            text_pair_column=finetune_args.text_pair_column, label_column=finetune_args.label_column,
-            label_names=finetune_args.class_names, max_length=max_length,
+            text_pair_column=self.options.text_pair_column, label_column=self.options.label_column,
+            label_names=self.options.class_names, max_length=max_length,
         )
 
     def model_kwargs(self, data, tokenizer):
+        pooling = self.options.classifier_pooling  # None keeps the model config's
         return {"num_labels": len(data.id2label), "id2label": data.id2label, "label2id": data.label2id,
-                "pad_token_id": tokenizer.pad_token_id, **({"classifier_pooling": self.pooling} if self.pooling else {})}
+                "pad_token_id": tokenizer.pad_token_id, **({"classifier_pooling": pooling} if pooling else {})}
 
     def collator(self, tokenizer):
         return DataCollatorWithPadding(tokenizer)

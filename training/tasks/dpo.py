@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 from trl import DPOConfig, DPOTrainer
@@ -25,6 +26,20 @@ from ..data.preferences import build_preference_data
 from ..generation import chat_prompts
 from ..optimizers import trainer_optimization
 from .base import FinetuneTask
+from .sft import ChatArguments
+
+
+@dataclass
+class DPOArguments(ChatArguments):
+    """The options of --task dpo."""
+
+    beta: float = field(default=0.1, metadata={"help": "How far the policy may move from the reference model "
+                                                       "(higher: closer)."})
+
+    def __post_init__(self):
+        if not 0 < self.beta < math.inf:  # TRL takes any: a negative beta trains for the rejected replies
+            raise ValueError(f"--beta must be a positive number (how far the policy may move from the reference), "
+                             f"got {self.beta}")
 
 
 def dpo_config(training_args: TrainingArguments, **dpo_options) -> DPOConfig:
@@ -77,25 +92,24 @@ class DPOTask(FinetuneTask):
     result_metrics = (("rewards/accuracies", "accuracy", "Reward accuracy (chosen preferred), held-out pairs"),
                       ("rewards/margins", "reward_margin", "Reward margin (chosen - rejected)"),
                       ("loss", "loss", "DPO loss"))
+    arguments = DPOArguments
+    answers_samples = True
 
-    def build_data(self, train, validation, test, tokenizer, *, data_args, finetune_args, max_length: int):
-        if not 0 < finetune_args.beta < math.inf:  # TRL takes any: a negative beta trains for the rejected replies
-            raise ValueError(f"--beta must be a positive number (how far the policy may move from the reference), "
-                             f"got {finetune_args.beta}")
+    def build_data(self, train, validation, test, tokenizer, *, data_args, max_length: int):
         return build_preference_data(train, validation, test, tokenizer, max_length=max_length,
-                                     system_prompt=finetune_args.system_prompt)
+                                     system_prompt=self.options.system_prompt)
 
-    def build_trainer(self, *, model, args, data, tokenizer, callbacks, finetune_args):
+    def build_trainer(self, *, model, args, data, tokenizer, callbacks, lora=None):
         # TRL's loss reads the model's deprecated `is_gradient_checkpointing` at every step (trl.models.utils.
         # disable_gradient_checkpointing), and transformers warns at each read: TRL's to change, not ours to repeat.
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         optimization = trainer_optimization(model, args)
         trainer = self.trainer_class(
-            model=model, args=dpo_config(args, beta=finetune_args.beta, max_length=data.max_length),
+            model=model, args=dpo_config(args, beta=self.options.beta, max_length=data.max_length),
             train_dataset=data.train, eval_dataset=data.validation, processing_class=tokenizer,
             callbacks=[*callbacks, *optimization.callbacks], optimizers=optimization.optimizers,
         )
-        if "ref" in getattr(trainer.model, "peft_config", {}) and not finetune_args.adapter_name_or_path:
+        if "ref" in getattr(trainer.model, "peft_config", {}) and not (lora and lora.adapter_name_or_path):
             # TRL copies the adapter as the reference; a new adapter's copy is the base (LoRA B starts at zero), so
             # the adapter-disabled base serves instead, without a second adapter in memory or in the saved output.
             trainer.model.delete_adapter("ref")

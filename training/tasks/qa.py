@@ -23,7 +23,7 @@ a published SQuAD file (which is one row of a table).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from datasets import Dataset
 from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, TrainerCallback
 
 from scratchlm.files import atomic_write_text
-from scratchlm.modeling.span_decoding import build_features, postprocess_predictions
+from scratchlm.modeling.span_decoding import SPAN_SELECTIONS, QASettings, build_features, postprocess_predictions
 
 from ..data.qa import QAReport, check_answers, is_version_2, load_squad, metric_inputs
 from ..data.tables import hold_out_and_limit, load_splits
@@ -44,26 +44,29 @@ SPLITS = ("train", "validation", "test")
 
 
 @dataclass
-class QASettings:
-    """Window and decoding settings (`--max_length`, `--doc_stride`, `--max_question_tokens`, `--n_best`,
-    `--max_answer_length`, `--null_score_threshold`, `--span_selection`); the stride defaults to a quarter of the
-    window, at most 128."""
+class QAArguments:
+    """The options of --task qa: the windows of a long context and the decoding of answers (defaults:
+    `QASettings`', shared with `scratchlm.inference.qa`)."""
 
-    max_length: int = 384
-    stride: int = 128
-    max_question_tokens: int = 64
-    n_best: int = 20
-    max_answer_length: int = 30
-    null_score_threshold: float = 0.0
-    span_selection: str = "best"
+    doc_stride: int | None = field(default=None, metadata={"help": "Tokens shared by consecutive windows of a long "
+                                                                   "context (default: max_length / 4, <= 128)."})
+    max_question_tokens: int = field(default=QASettings.max_question_tokens,
+                                     metadata={"help": "Longer questions are cut to this."})
+    n_best: int = field(default=QASettings.n_best, metadata={"help": "Start and end candidates per window when "
+                                                                     "decoding."})
+    max_answer_length: int = field(default=QASettings.max_answer_length, metadata={"help": "Longest answer, in "
+                                                                                           "tokens."})
+    null_score_threshold: float = field(default=QASettings.null_score_threshold, metadata={
+        "help": "SQuAD 2.0 data: answer nothing when 'no answer' beats the best span by more."})
+    span_selection: str = field(default=QASettings.span_selection, metadata={
+        "choices": list(SPAN_SELECTIONS),
+        "help": "Answer with the best-scoring span, or with the one of the n-best whose expected F1 under the "
+                "model's span probabilities is highest (higher F1, lower exact match)."})
 
-    @classmethod
-    def from_args(cls, finetune_args, max_length: int) -> QASettings:
-        return cls(max_length=max_length, stride=finetune_args.doc_stride or min(128, max_length // 4),
-                   max_question_tokens=finetune_args.max_question_tokens, n_best=finetune_args.n_best,
-                   max_answer_length=finetune_args.max_answer_length,
-                   null_score_threshold=finetune_args.null_score_threshold,
-                   span_selection=finetune_args.span_selection)
+    def settings(self, max_length: int) -> QASettings:
+        return QASettings(max_length=max_length, stride=self.doc_stride, max_question_tokens=self.max_question_tokens,
+                          n_best=self.n_best, max_answer_length=self.max_answer_length,
+                          null_score_threshold=self.null_score_threshold, span_selection=self.span_selection)
 
 
 @dataclass
@@ -141,8 +144,10 @@ class QATask(FinetuneTask):
     auto_model_class = AutoModelForQuestionAnswering
     result_metrics = (("exact_match", "exact_match", "Exact match"), ("f1", "f1", "F1"))
     lora_modules_to_save = ["qa_outputs"]
+    arguments = QAArguments
 
-    def __init__(self):
+    def __init__(self, options: QAArguments | None = None):
+        super().__init__(options)
         self.last_predictions: tuple[str, dict] | None = None
         self.reading_reports: dict[str, QAReport] = {}
 
@@ -156,8 +161,8 @@ class QATask(FinetuneTask):
                                    for split, table in zip(SPLITS, tables))
         return hold_out_and_limit(train, validation, test, data_args, seed=seed, max_eval_samples=max_eval_samples)
 
-    def build_data(self, train, validation, test, tokenizer, *, data_args, finetune_args, max_length: int):
-        return build_qa_data(train, validation, test, tokenizer, QASettings.from_args(finetune_args, max_length),
+    def build_data(self, train, validation, test, tokenizer, *, data_args, max_length: int):
+        return build_qa_data(train, validation, test, tokenizer, self.options.settings(max_length),
                              self.reading_reports)
 
     def configure_model(self, model, data: QAData) -> None:

@@ -18,27 +18,52 @@ reference in the labels is used.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer
+from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from scratchlm.files import atomic_write_text
 
-from ..data.seq2seq import SOURCE, TARGET, Seq2SeqData, build_seq2seq_data, pairs_from_table, read_parallel_files
+from ..data.seq2seq import (
+    SOURCE,
+    TARGET,
+    TRAIN_ON_CHOICES,
+    Seq2SeqData,
+    build_seq2seq_data,
+    pairs_from_table,
+    read_parallel_files,
+)
 from ..data.tables import TABLE_BUILDERS, hold_out_and_limit
 from ..evaluation import score_generations
-from .base import FinetuneTask
+from .base import FinetuneTask, FinetuneTrainingArguments
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
-DEFAULTS = {"source_column": "source", "target_column": "target", "max_target_length": 128, "train_on": "each",
-            "source_prefix": "", "metrics": ("sacrebleu", "rouge")}
+METRICS = ("sacrebleu", "rouge")
 
 
-def option(finetune_args, name: str):
-    """A seq2seq option of `FinetuneArguments`, or its default while the command does not declare it."""
-    return getattr(finetune_args, name, None) or DEFAULTS[name]
+@dataclass
+class Seq2SeqArguments:
+    """The options of --task seq2seq (its generation options are Trainer options: `Seq2SeqFinetuneTrainingArguments`)."""
+
+    source_column: str = field(default="source", metadata={"help": "Column of the source text (a list of sentences "
+                                                                   "is joined)."})
+    target_column: str = field(default="target", metadata={"help": "Column of the target text (a list holds several "
+                                                                   "references)."})
+    max_target_length: int = field(default=128, metadata={"help": "Longer targets are cut to this many tokens "
+                                                                  "(counted)."})
+    train_on: str = field(default="each", metadata={"choices": list(TRAIN_ON_CHOICES),
+                                                    "help": "Train on each reference of a row (each) or the first."})
+    source_prefix: str = field(default="", metadata={"help": "Text put before every source (a T5-style task "
+                                                             "prefix)."})
+
+
+@dataclass
+class Seq2SeqFinetuneTrainingArguments(FinetuneTrainingArguments, Seq2SeqTrainingArguments):
+    """The fine-tuning Trainer options with the `Seq2SeqTrainer`'s generation options (`--generation_num_beams`,
+    `--generation_max_length`, ...), which the metrics on generated text use."""
 
 
 def decode_generations(token_ids, tokenizer) -> list[str]:
@@ -74,10 +99,12 @@ class Seq2SeqTask(FinetuneTask):
     trainer_class = Seq2SeqTrainer
     result_metrics = (("bleu", "bleu", "sacreBLEU"), ("chrf", "chrf", "chrF"), ("rouge1", "rouge", "ROUGE-1"),
                       ("rouge2", "rouge", "ROUGE-2"), ("rougeL", "rouge", "ROUGE-L"))
+    arguments = Seq2SeqArguments
+    training_arguments = Seq2SeqFinetuneTrainingArguments
 
-    def __init__(self):
+    def __init__(self, options: Seq2SeqArguments | None = None):
+        super().__init__(options)
         self.tokenizer = None
-        self.metrics = DEFAULTS["metrics"]
         self.references_by_source: dict[tuple[int, ...], list[str]] = {}
         self.parallel = False  # the splits came from parallel text files (columns `source` and `target`)
         self.model = None  # the model being trained, whose decoder inputs the collator builds from the labels
@@ -100,18 +127,16 @@ class Seq2SeqTask(FinetuneTask):
         train, validation, test = (read_parallel_files(*pair) if pair else None for pair in pairs)
         return hold_out_and_limit(train, validation, test, data_args, seed=seed, max_eval_samples=max_eval_samples)
 
-    def build_data(self, train, validation, test, tokenizer, *, data_args, finetune_args,
-                   max_length: int) -> Seq2SeqData:
-        columns = ((SOURCE, TARGET) if self.parallel
-                   else (option(finetune_args, "source_column"), option(finetune_args, "target_column")))
+    def build_data(self, train, validation, test, tokenizer, *, data_args, max_length: int) -> Seq2SeqData:
+        options = self.options
+        columns = (SOURCE, TARGET) if self.parallel else (options.source_column, options.target_column)
         pairs = {split: pairs_from_table(table, *columns, split) if table is not None else None
                  for split, table in (("train", train), ("validation", validation), ("test", test))}
         data = build_seq2seq_data(
             pairs["train"], pairs["validation"], pairs["test"], tokenizer, max_source_length=max_length,
-            max_target_length=option(finetune_args, "max_target_length"), train_on=option(finetune_args, "train_on"),
-            source_prefix=option(finetune_args, "source_prefix"))
+            max_target_length=options.max_target_length, train_on=options.train_on,
+            source_prefix=options.source_prefix)
         self.tokenizer = tokenizer
-        self.metrics = tuple(option(finetune_args, "metrics"))
         for split in ("validation", "test"):
             examples = getattr(data, split)
             if examples is not None:
@@ -127,13 +152,13 @@ class Seq2SeqTask(FinetuneTask):
         # With the model, batches carry `decoder_input_ids`: label smoothing takes the labels out of the batch.
         return DataCollatorForSeq2Seq(tokenizer, model=self.model, label_pad_token_id=IGNORE_INDEX, padding=True)
 
-    def build_trainer(self, *, model, args, data, tokenizer, callbacks: list, finetune_args):
+    def build_trainer(self, *, model, args, data, tokenizer, callbacks: list, lora=None):
         self.model = model
         args.predict_with_generate = True  # the metrics are on generated text
         if "inputs" not in args.include_for_metrics:
             args.include_for_metrics = [*args.include_for_metrics, "inputs"]  # to find each example's references
         return super().build_trainer(model=model, args=args, data=data, tokenizer=tokenizer, callbacks=callbacks,
-                                     finetune_args=finetune_args)
+                                     lora=lora)
 
     def test(self, trainer, data, output_dir) -> dict[str, float]:
         """Test metrics, and the generated test outputs in output_dir/test_predictions.txt (one line each)."""
@@ -164,7 +189,7 @@ class Seq2SeqTask(FinetuneTask):
             if generated.ndim == 3:
                 raise ValueError("seq2seq metrics need generated text: set --predict_with_generate")
             predictions = decode_generations(generated, self.tokenizer)
-            return score_generations(predictions, self.references_of(eval_prediction), self.metrics)
+            return score_generations(predictions, self.references_of(eval_prediction), METRICS)
 
         return compute
 

@@ -10,12 +10,28 @@ training) are answered at the end.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from transformers import DataCollatorForSeq2Seq
 
 from ..callbacks import PerplexityCallback, add_language_model_metrics
 from ..data import IGNORE_INDEX, build_sft_data
 from ..generation import chat_prompts
 from .base import FinetuneTask
+
+
+@dataclass
+class ChatArguments:
+    """The options of the tasks that train on chats (--task sft, --task dpo)."""
+
+    system_prompt: str | None = field(default=None, metadata={"help": "System message put before every chat."})
+
+
+@dataclass
+class SFTArguments(ChatArguments):
+    """The options of --task sft."""
+
+    packing: bool = field(default=False, metadata={"help": "Pack whole training examples into --max_length."})
 
 
 class SFTTask(FinetuneTask):
@@ -25,10 +41,12 @@ class SFTTask(FinetuneTask):
     peft_task_type = "CAUSAL_LM"
     result_metrics = (("loss", "loss", "Loss on the replies (nats per token)"),
                       ("perplexity", "perplexity", "Perplexity"))
+    arguments = SFTArguments
+    answers_samples = True
 
-    def build_data(self, train, validation, test, tokenizer, *, data_args, finetune_args, max_length: int):
+    def build_data(self, train, validation, test, tokenizer, *, data_args, max_length: int):
         return build_sft_data(train, validation, test, tokenizer, max_length=max_length,
-                              system_prompt=finetune_args.system_prompt, packing=finetune_args.packing)
+                              system_prompt=self.options.system_prompt, packing=self.options.packing)
 
     def collator(self, tokenizer):
         return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
