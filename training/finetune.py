@@ -72,7 +72,7 @@ from .arguments import (
     pretrained_config_overrides,
 )
 from .callbacks import LogEveryStepOnceCallback, LossCurveCallback, use_log_friendly_progress, whole_run_metrics
-from .data import check_max_length, check_tokenizer_fits
+from .data import TableSettings, check_max_length, check_tokenizer_fits
 from .generation import SampleArguments, sample_generations
 from .language import run_languages, texts_of_rows
 from .lora import LoraArguments, adapter_summary, apply_lora, resolvable, save_merged_model
@@ -317,7 +317,7 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
     with training_args.main_process_first(desc="data and model"):
         set_seed(training_args.seed)
         tokenizer = load_tokenizer(model_args)
-        train, validation, test = task.load_splits(data_args, seed=training_args.seed,
+        train, validation, test = task.load_splits(TableSettings.of(data_args), seed=training_args.seed,
                                                    test_files=finetune_args.test_files,
                                                    test_split=finetune_args.test_split,
                                                    max_eval_samples=finetune_args.max_eval_samples)

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from transformers import AutoModelForCausalLM, Trainer
 
 from ..arguments import ScratchLMTrainingArguments
-from ..data import load_splits
+from ..data import TableSettings, load_splits
 from ..optimizers import trainer_optimization
 
 
@@ -49,9 +49,9 @@ class FinetuneTask:
     def __init__(self, options=None):
         self.options = options if options is not None else self.arguments()
 
-    def load_splits(self, data_args, *, seed: int, test_files=None, test_split=None, max_eval_samples=None):
+    def load_splits(self, sources: TableSettings, *, seed: int, test_files=None, test_split=None, max_eval_samples=None):
         """The (train, validation, test) tables the task's `build_data` reads."""
-        return load_splits(data_args, seed=seed, test_files=test_files, test_split=test_split,
+        return load_splits(sources, seed=seed, test_files=test_files, test_split=test_split,
                            max_eval_samples=max_eval_samples)
 
     def build_data(self, train, validation, test, tokenizer, *, data_args, max_length: int):

@@ -35,7 +35,7 @@ from scratchlm.files import atomic_write_text
 from scratchlm.modeling.span_decoding import SPAN_SELECTIONS, QASettings, build_features, postprocess_predictions
 
 from ..data.qa import QAReport, check_answers, is_version_2, load_squad, metric_inputs
-from ..data.tables import hold_out_and_limit, load_splits
+from ..data.tables import TableSettings, hold_out_and_limit, load_splits
 from ..evaluation import load_metric
 from .base import FinetuneTask
 
@@ -151,15 +151,15 @@ class QATask(FinetuneTask):
         self.last_predictions: tuple[str, dict] | None = None
         self.reading_reports: dict[str, QAReport] = {}
 
-    def load_splits(self, data_args, *, seed: int, test_files=None, test_split=None, max_eval_samples=None):
+    def load_splits(self, sources: TableSettings, *, seed: int, test_files=None, test_split=None, max_eval_samples=None):
         """The questions of each split. The validation hold-out and the limits count questions, after reading: a
         published SQuAD file is a single table row."""
-        tables = load_splits(replace(data_args, validation_split_fraction=0, max_train_documents=None), seed=seed,
+        tables = load_splits(replace(sources, validation_split_fraction=0, max_train_documents=None), seed=seed,
                              test_files=test_files, test_split=test_split)
         self.reading_reports = {split: QAReport(split=split) for split in SPLITS}
         train, validation, test = (None if table is None else load_squad(table, report=self.reading_reports[split])
                                    for split, table in zip(SPLITS, tables))
-        return hold_out_and_limit(train, validation, test, data_args, seed=seed, max_eval_samples=max_eval_samples)
+        return hold_out_and_limit(train, validation, test, sources, seed=seed, max_eval_samples=max_eval_samples)
 
     def build_data(self, train, validation, test, tokenizer, *, data_args, max_length: int):
         return build_qa_data(train, validation, test, tokenizer, self.options.settings(max_length),

@@ -35,7 +35,7 @@ from ..data.seq2seq import (
     pairs_from_table,
     read_parallel_files,
 )
-from ..data.tables import TABLE_BUILDERS, hold_out_and_limit
+from ..data.tables import TABLE_BUILDERS, TableSettings, hold_out_and_limit
 from ..evaluation import score_generations
 from .base import FinetuneTask, FinetuneTrainingArguments
 
@@ -109,23 +109,23 @@ class Seq2SeqTask(FinetuneTask):
         self.parallel = False  # the splits came from parallel text files (columns `source` and `target`)
         self.model = None  # the model being trained, whose decoder inputs the collator builds from the labels
 
-    def load_splits(self, data_args, *, seed: int, test_files=None, test_split=None, max_eval_samples=None):
+    def load_splits(self, sources: TableSettings, *, seed: int, test_files=None, test_split=None, max_eval_samples=None):
         """Parallel text files (two a split, source first) or tables (as every task reads them)."""
-        pairs = [parallel_files(files) for files in (data_args.train_files, data_args.validation_files, test_files)]
+        pairs = [parallel_files(files) for files in (sources.train_files, sources.validation_files, test_files)]
         if pairs[0] is None:
             if any(pairs):
                 raise ValueError("--validation_files/--test_files are parallel text files but --train_files is not: "
                                  "give every split in the same form (two text files, source first, or tables)")
-            return super().load_splits(data_args, seed=seed, test_files=test_files, test_split=test_split,
+            return super().load_splits(sources, seed=seed, test_files=test_files, test_split=test_split,
                                        max_eval_samples=max_eval_samples)
-        for flag, files, pair in (("--validation_files", data_args.validation_files, pairs[1]),
+        for flag, files, pair in (("--validation_files", sources.validation_files, pairs[1]),
                                   ("--test_files", test_files, pairs[2])):
             if files and pair is None:
                 raise ValueError(f"{flag} must be two parallel text files (source first) like --train_files, got "
                                  f"{' '.join(map(str, files))}")
         self.parallel = True
         train, validation, test = (read_parallel_files(*pair) if pair else None for pair in pairs)
-        return hold_out_and_limit(train, validation, test, data_args, seed=seed, max_eval_samples=max_eval_samples)
+        return hold_out_and_limit(train, validation, test, sources, seed=seed, max_eval_samples=max_eval_samples)
 
     def build_data(self, train, validation, test, tokenizer, *, data_args, max_length: int) -> Seq2SeqData:
         options = self.options
