@@ -117,8 +117,11 @@ def enable_compiled_training(training_args) -> bool:
     if requested is False and type(training_args).__dataclass_fields__["torch_compile"].default is False:
         requested = None  # transformers' own TrainingArguments: False is its default, not a choice
     backend = training_args.torch_compile_backend or "inductor"
-    compiled = use_compiled_training(training_args.max_steps, training_args.device, requested=requested,
-                                     backend=backend)
+    steps = training_args.max_steps
+    if getattr(training_args, "max_time_minutes", None) is not None:  # a time budget: long enough from 10 minutes
+        budget_steps = 1000 if training_args.max_time_minutes >= 10 else 1
+        steps = min(steps, budget_steps) if steps > 0 else budget_steps
+    compiled = use_compiled_training(steps, training_args.device, requested=requested, backend=backend)
     training_args.torch_compile = compiled
     training_args.torch_compile_backend = backend if compiled else None
     return compiled

@@ -454,6 +454,9 @@ class ScratchLMTrainingArguments(TrainingArguments):
             raise ValueError(f"--max_time_minutes must be positive, got {self.max_time_minutes}")
         if not 0 < self.decay_fraction <= 1:
             raise ValueError(f"--decay_fraction must be in (0, 1], got {self.decay_fraction}")
+        if self.max_time_minutes is not None and 1 - self.decay_fraction <= self.warmup_steps < 1:
+            raise ValueError(f"--warmup_steps {self.warmup_steps} (a fraction of the time budget) must end before the "
+                             f"decay starts, at {1 - self.decay_fraction:g} of it (--decay_fraction {self.decay_fraction})")
         if not has_accelerator():
             self.use_cpu = True  # the Trainer runs bf16 autocast on a CPU only when told it is on one
         super().__post_init__()

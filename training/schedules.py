@@ -71,9 +71,6 @@ def time_budget_schedule(optimizer, budget: TimeBudget, warmup: float, decay_fra
     1 until `1 - decay_fraction` of the budget; then falling linearly to 0 at the budget."""
     if not 0 < decay_fraction <= 1:
         raise ValueError(f"--decay_fraction must be in (0, 1], got {decay_fraction}")
-    if warmup >= 1 - decay_fraction and warmup < 1:
-        raise ValueError(f"--warmup_steps {warmup} (a fraction of the budget) must end before the decay starts, "
-                         f"at {1 - decay_fraction:g} of it (--decay_fraction {decay_fraction})")
 
     def factor(step: int) -> float:
         if warmup >= 1:
