@@ -6,7 +6,9 @@ configs/bench-shakespeare-race.yaml (command-line options override it). The cloc
 evaluation time is subtracted. Reports bits per byte at 50 s and 100 s, the time to reach 2.72 bits per byte
 (nanoGPT's CPU recipe: ~100 s), tokens/s, achieved FLOP/s against the matmul peak, and peak memory.
 
-    python benchmarks/bench_pretrain.py [--max_steps N] [...any scratchlm-pretrain option]
+    python benchmarks/bench_pretrain.py [--result_file F] [--max_steps N] [...any scratchlm-pretrain option]
+
+The result goes to --result_file (default benchmarks/results/pretrain_race.json).
 """
 
 from __future__ import annotations
@@ -82,6 +84,11 @@ def value_at(points: list[dict], seconds: float) -> float | None:
 
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    out = ROOT / "benchmarks" / "results" / "pretrain_race.json"
+    if "--result_file" in argv:
+        at = argv.index("--result_file")
+        out = Path(argv[at + 1])
+        del argv[at:at + 2]
     model_args, data_args, training_args, sample_args = parse_args(
         [ModelArguments, PretrainingDataArguments, ScratchLMTrainingArguments, SampleArguments],
         ["--config", str(RECIPE), *argv],
@@ -110,7 +117,6 @@ def main(argv=None) -> None:
         "points": points, "samples": record.samples,
     }
     result["fraction_of_peak"] = round(result["achieved_gflops"] / peak, 3)
-    out = ROOT / "benchmarks" / "results" / "pretrain_race.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k not in ("points", "samples")}, indent=2))
