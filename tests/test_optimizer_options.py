@@ -95,7 +95,7 @@ def test_two_ddp_processes_stop_together_at_the_budget(workspace, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--fsdp", "full_shard"], "--fsdp needs GPUs"),
+    (["--fsdp", "full_shard"], "--fsdp (or an accelerate FSDP config) needs GPUs"),
     (["--optim", "muon", "--muon_learning_rate", "-1"], "--muon_learning_rate must be positive"),
     (["--max_time_minutes", "0"], "--max_time_minutes must be positive"),
     (["--decay_fraction", "1.5"], "--decay_fraction must be in (0, 1]"),

@@ -437,8 +437,9 @@ class ScratchLMTrainingArguments(TrainingArguments):
             self.bf16, self.fp16 = precision == "bf16", precision == "fp16"
         fsdp = self.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
         if fsdp and not has_accelerator():
-            raise ValueError("--fsdp needs GPUs: accelerate applies FSDP only on accelerators, so on this CPU-only "
-                             "machine it would silently run DDP (drop --fsdp; torchrun runs DDP on CPUs)")
+            raise ValueError("--fsdp (or an accelerate FSDP config) needs GPUs: accelerate applies FSDP only on "
+                             "accelerators, so on this CPU-only machine it would silently run DDP (drop it; torchrun "
+                             "runs DDP on CPUs)")
         self.use_muon = self.optim == "muon"  # the Trainer knows no Muon: the command builds it (training/optimizers.py)
         if self.use_muon and fsdp:
             raise ValueError("--optim muon does not run under --fsdp: Muon orthogonalises whole weight matrices, and "

@@ -387,7 +387,7 @@ def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training
     record = finish_run(trainer, tokenizer, record, training_args)
     if not trainer.is_world_process_zero():
         return record
-    record = add_samples(output_dir, record, lambda: sample_generations(
+    record = add_samples(trainer, record, lambda: sample_generations(
         trainer.model, tokenizer, prompts, sample_args.sample_max_new_tokens, training_args.seed))
     if lora_args and lora_args.merge:
         record.merged_model = str(save_merged_model(trainer.model, tokenizer, output_dir, record))

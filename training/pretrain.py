@@ -304,7 +304,7 @@ def _pretrain(model_args, data_args, data_settings: PretrainingDataSettings, tra
         return record
     if push_to_hub:
         push_run_to_hub(trainer)
-    record = add_samples(output_dir, record, lambda: sample_generations(
+    record = add_samples(trainer, record, lambda: sample_generations(
         model, tokenizer, prompts, sample_args.sample_max_new_tokens, training_args.seed))
     for sample in record.samples:
         print(f"\n--- sample ---\n{sample['prompt']}{sample['completion']}")

@@ -403,6 +403,8 @@ def finish_run(trainer, tokenizer, record: RunRecord, training_args=None) -> Run
     `training_args` are the command's, where the trainer holds a copy without ScratchLM's options (TRL's config).
     """
     output_dir = Path(trainer.args.output_dir)
+    if trainer.is_fsdp_enabled:  # the run directory holds the whole model, whatever the checkpoints' state dict type
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(output_dir))
     if not trainer.is_world_process_zero():
         return record
@@ -427,9 +429,15 @@ def finish_run(trainer, tokenizer, record: RunRecord, training_args=None) -> Run
     return record
 
 
-def add_samples(output_dir: str | Path, record: RunRecord, generate: Callable[[], list[dict]]) -> RunRecord:
+def add_samples(trainer, record: RunRecord, generate: Callable[[], list[dict]]) -> RunRecord:
     """Generate samples after the run was saved and add them to its record and card. A failure is reported and
-    leaves the saved run as it was: samples are an extra, never the reason a finished run is lost."""
+    leaves the saved run as it was: samples are an extra, never the reason a finished run is lost. The main process
+    samples alone, so a model that FSDP shards over several processes is not sampled (it would wait for the others)."""
+    if trainer.is_fsdp_enabled and trainer.args.world_size > 1:
+        logger.info("no samples: the model is sharded over %d processes (sample the saved model with "
+                    "scratchlm-generate)", trainer.args.world_size)
+        return record
+    output_dir = trainer.args.output_dir
     try:
         samples = generate()
     except Exception as error:  # generation is an extra: whatever breaks it must not undo the run
