@@ -8,7 +8,7 @@ the best time of each is kept, since other work may share the CPUs:
 - `encode_fast`: the same with `encode_batch_fast` (no character offsets), what the writer calls;
 - `write`: `write_token_store` end to end (read, encode, append eos, shard, write, index) into a fresh directory.
 
-Reports tokens/s of each, the writer's throughput as a fraction of each encoder's, bytes on disk per token of the
+Reports tokens/s and CPU seconds (all threads) of each, the writer's throughput as a fraction of each encoder's, bytes on disk per token of the
 store (every file of its directory), and peak RSS. The tokenizer is `--tokenizer` (a saved directory) or one trained
 here with `train_tokenizer` on the first `--train-bytes` of the file.
 
@@ -45,17 +45,23 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def cpu_seconds() -> float:
+    """User + system time of this process, all its threads (the Rust encoder's too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_phase(phase: str, file: Path, tokenizer_dir: Path, batch_size: int, shard_tokens: int) -> dict:
     """One measurement, in this process."""
     tokenizer = ScratchLMTokenizer.from_pretrained(tokenizer_dir)
     documents = read_corpus(str(file))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     if phase == "write":
         out_dir = Path(tempfile.mkdtemp(prefix="token-store-bench-"))
         try:
             store = write_token_store(documents, tokenizer, out_dir, key="bench", shard_tokens=shard_tokens,
                                       batch_size=batch_size)
-            seconds = time.perf_counter() - start
+            seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
             on_disk = sum(entry.stat().st_size for entry in out_dir.iterdir())
             result = {"tokens": store.num_tokens, "documents": store.num_documents, "bytes_on_disk": on_disk,
                       "bytes_per_token": on_disk / store.num_tokens, "files": len(list(out_dir.iterdir())),
@@ -75,9 +81,9 @@ def run_phase(phase: str, file: Path, tokenizer_dir: Path, batch_size: int, shar
         if batch:
             tokens += sum(len(encoding) for encoding in encode(batch, add_special_tokens=False))
             count += len(batch)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
         result = {"tokens": tokens + count, "documents": count}  # + one eos a document, as the store holds
-    return {**result, "seconds": seconds, "tokens_per_second": result["tokens"] / seconds,
+    return {**result, "seconds": seconds, "cpu_seconds": cpu, "tokens_per_second": result["tokens"] / seconds,
             "peak_rss_mb": peak_rss_mb()}
 
 
@@ -128,15 +134,18 @@ def main() -> None:
         "cores": os.cpu_count(), "best": best, "runs": runs,
         "write_vs_encode_batch": best["encode"]["seconds"] / best["write"]["seconds"],
         "write_vs_encode_batch_fast": best["encode_fast"]["seconds"] / best["write"]["seconds"],
+        "write_vs_encode_batch_fast_cpu": best["encode_fast"]["cpu_seconds"] / best["write"]["cpu_seconds"],
     }
     print(f"\n{report['file_bytes'] / 1e6:.1f} MB, {best['write']['documents']:,} documents, "
           f"{best['write']['tokens']:,} tokens (with one eos a document), {os.cpu_count()} cores")
-    print(f"{'':24s} {'seconds':>8s} {'tokens/s':>10s} {'peak RSS MB':>12s}")
+    print(f"{'':12s} {'seconds':>8s} {'CPU s':>7s} {'tokens/s':>10s} {'peak RSS MB':>12s}")
     for phase in PHASES:
         result = best[phase]
-        print(f"{phase:24s} {result['seconds']:8.2f} {result['tokens_per_second']:10,.0f} {result['peak_rss_mb']:12.0f}")
+        print(f"{phase:12s} {result['seconds']:8.2f} {result['cpu_seconds']:7.2f} {result['tokens_per_second']:10,.0f} "
+              f"{result['peak_rss_mb']:12.0f}")
     print(f"writer / encode_batch throughput: {report['write_vs_encode_batch']:.2f}; "
-          f"writer / encode_batch_fast: {report['write_vs_encode_batch_fast']:.2f}")
+          f"writer / encode_batch_fast: {report['write_vs_encode_batch_fast']:.2f} "
+          f"(CPU time: {report['write_vs_encode_batch_fast_cpu']:.2f})")
     print(f"store: {best['write']['bytes_per_token']:.4f} bytes on disk per token ({best['write']['dtype']}, "
           f"{best['write']['files']} files)")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
