@@ -2,7 +2,8 @@
 
 Layout of a store directory:
 
-    index.json          dtype, vocabulary size, eos id, the caller's key, the shards, "complete"
+    index.json          dtype, vocabulary size, eos id, the caller's key, "complete", and for each shard its file,
+                        tokens, the documents complete by its end and the tokens of the next document it holds
     shard_00000.bin     `shard_tokens` token ids, raw, in the index's dtype (native little-endian numpy)
     shard_00001.bin     ...; only the last shard may hold fewer
 
@@ -48,8 +49,8 @@ FORMAT = "scratchlm-token-store"
 FORMAT_VERSION = 1
 # 16 Mi tokens: 32 MiB a shard in uint16, the writer's peak memory and the work a killed run loses at most.
 DEFAULT_SHARD_TOKENS = 2**24
-# Documents are flattened in groups of at most this many tokens (and no more than a shard): enough for numpy to do
-# the work, small next to a shard buffer, and all a killed run loses beyond its complete shards.
+# Documents are flattened in groups of about this many tokens (a shard's worth when shards are smaller): enough for
+# numpy to do the work, small next to a shard buffer.
 _GROUP_TOKENS = 2**16
 # Texts per `encode_batch` call: the Rust side spreads one batch over all cores.
 DEFAULT_ENCODE_BATCH = 1024
