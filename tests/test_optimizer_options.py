@@ -104,3 +104,20 @@ def test_two_ddp_processes_stop_together_at_the_budget(workspace, tmp_path):
 def test_what_cannot_work_is_refused_in_one_line(tmp_path, argv, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         parse_args([ScratchLMTrainingArguments], ["--output_dir", str(tmp_path), *argv])
+
+
+def test_muon_groups_of_the_encoder_decoder_are_its_blocks_matrices(tiny_seq2seq_model, tmp_path):
+    from scratchlm.training.optimizers import trainer_optimization
+
+    model = tiny_seq2seq_model()
+    (args,) = parse_args([ScratchLMTrainingArguments], ["--output_dir", str(tmp_path), "--optim", "muon"])
+    optimizer = trainer_optimization(model, args).optimizer
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon = {names[id(p)] for group in optimizer.param_groups if group["muon"] for p in group["params"]}
+    attention = [f"self_attn.{m}_proj" for m in "qkvo"]
+    expected = {f"model.encoder.layers.{i}.{m}.weight" for i in range(2)
+                for m in attention + ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]}
+    expected |= {f"model.decoder.layers.{i}.{m}.weight" for i in range(2) for m in
+                 attention + [f"cross_attn.{m}_proj" for m in "qkvo"] + ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]}
+    assert muon == expected  # the embeddings (tied), norms and the LM head stay with AdamW
+    assert all(not group["muon"] for group in optimizer.param_groups[1:])
