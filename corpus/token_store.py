@@ -389,31 +389,35 @@ class TokenStore:
             start, number = end, number + 1
         return np.concatenate(pieces) if pieces else np.empty(0, dtype=self.dtype)
 
-    def blocks(self, block_size: int) -> TokenBlocks:
-        return TokenBlocks(self, block_size)
+    def blocks(self, block_size: int, *, keep_tail: bool = False) -> TokenBlocks:
+        return TokenBlocks(self, block_size, keep_tail=keep_tail)
 
 
 class TokenBlocks(torch.utils.data.Dataset):
     """The store cut into blocks of `block_size` tokens, block i = tokens [i * block_size, (i + 1) * block_size);
-    the last partial block is dropped. Items are {"input_ids": LongTensor}; `PackedBlockCollator` adds labels."""
+    the last partial block is dropped, or kept (shorter) with `keep_tail` (validation: every token evaluated).
+    Items are {"input_ids": LongTensor}; `PackedBlockCollator` adds labels."""
 
-    def __init__(self, store: TokenStore, block_size: int):
+    def __init__(self, store: TokenStore, block_size: int, *, keep_tail: bool = False):
         if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
             raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-        if store.num_tokens < block_size:
+        if store.num_tokens < (1 if keep_tail else block_size):
             raise ValueError(f"the token store in {store.path} holds {store.num_tokens} tokens, fewer than one "
                              f"block of block_size={block_size}; use a smaller --block_size or more text")
         self.store = store
         self.block_size = block_size
+        self.keep_tail = keep_tail
 
     def __len__(self) -> int:
+        if self.keep_tail:
+            return -(-self.store.num_tokens // self.block_size)
         return self.store.num_tokens // self.block_size
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"block {index} outside the {len(self)} blocks of the store")
         start = (index % len(self)) * self.block_size
-        ids = self.store.tokens(start, start + self.block_size)
+        ids = self.store.tokens(start, min(start + self.block_size, self.store.num_tokens))
         return {"input_ids": torch.from_numpy(ids.astype(np.int64))}
 
     def rank_blocks(self, rank: int, world_size: int) -> range:

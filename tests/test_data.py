@@ -59,6 +59,11 @@ def training_documents(settings: PretrainingDataSettings):
     return load_documents(settings.train, cache_dir=settings.intermediate_dir)
 
 
+def block_ids(blocks) -> list[list[int]]:
+    """The token ids of every block, from the token store's blocks or a stream's validation `Dataset`."""
+    return [[int(token) for token in blocks[i]["input_ids"]] for i in range(len(blocks))]
+
+
 def texts_of(dataset) -> list[str]:
     return [row["text"] for row in dataset]
 
@@ -179,14 +184,15 @@ def test_blocks_pack_every_document_followed_by_eos(tmp_path, tokenizer, shakesp
     args = data_args(tmp_path, train_files=[str(shakespeare_file)])
     data = build_pretraining_data(args, tokenizer, block_size)
     assert not data.from_cache
-    assert {len(ids) for ids in data.train["input_ids"]} == {block_size}
-    assert all(0 < len(ids) <= block_size for ids in data.validation["input_ids"])
+    train, validation = block_ids(data.train), block_ids(data.validation)
+    assert {len(ids) for ids in train} == {block_size}
+    assert all(0 < len(ids) <= block_size for ids in validation)
 
     cleaned, _ = clean_documents(training_documents(args), args.cleaning)
     expected = [i for text in texts_of(cleaned) for i in tokenizer.encode(text, add_special_tokens=False)
                 + [tokenizer.eos_token_id]]
-    train_tokens = [i for ids in data.train["input_ids"] for i in ids]
-    validation_tokens = [i for ids in data.validation["input_ids"] for i in ids]
+    train_tokens = [i for ids in train for i in ids]
+    validation_tokens = [i for ids in validation for i in ids]
     assert data.train_tokens == len(train_tokens) and data.validation_tokens == len(validation_tokens)
     # Training drops only the partial block at its end; validation keeps all its tokens.
     assert train_tokens == expected[: len(train_tokens)]
@@ -223,13 +229,20 @@ def test_second_run_loads_the_cache_and_a_changed_setting_misses_it(tmp_path, to
     first = build_pretraining_data(args, tokenizer, 32)
     second = build_pretraining_data(args, tokenizer, 32)
     assert (first.from_cache, second.from_cache) == (False, True)
-    assert second.train["input_ids"] == first.train["input_ids"]
-    assert second.validation["input_ids"] == first.validation["input_ids"]
+    assert block_ids(second.train) == block_ids(first.train)
+    assert block_ids(second.validation) == block_ids(first.validation)
     assert (second.validation_bytes, second.report) == (first.validation_bytes, first.report)
-    assert not list(tmp_path.joinpath("cache").glob(".tmp-*"))
-    assert json.loads((second.cache_dir / "cleaning_report.json").read_text())["documents_in"] > 0
+    # The cache holds the two token stores and the meta file, nothing of the way there.
+    cache = tmp_path / "cache"
+    assert sorted(path.name for path in cache.iterdir()) == [second.cache_dir.name]
+    assert sorted(path.name for path in second.cache_dir.iterdir()) == ["meta.json", "train", "validation"]
+    assert json.loads((second.cache_dir / "meta.json").read_text())["report"]["documents_in"] > 0
 
-    assert not build_pretraining_data(args, tokenizer, 48).from_cache
+    # Another block size reads the same stores: one stream of tokens, cut otherwise.
+    other = build_pretraining_data(args, tokenizer, 48)
+    assert other.from_cache and other.cache_dir == first.cache_dir
+    flat = [token for ids in block_ids(first.train) for token in ids]
+    assert [token for ids in block_ids(other.train) for token in ids] == flat[:len(other.train) * 48]
     no_dedup = data_args(tmp_path, train_files=[str(shakespeare_file)], deduplicate=False)
     assert not build_pretraining_data(no_dedup, tokenizer, 32).from_cache
     shakespeare_file.write_text(shakespeare_file.read_text() + "\nEPILOGUE:\nThe end.\n")
@@ -244,8 +257,8 @@ def test_streaming_gives_the_same_blocks_as_loading(tmp_path, tokenizer, shakesp
     )
     assert streamed.train_tokens is None and not streamed.from_cache
     first_blocks = [row["input_ids"] for row in itertools.islice(streamed.train, 20)]
-    assert first_blocks == loaded.train["input_ids"][:20]
-    assert streamed.validation["input_ids"] == loaded.validation["input_ids"]
+    assert first_blocks == block_ids(loaded.train)[:20]
+    assert streamed.validation["input_ids"] == block_ids(loaded.validation)
     assert streamed.validation_bytes == loaded.validation_bytes
     assert streamed.report == loaded.report  # the byte-counting pass read the whole stream
     # A second pass (epoch) over the stream starts deduplication afresh instead of dropping everything.

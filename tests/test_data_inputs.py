@@ -146,7 +146,8 @@ def test_the_tokenizer_and_the_packer_share_one_reading_of_the_corpus(tmp_path):
     trained = train_tokenizer(documents.training_texts(), vocab_size=300, show_progress=False)
     write(path, "\n\n".join(s.upper() for s in SENTENCES[:20]) + "\n")  # the file changes after the reading
     data = build_pretraining_data(args, trained, 8, documents=documents)
-    packed = trained.decode([t for row in data.train["input_ids"] for t in row], skip_special_tokens=True)
+    packed = trained.decode([int(t) for i in range(len(data.train)) for t in data.train[i]["input_ids"]],
+                            skip_special_tokens=True)
     assert "Sentence number 0 tells of ships" in packed and "SENTENCE" not in packed
 
     # A stream held out by bytes: the tokenizer's pass also finds the split, which matches the loaded corpus's.

@@ -26,6 +26,7 @@ from scratchlm.corpus import (
     SourceSettings,
     split_text_columns,
 )
+from scratchlm.corpus.token_store import DEFAULT_SHARD_TOKENS
 from scratchlm.modeling.initialization import parse_config_pairs
 
 from .data.pretraining import DEFAULT_CACHE_DIR, PretrainingDataSettings
@@ -231,10 +232,16 @@ class PretrainingDataArguments(DataSourceArguments):
         default=10_000,
         metadata={"help": "Streaming only: shuffle training blocks in a buffer of this many (<= 1: no shuffle)."},
     )
+    store_shard_tokens: int = field(
+        default=DEFAULT_SHARD_TOKENS,
+        metadata={"help": "Tokens per shard file of the prepared token store (2 or 4 bytes each): the most a killed "
+                          "preparation loses. A store is resumed only with the size it began with."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
         _check_positive("block_size", self.block_size)
+        _check_positive("store_shard_tokens", self.store_shard_tokens)
         if isinstance(self.text_column, str):  # a single name from a config file
             self.text_column = [self.text_column]
         if self.sample_by not in SAMPLE_BY_CHOICES:
@@ -286,7 +293,7 @@ class PretrainingDataArguments(DataSourceArguments):
         return PretrainingDataSettings(
             train=train, validation=validation, validation_fraction=self.validation_fraction, cleaning=cleaning,
             shuffle_buffer_size=self.shuffle_buffer_size, workers=self.preprocessing_num_workers,
-            cache_dir=self.data_cache_dir or DEFAULT_CACHE_DIR,
+            cache_dir=self.data_cache_dir or DEFAULT_CACHE_DIR, store_shard_tokens=self.store_shard_tokens,
         )
 
 

@@ -31,6 +31,7 @@ import json
 import logging
 import time
 
+from datasets import Dataset
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, Trainer, set_seed
 
 from scratchlm.cli import command, parse_args
@@ -208,6 +209,12 @@ def packed_block_length(block_size: int, denoising: str | None, data_args: Pretr
     return block_size
 
 
+def first_blocks(validation, count: int) -> Dataset:
+    """The first `count` validation blocks as a `datasets.Dataset` (what `text_prompts` takes)."""
+    rows = [[int(token) for token in validation[i]["input_ids"]] for i in range(min(count, len(validation)))]
+    return Dataset.from_dict({"input_ids": rows})
+
+
 def _pretrain(model_args, data_args, data_settings: PretrainingDataSettings, training_args, sample_args, callbacks,
               run_dir: RunDirectory, denoising: str | None = None) -> RunRecord:
     output_dir = run_dir.path
@@ -239,8 +246,8 @@ def _pretrain(model_args, data_args, data_settings: PretrainingDataSettings, tra
                                         seed=training_args.seed, documents=documents)
         if collator is not None:
             blocks = dataclasses.replace(blocks, collator=collator)
-        prompts = [] if seq2seq else text_prompts(sample_args, blocks.validation, tokenizer,
-                                                  model.config.max_position_embeddings)
+        prompts = [] if seq2seq else text_prompts(sample_args, first_blocks(blocks.validation, sample_args.num_samples),
+                                                  tokenizer, model.config.max_position_embeddings)
     resume_from = (
         last_complete_checkpoint(output_dir) if training_args.resume and not training_args.overwrite_output else None
     )
@@ -252,6 +259,11 @@ def _pretrain(model_args, data_args, data_settings: PretrainingDataSettings, tra
     # the card: the run is pushed once at the end instead, with exactly what `scratchlm-publish` uploads.
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     predicted_tokens = blocks.validation_tokens - len(blocks.validation)  # each block predicts all but its first token
+    if blocks.train_tokens is None:
+        # A stream under DDP: every process reads it and keeps its own batches (accelerate shards a stream of as many
+        # shards as processes, else takes each process's slice of every global batch), instead of rank 0 reading
+        # every batch and sending it to the others.
+        training_args.accelerator_config.dispatch_batches = False
     enable_compiled_training(training_args)
     optimization = trainer_optimization(model, training_args)
     trainer = Trainer(

@@ -1,21 +1,28 @@
-"""Pretraining data: cleaned documents -> train/validation -> token blocks, cached.
+"""Pretraining data: cleaned documents -> train/validation -> a token store -> blocks.
 
 `prepare_documents` reads and cleans the corpus once per run; its documents feed both the tokenizer trainer (when
-`scratchlm-pretrain` trains its own tokenizer) and `build_pretraining_data`, which packs them.
+`scratchlm-pretrain` trains its own tokenizer) and `prepare_pretraining_corpus`, which tokenizes them into token
+stores (`scratchlm.corpus.token_store`). `build_pretraining_data` cuts the stores into blocks of the run's length.
 
 Validation text is `validation_files`/`validation_split` or, without them, the *last* documents of the
 training corpus holding `validation_fraction` of its UTF-8 bytes, as closely as document boundaries allow
 (nanoGPT's split of tinyshakespeare: the first 90% of the bytes train, the last 10% validate).
 
-Packing: every document's tokens are followed by `eos`, the stream is cut into blocks of `block_size`
+Packing: every document's tokens are followed by `eos` in one flat stream, cut into blocks of `block_size`
 tokens. Training drops the last partial block; validation keeps it (shorter), so every validation token
 is evaluated and `validation_bytes` is exactly the UTF-8 size of the validation documents, for bits per
 byte = summed validation nats / (validation_bytes * ln 2).
 
-Processed data is saved under `data_cache_dir` (default `~/.cache/scratchlm/data`) in a folder named by a
-hash of everything that decides its content (`pretraining_cache_key`); a later run with the same settings
-loads it instead of preprocessing. A run killed while writing leaves a `.tmp-*` folder, removed by the next
-run once its writer is gone. Streaming mode reads the corpus on the fly and caches no blocks: the training
+The prepared corpus lives under `cache_dir` (default `~/.cache/scratchlm/data`) in a folder named by a hash of
+everything that decides its tokens (`pretraining_cache_key`: sources, cleaning, validation, tokenizer; not the
+block size, so runs with other block sizes share it): `train/` and `validation/` token stores and `meta.json`
+(validation bytes, cleaning reports), written last, which marks it complete. A later run (or `scratchlm-prepare`)
+with the same settings uses it without reading the corpus. The documents and cleaned documents are kept by
+`datasets` under `intermediate/<documents key>` while the stores are written and removed once they are complete; a
+run killed mid-way keeps them and its complete shards, and the next run skips the documents already stored. Old
+`.tmp-*` cache folders of killed runs are removed once their writer is gone.
+
+Streaming mode reads the corpus on the fly and caches no blocks: the training
 documents are read once to measure the held-out tail (and, when the run trains its tokenizer, that same pass
 feeds the tokenizer, which then also sees the held-out tail), once to store the validation documents, and then
 by training itself. With validation data given there is no measuring pass, and a tokenizer trained by the run
@@ -26,10 +33,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +42,6 @@ from typing import Any
 
 import datasets
 import numpy as np
-import pyarrow.compute as pc
 import torch
 from datasets import Dataset, Features, IterableDataset, Value
 
@@ -56,7 +60,14 @@ from scratchlm.corpus import (
     source_signature,
     unwrap_generation_error,
 )
-from scratchlm.files import pid_alive
+from scratchlm.corpus.token_store import (
+    DEFAULT_SHARD_TOKENS,
+    TokenBlocks,
+    TokenStore,
+    documents_done,
+    write_token_store,
+)
+from scratchlm.files import atomic_write_text, pid_alive
 
 from .checks import eos_token_id
 
@@ -64,7 +75,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = "~/.cache/scratchlm/data"
 BLOCK_FEATURES = Features({"input_ids": datasets.List(Value("int32"))})
-# `_save_atomically`'s temporary folders: .tmp-<cache key>-<pid>-<random>
+META_FILE = "meta.json"
+# The temporary folders of the cache writes of earlier versions: .tmp-<cache key>-<pid>-<random>
 _TEMPORARY_CACHE = re.compile(r"^\.tmp-[0-9a-f]+-(\d+)-[0-9a-f]{8}$")
 
 
@@ -72,7 +84,8 @@ _TEMPORARY_CACHE = re.compile(r"^\.tmp-[0-9a-f]+-(\d+)-[0-9a-f]{8}$")
 class PretrainingDataSettings:
     """What a pretraining run reads and how it prepares it: the `train` documents, the `validation` documents or, when
     there are none, the `validation_fraction` of the training bytes held out from its tail, the cleaning, the shuffle
-    buffer of a stream, the `workers` of `datasets.map`, and the `cache_dir` of processed data."""
+    buffer of a stream, the `workers` of `datasets.map`, the `cache_dir` of processed data and the tokens of a
+    token store shard (`store_shard_tokens`: what a killed preparation loses at most)."""
 
     train: SourceSettings
     validation: SourceSettings | None = None
@@ -81,6 +94,7 @@ class PretrainingDataSettings:
     shuffle_buffer_size: int = 10_000
     workers: int | None = None
     cache_dir: str = DEFAULT_CACHE_DIR
+    store_shard_tokens: int = DEFAULT_SHARD_TOKENS
 
     def __post_init__(self):
         if self.validation is None and not 0 < self.validation_fraction < 1:
@@ -105,9 +119,21 @@ class PretrainingDataSettings:
         return Path(self.cache_dir).expanduser()
 
     @property
+    def documents_key(self) -> str:
+        """A hash of what decides the cleaned train and validation documents (not the tokenizer)."""
+        has_validation = self.validation is not None
+        return content_hash({
+            "version": PIPELINE_VERSION,
+            "train": source_signature(self.train),
+            "validation": source_signature(self.validation) if has_validation else None,
+            "validation_fraction": None if has_validation else self.validation_fraction,
+            "cleaning": asdict(self.cleaning),
+        })
+
+    @property
     def intermediate_dir(self) -> str:
-        """Where `datasets` keeps the arrow files of the documents and blocks on their way into the cache."""
-        return str(self.cache_root / "intermediate")
+        """Where `datasets` keeps the arrow files of the documents on their way into the token stores."""
+        return str(self.cache_root / "intermediate" / self.documents_key)
 
 
 def _count_bytes_batch(batch: dict[str, list]) -> dict[str, list]:
@@ -168,6 +194,7 @@ class PreparedDocuments:
 
     def __init__(self, settings: PretrainingDataSettings):
         self.settings = settings
+        self.intermediate_dir = settings.intermediate_dir  # of the files as they are now
         train, self.report = clean_documents(self._documents(settings.train), settings.cleaning, name="train",
                                              workers=settings.workers)
         check_not_empty(train, self.report)
@@ -189,7 +216,7 @@ class PreparedDocuments:
             self._stream = train
 
     def _documents(self, source: SourceSettings) -> Dataset | IterableDataset:
-        return load_documents(source, cache_dir=self.settings.intermediate_dir)
+        return load_documents(source, cache_dir=self.intermediate_dir)
 
     def _split_stream(self, document_bytes: np.ndarray | None = None) -> None:
         self._train, self._validation = hold_out_tail(
@@ -254,28 +281,27 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return content_hash([type(tokenizer).__name__, content, tokenizer.eos_token_id])
 
 
-def _tokenize_and_pack(documents, tokenizer, block_size: int, *, keep_tail: bool, settings: PretrainingDataSettings):
-    eos = eos_token_id(tokenizer)
-    kwargs = {"tokenizer": tokenizer, "eos_token_id": eos}
-    if isinstance(documents, IterableDataset):
-        tokenized = documents.map(_tokenize_batch, batched=True, remove_columns=[TEXT], fn_kwargs=kwargs)
-        return IterableDataset.from_generator(
-            _generate_blocks, features=BLOCK_FEATURES,
-            gen_kwargs={"documents": tokenized, "block_size": block_size, "keep_tail": keep_tail},
-        )
+def _tokenize_and_pack(documents: IterableDataset, tokenizer, block_size: int, *, keep_tail: bool):
+    """A stream's blocks, tokenized and packed on the fly."""
+    tokenized = documents.map(_tokenize_batch, batched=True, remove_columns=[TEXT],
+                              fn_kwargs={"tokenizer": tokenizer, "eos_token_id": eos_token_id(tokenizer)})
+    return IterableDataset.from_generator(
+        _generate_blocks, features=BLOCK_FEATURES,
+        gen_kwargs={"documents": tokenized, "block_size": block_size, "keep_tail": keep_tail},
+    )
+
+
+def _pack_validation(documents: Dataset, tokenizer, block_size: int, settings: PretrainingDataSettings) -> Dataset:
+    """A stream's stored validation documents as blocks, the last one partial."""
     tokenized = documents.map(
         _tokenize_batch, batched=True, num_proc=num_proc(settings.workers, len(documents)), remove_columns=[TEXT],
-        fn_kwargs=kwargs, new_fingerprint=content_hash([documents._fingerprint, tokenizer_fingerprint(tokenizer)]),
-        desc="Tokenizing",
+        fn_kwargs={"tokenizer": tokenizer, "eos_token_id": eos_token_id(tokenizer)},
+        new_fingerprint=content_hash([documents._fingerprint, tokenizer_fingerprint(tokenizer)]), desc="Tokenizing",
     )
-    total_tokens = pc.sum(pc.list_value_length(tokenized.data.column("input_ids"))).as_py() or 0
-    if not keep_tail and total_tokens < block_size:
-        raise _too_short_for_a_block(total_tokens, block_size)
     return unwrap_generation_error(
         Dataset.from_generator, _generate_blocks, features=BLOCK_FEATURES,
-        gen_kwargs={"documents": tokenized, "block_size": block_size, "keep_tail": keep_tail},
-        cache_dir=settings.intermediate_dir,
-        fingerprint=f"blocks-{content_hash([tokenized._fingerprint, block_size, keep_tail])}",
+        gen_kwargs={"documents": tokenized, "block_size": block_size, "keep_tail": True},
+        cache_dir=settings.intermediate_dir, fingerprint=f"blocks-{content_hash([tokenized._fingerprint, block_size])}",
     )
 
 
@@ -293,6 +319,12 @@ def _document_bytes(documents: Dataset) -> int:
 
 def _count_tokens(blocks: Dataset) -> int:
     return sum(len(ids) for batch in blocks.iter(batch_size=1000) for ids in batch["input_ids"])
+
+
+def _texts_from(documents: Dataset, start: int, batch_size: int = 1000) -> Iterator[str]:
+    """The texts of `documents` from row `start` on (rows before it are not read)."""
+    for offset in range(start, len(documents), batch_size):
+        yield from documents[offset:offset + batch_size][TEXT]
 
 
 @dataclass
@@ -327,8 +359,8 @@ class PackedBlockCollator:
 class PretrainingData:
     """What `build_pretraining_data` returns. `train_tokens` is None for a stream (unknown length)."""
 
-    train: Dataset | IterableDataset
-    validation: Dataset
+    train: TokenBlocks | IterableDataset
+    validation: TokenBlocks | Dataset
     validation_bytes: int
     validation_tokens: int
     train_tokens: int | None
@@ -339,67 +371,120 @@ class PretrainingData:
     cache_dir: Path | None = None
 
 
-def pretraining_cache_key(settings: PretrainingDataSettings, tokenizer, block_size: int) -> str:
-    """The name of the cache folder: a hash of the sources (paths, sizes, mtimes or data set id, config and
-    splits), text column, document limit, cleaning settings, validation settings, tokenizer and block size."""
-    has_validation = settings.validation is not None
-    return content_hash({
-        "version": PIPELINE_VERSION,
-        "train": source_signature(settings.train),
-        "validation": source_signature(settings.validation) if has_validation else None,
-        "validation_fraction": None if has_validation else settings.validation_fraction,
-        "cleaning": asdict(settings.cleaning),
-        "tokenizer": tokenizer_fingerprint(tokenizer),
-        "block_size": block_size,
-    })
+def pretraining_cache_key(settings: PretrainingDataSettings, tokenizer) -> str:
+    """The name of the prepared corpus's folder: a hash of the documents' settings (sources with their sizes and
+    mtimes or data set ids, text column, document limit, cleaning, validation) and of the tokenizer. Not of the block
+    size: the stores hold one flat stream that serves any block size."""
+    return content_hash({"documents": settings.documents_key, "tokenizer": tokenizer_fingerprint(tokenizer),
+                         "store": "token-store-1"})
+
+
+@dataclass
+class PreparedCorpus:
+    """A prepared pretraining corpus: its `train` and `validation` token stores, in `path`."""
+
+    path: Path
+    train: TokenStore
+    validation: TokenStore
+    validation_bytes: int
+    report: CleaningReport
+    validation_report: CleaningReport | None
+    from_cache: bool
+
+    @property
+    def bytes_on_disk(self) -> int:
+        return sum(file.stat().st_size for file in self.path.rglob("*") if file.is_file())
+
+
+def prepare_pretraining_corpus(settings: PretrainingDataSettings, tokenizer, *,
+                               documents: PreparedDocuments | None = None) -> PreparedCorpus:
+    """The token stores of the corpus `settings` describe, tokenized by `tokenizer`: loaded when a run with the same
+    settings prepared them, else read (or taken from `documents`), cleaned, split and written (Rust encoding on all
+    cores), resuming the shards a killed preparation left. The intermediates are removed once the stores are done."""
+    eos_token_id(tokenizer)  # no eos token: an error before anything is read
+    remove_stale_temporary_caches(settings.cache_root)
+    key = pretraining_cache_key(settings, tokenizer)
+    path = settings.cache_root / key
+    if (path / META_FILE).is_file():
+        logger.info("Pretraining data loaded from cache %s", path)
+        return _load_prepared(path, from_cache=True)
+
+    documents = documents or prepare_documents(settings)
+    stores = {}
+    for name, split in (("train", documents.train), ("validation", documents.validation)):
+        done = documents_done(path / name)
+        if done:
+            logger.info("Token store %s: %d %s documents stored by an earlier run, skipped", path / name, done, name)
+        stores[name] = write_token_store(_texts_from(split, done), tokenizer, path / name, key=f"{key}-{name}",
+                                         shard_tokens=settings.store_shard_tokens, documents_skipped=done)
+    meta = {
+        "validation_bytes": _document_bytes(documents.validation),
+        "train_documents": stores["train"].num_documents,
+        "validation_documents": stores["validation"].num_documents,
+        "report": documents.report.to_dict(),
+        "validation_report": documents.validation_report.to_dict() if documents.validation_report else None,
+    }
+    atomic_write_text(path / META_FILE, json.dumps(meta, indent=2) + "\n")
+    _remove_intermediates(Path(documents.intermediate_dir))
+    logger.info("Pretraining data prepared in %s: %d training tokens, %d validation tokens covering %d bytes", path,
+                stores["train"].num_tokens, stores["validation"].num_tokens, meta["validation_bytes"])
+    return _load_prepared(path, from_cache=False)
+
+
+def _remove_intermediates(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()  # "intermediate", unless another corpus is being prepared
+    except OSError:
+        pass
+
+
+def _load_prepared(path: Path, from_cache: bool) -> PreparedCorpus:
+    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    validation_report = meta["validation_report"]
+    return PreparedCorpus(
+        path=path,
+        train=TokenStore(path / "train"),
+        validation=TokenStore(path / "validation"),
+        validation_bytes=meta["validation_bytes"],
+        report=CleaningReport.from_dict(meta["report"]),
+        validation_report=CleaningReport.from_dict(validation_report) if validation_report else None,
+        from_cache=from_cache,
+    )
 
 
 def build_pretraining_data(
     settings: PretrainingDataSettings, tokenizer, block_size: int, *, seed: int = 42,
     documents: PreparedDocuments | None = None,
 ) -> PretrainingData:
-    """Load, clean, split, tokenize and pack the pretraining corpus into blocks of `block_size` tokens (resolved and
-    checked against the model by the command).
+    """The pretraining corpus as blocks of `block_size` tokens (resolved and checked against the model by the
+    command), read from its token stores (`prepare_pretraining_corpus`), or streamed.
 
     `documents` are the run's cleaned documents when `prepare_documents` has read them already (to train the
-    tokenizer); else they are read here, unless the blocks are in the cache. Everything that can be wrong with
+    tokenizer); else they are read here, unless the stores are prepared. Everything that can be wrong with
     the input (missing files, bad UTF-8, offline Hub id, no eos token, a corpus empty after cleaning or too small
-    for one block) raises before training starts. The result is cached (see `pretraining_cache_key`); `seed`
-    orders the shuffle buffer of a stream.
+    for one block, a damaged store) raises before training starts. `seed` orders the shuffle buffer of a stream.
     """
     eos = eos_token_id(tokenizer)
     collator = PackedBlockCollator(pad_token_id=eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id)
     if settings.streaming:
         return _build_streaming(settings, tokenizer, block_size, seed, collator, documents)
-
-    remove_stale_temporary_caches(settings.cache_root)
-    cache_dir = settings.cache_root / pretraining_cache_key(settings, tokenizer, block_size)
-    if (cache_dir / "meta.json").is_file():
-        logger.info("Pretraining data loaded from cache %s", cache_dir)
-        return _load_cached(cache_dir, collator)
-
-    documents = documents or prepare_documents(settings)
-    train_documents, validation_documents = documents.train, documents.validation
-    report, validation_report = documents.report, documents.validation_report
-    train = _tokenize_and_pack(train_documents, tokenizer, block_size, keep_tail=False, settings=settings)
-    validation = _tokenize_and_pack(validation_documents, tokenizer, block_size, keep_tail=True, settings=settings)
-    meta = {
-        "validation_bytes": _document_bytes(validation_documents),
-        "validation_tokens": _count_tokens(validation),
-        "train_tokens": len(train) * block_size,
-        "train_documents": len(train_documents),
-        "validation_documents": len(validation_documents),
-        "block_size": block_size,
-        "report": report.to_dict(),
-        "validation_report": validation_report.to_dict() if validation_report else None,
-    }
-    _save_atomically(cache_dir, train, validation, meta)
-    logger.info(
-        "Pretraining data processed and cached in %s: %d training blocks (%d tokens), %d validation tokens "
-        "covering %d bytes", cache_dir, len(train), meta["train_tokens"], meta["validation_tokens"],
-        meta["validation_bytes"],
+    corpus = prepare_pretraining_corpus(settings, tokenizer, documents=documents)
+    if corpus.train.num_tokens < block_size:
+        raise _too_short_for_a_block(corpus.train.num_tokens, block_size)
+    train = corpus.train.blocks(block_size)
+    return PretrainingData(
+        train=train,
+        validation=corpus.validation.blocks(block_size, keep_tail=True),
+        validation_bytes=corpus.validation_bytes,
+        validation_tokens=corpus.validation.num_tokens,
+        train_tokens=len(train) * block_size,
+        report=corpus.report,
+        from_cache=corpus.from_cache,
+        collator=collator,
+        validation_report=corpus.validation_report,
+        cache_dir=corpus.path,
     )
-    return _load_cached(cache_dir, collator, from_cache=False)
 
 
 def remove_stale_temporary_caches(root: Path) -> list[Path]:
@@ -415,54 +500,17 @@ def remove_stale_temporary_caches(root: Path) -> list[Path]:
     return removed
 
 
-def _save_atomically(cache_dir: Path, train: Dataset, validation: Dataset, meta: dict) -> None:
-    # Written to a temporary folder renamed at the end: a killed run leaves no half-written cache.
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache_dir.parent / f".tmp-{cache_dir.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        train.save_to_disk(str(temporary / "train"))
-        validation.save_to_disk(str(temporary / "validation"))
-        CleaningReport.from_dict(meta["report"]).save(temporary / "cleaning_report.json")
-        if meta["validation_report"]:
-            CleaningReport.from_dict(meta["validation_report"]).save(temporary / "cleaning_report_validation.json")
-        (temporary / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        try:
-            os.rename(temporary, cache_dir)
-        except OSError:
-            if not (cache_dir / "meta.json").is_file():  # not just another run finishing first
-                raise
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-
-
-def _load_cached(cache_dir: Path, collator: PackedBlockCollator, from_cache: bool = True) -> PretrainingData:
-    meta = json.loads((cache_dir / "meta.json").read_text(encoding="utf-8"))
-    validation_report = meta["validation_report"]
-    return PretrainingData(
-        train=datasets.load_from_disk(str(cache_dir / "train")),
-        validation=datasets.load_from_disk(str(cache_dir / "validation")),
-        validation_bytes=meta["validation_bytes"],
-        validation_tokens=meta["validation_tokens"],
-        train_tokens=meta["train_tokens"],
-        report=CleaningReport.from_dict(meta["report"]),
-        from_cache=from_cache,
-        collator=collator,
-        validation_report=CleaningReport.from_dict(validation_report) if validation_report else None,
-        cache_dir=cache_dir,
-    )
-
-
 def _build_streaming(settings, tokenizer, block_size, seed, collator, documents) -> PretrainingData:
     logger.info("Streaming the training corpus: cleaned and tokenized on the fly, not cached")
     documents = documents or prepare_documents(settings)
     train_documents, validation_documents = documents.train, documents.validation
     report, validation_report = documents.report, documents.validation_report
-    train = _tokenize_and_pack(train_documents, tokenizer, block_size, keep_tail=False, settings=settings)
+    train = _tokenize_and_pack(train_documents, tokenizer, block_size, keep_tail=False)
     if next(iter(train), None) is None:
         raise _too_short_for_a_block(None, block_size)
     if settings.shuffle_buffer_size > 1:
         train = train.shuffle(seed=seed, buffer_size=settings.shuffle_buffer_size)
-    validation = _tokenize_and_pack(validation_documents, tokenizer, block_size, keep_tail=True, settings=settings)
+    validation = _pack_validation(validation_documents, tokenizer, block_size, settings)
     return PretrainingData(
         train=train,
         validation=validation,
