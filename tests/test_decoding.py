@@ -12,23 +12,11 @@ from torch._dynamo.testing import CompileCounter
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from scratchlm.inference.decoding import StaticCacheDecoder, sample_next_token
-from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
-
-SHAPE = dict(
-    vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-)
 
 
-def tiny(kind: str):
-    torch.manual_seed(0)
-    if kind == "llama":
-        return LlamaForCausalLM(LlamaConfig(**SHAPE, attn_implementation="sdpa")).eval()
-    return ScratchLMForCausalLM(ScratchLMConfig(**SHAPE, attn_implementation="sdpa")).eval()
-
-
-def left_padded_prompts():
-    prompt = torch.randint(3, 256, (3, 7), generator=torch.Generator().manual_seed(2))
+@pytest.fixture
+def left_padded_prompts(random_ids):
+    prompt = random_ids(batch=3, length=7, seed=2)
     mask = torch.ones_like(prompt)
     mask[1, :3] = 0
     mask[2, :1] = 0
@@ -36,9 +24,13 @@ def left_padded_prompts():
 
 
 @pytest.mark.parametrize("kind", ["scratchlm", "llama"])
-def test_greedy_equals_generate_on_a_left_padded_batch(kind):
-    model = tiny(kind)
-    prompt, mask = left_padded_prompts()
+def test_greedy_equals_generate_on_a_left_padded_batch(kind, tiny_model, tiny_decoder_kwargs, left_padded_prompts):
+    if kind == "llama":
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(**tiny_decoder_kwargs, attn_implementation="sdpa")).eval()
+    else:
+        model = tiny_model(attn_implementation="sdpa")
+    prompt, mask = left_padded_prompts
     expected = model.generate(prompt, attention_mask=mask, max_new_tokens=20, do_sample=False, eos_token_id=None)
     decoder = StaticCacheDecoder(model, compile=False)
     assert torch.equal(decoder.generate(prompt, mask, max_new_tokens=20), expected)
@@ -46,10 +38,10 @@ def test_greedy_equals_generate_on_a_left_padded_batch(kind):
     assert torch.equal(decoder.generate(prompt, mask, max_new_tokens=20), expected)
 
 
-def test_the_compiled_step_is_one_graph_and_gives_the_same_tokens():
+def test_the_compiled_step_is_one_graph_and_gives_the_same_tokens(tiny_model, left_padded_prompts):
     torch._dynamo.reset()
-    model = tiny("scratchlm")
-    prompt, mask = left_padded_prompts()
+    model = tiny_model(attn_implementation="sdpa")
+    prompt, mask = left_padded_prompts
     counter = CompileCounter()
     decoder = StaticCacheDecoder(model, backend=counter)
     # Compiled on a CPU, the step attends with the plain matmul-softmax attention, on the decoder's own copy.
@@ -63,12 +55,12 @@ def test_the_compiled_step_is_one_graph_and_gives_the_same_tokens():
     assert counter.frame_count == 1
 
 
-def test_bf16_decoding_is_generate_of_the_bf16_model_and_leaves_the_model_as_it_was():
-    model = tiny("scratchlm")
-    prompt, mask = left_padded_prompts()
+def test_bf16_decoding_is_generate_of_the_bf16_model_and_leaves_the_model_as_it_was(tiny_model, left_padded_prompts):
+    model = tiny_model(attn_implementation="sdpa")
+    prompt, mask = left_padded_prompts
     decoder = StaticCacheDecoder(model, compile=False, dtype=torch.bfloat16, attention="eager")
     output = decoder.generate(prompt, mask, max_new_tokens=16)
-    reference = ScratchLMForCausalLM(ScratchLMConfig(**SHAPE, attn_implementation="eager")).eval()
+    reference = tiny_model(attn_implementation="eager")
     reference.load_state_dict(model.state_dict())
     reference.to(torch.bfloat16)
     expected = reference.generate(prompt, attention_mask=mask, max_new_tokens=16, do_sample=False, eos_token_id=None)
@@ -77,9 +69,9 @@ def test_bf16_decoding_is_generate_of_the_bf16_model_and_leaves_the_model_as_it_
     assert decoder.model.dtype == torch.bfloat16
 
 
-def test_rows_stop_at_eos_and_are_padded_as_generate_pads_them():
-    model = tiny("scratchlm")
-    prompt, mask = left_padded_prompts()
+def test_rows_stop_at_eos_and_are_padded_as_generate_pads_them(tiny_model, left_padded_prompts):
+    model = tiny_model(attn_implementation="sdpa")
+    prompt, mask = left_padded_prompts
     free = model.generate(prompt, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=None)
     eos = int(free[0, prompt.shape[1] + 3])  # row 0's fourth new token becomes the end of sequence
     expected = model.generate(prompt, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=eos,
@@ -90,9 +82,9 @@ def test_rows_stop_at_eos_and_are_padded_as_generate_pads_them():
     assert (output[0, prompt.shape[1] + 4:] == 0).all()
 
 
-def test_sampling_is_seeded_and_its_filters_do_what_they_say():
-    model = tiny("scratchlm")
-    prompt, mask = left_padded_prompts()
+def test_sampling_is_seeded_and_its_filters_do_what_they_say(tiny_model, left_padded_prompts):
+    model = tiny_model(attn_implementation="sdpa")
+    prompt, mask = left_padded_prompts
     decoder = StaticCacheDecoder(model, compile=False)
 
     def sample(**kwargs):
@@ -110,10 +102,9 @@ def test_sampling_is_seeded_and_its_filters_do_what_they_say():
     assert draws == {1, 2, 3}
 
 
-def test_bad_requests_are_refused_before_any_work():
-    model = tiny("scratchlm")
-    decoder = StaticCacheDecoder(model, compile=False)
-    prompt = torch.randint(3, 256, (1, 100))
+def test_bad_requests_are_refused_before_any_work(tiny_model, random_ids):
+    decoder = StaticCacheDecoder(tiny_model(attn_implementation="sdpa"), compile=False)
+    prompt = random_ids(batch=1, length=100)
     with pytest.raises(ValueError, match=r"= 130 is past the model's context of 128"):
         decoder.generate(prompt, max_new_tokens=30)
     with pytest.raises(ValueError, match="temperature must be positive"):

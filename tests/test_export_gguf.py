@@ -137,15 +137,9 @@ def test_wrote_is_printed_once_and_a_merged_dir_is_named_after_its_run(tiny_caus
     assert (out.out + out.err + caplog.text).count("wrote ") == 1
 
 
-def test_an_encoder_decoder_is_refused_in_one_line(tiny_causal_lm_dir, tmp_path, capsys):
-    from scratchlm.modeling import ScratchLMSeq2SeqConfig, ScratchLMSeq2SeqForConditionalGeneration
-
+def test_an_encoder_decoder_is_refused_in_one_line(tiny_causal_lm_dir, tiny_seq2seq_model, tmp_path, capsys):
     model_dir = tmp_path / "s2s"
-    config = ScratchLMSeq2SeqConfig(vocab_size=400, hidden_size=64, intermediate_size=160, encoder_layers=1,
-                                    decoder_layers=1, num_attention_heads=4, num_key_value_heads=2,
-                                    max_position_embeddings=64, pad_token_id=2, bos_token_id=0,
-                                    decoder_start_token_id=0)
-    ScratchLMSeq2SeqForConditionalGeneration(config).save_pretrained(model_dir)
+    tiny_seq2seq_model(vocab_size=400, encoder_layers=1, decoder_layers=1).save_pretrained(model_dir)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tiny_causal_lm_dir / name, model_dir / name)
     output = tmp_path / "s2s.gguf"

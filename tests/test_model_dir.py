@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from scratchlm.inference.chat import main as chat_main
 from scratchlm.inference.model_dir import load_causal_lm, model_name
-from scratchlm.modeling import ScratchLMSeq2SeqConfig, ScratchLMSeq2SeqForConditionalGeneration
+from scratchlm.modeling import init_seq2seq_model
 from scratchlm.modeling.cli import convert_main
 
 MAX_NEW_TOKENS = 6
@@ -66,18 +66,11 @@ def merged_dir(tiny_causal_lm_dir, adapter_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def seq2seq_dir(tiny_causal_lm_dir, tmp_path_factory):
+def seq2seq_dir(tiny_tokenizer, tiny_seq2seq_sizes, tmp_path_factory):
     """A tiny ScratchLM encoder-decoder with a tokenizer."""
-    tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm_dir)
-    config = ScratchLMSeq2SeqConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=160, encoder_layers=1, decoder_layers=1,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.bos_token_id,
-    )
     directory = tmp_path_factory.mktemp("s2s")
-    ScratchLMSeq2SeqForConditionalGeneration(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    init_seq2seq_model("tiny", tiny_seq2seq_sizes, tiny_tokenizer).save_pretrained(directory)
+    tiny_tokenizer.save_pretrained(directory)
     return directory
 
 

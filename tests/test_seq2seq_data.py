@@ -306,7 +306,7 @@ def test_sentinels_missing_is_a_clear_error_and_can_be_added(tokenizer):
 # ------------------------------------------------------------------------------------------- the task
 
 
-def test_seq2seq_task_scores_generated_text_against_all_references(tokenizer, tmp_path):
+def test_seq2seq_task_scores_generated_text_against_all_references(tokenizer, tmp_path, tiny_seq2seq_sizes):
     from transformers import Seq2SeqTrainingArguments
 
     from scratchlm.modeling import init_seq2seq_model
@@ -316,8 +316,7 @@ def test_seq2seq_task_scores_generated_text_against_all_references(tokenizer, tm
     task = Seq2SeqTask()  # its default options: columns source and target, every reference trained on
     data = task.build_data(table, table, None, tokenizer, data_args=None, max_length=64)
     assert len(data.train) == 2 * len(EN) and len(data.validation) == len(EN)
-    model = init_seq2seq_model("tiny", {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
-                                        "num_key_value_heads": 1, "encoder_layers": 1, "decoder_layers": 1}, tokenizer)
+    model = init_seq2seq_model("tiny", tiny_seq2seq_sizes, tokenizer)
     args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), predict_with_generate=True, generation_num_beams=2,
                                     generation_max_length=12, per_device_eval_batch_size=2, report_to=[],
                                     include_for_metrics=["inputs"], use_cpu=True)
