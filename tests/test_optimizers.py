@@ -4,6 +4,7 @@ the decay finished."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 
 import pytest
@@ -11,16 +12,16 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
-from scratchlm.modeling import ScratchLMConfig, ScratchLMForCausalLM
 from scratchlm.training.optimizers import MuonSettings, MuonWithAdamW
 from scratchlm.training.schedules import TimeBudget, time_budget_schedule
 
 SETTINGS = MuonSettings(muon_lr=0.02, adamw_lr=3e-3, weight_decay=0.01)
 
 
-def tiny_lm():
-    torch.manual_seed(0)
-    return ScratchLMForCausalLM(ScratchLMConfig.from_preset("tiny", vocab_size=256, num_hidden_layers=1))
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_model):
+    """`tiny_lm()`: a fresh one-layer tiny decoder, seeded, so that every run starts from the same weights."""
+    return functools.partial(tiny_model, num_hidden_layers=1)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def names_in(optimizer, model, muon: bool) -> set[str]:
     return {by_id[id(p)] for g in optimizer.param_groups if g["muon"] == muon for p in g["params"]}
 
 
-def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest(tiny_lm):
     model = tiny_lm()
     optimizer = MuonWithAdamW(model, SETTINGS)
     muon = names_in(optimizer, model, muon=True)
@@ -50,7 +51,7 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     assert [g["lr"] for g in optimizer.param_groups] == [0.02, 3e-3, 3e-3]
 
 
-def test_muon_groups_of_a_lora_model_are_its_adapters():
+def test_muon_groups_of_a_lora_model_are_its_adapters(tiny_lm):
     from peft import LoraConfig, get_peft_model
 
     model = get_peft_model(tiny_lm(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
@@ -61,8 +62,7 @@ def test_muon_groups_of_a_lora_model_are_its_adapters():
     assert not any(g["params"] for g in optimizer.param_groups if not g["muon"])  # nothing else trains
 
 
-def train(output_dir, blocks, max_steps, resume=None, save_steps=3):
-    model = tiny_lm()
+def train(model, output_dir, blocks, max_steps, resume=None, save_steps=3):
     args = TrainingArguments(str(output_dir), max_steps=max_steps, per_device_train_batch_size=8, save_steps=save_steps,
                              logging_steps=1, report_to=[], use_cpu=True, seed=0, lr_scheduler_type="cosine",
                              warmup_steps=2, disable_tqdm=True)  # fmt: skip
@@ -71,25 +71,25 @@ def train(output_dir, blocks, max_steps, resume=None, save_steps=3):
     return model, trainer
 
 
-def test_a_resumed_muon_run_equals_an_uninterrupted_one(tmp_path, blocks, one_torch_thread):
-    whole, _ = train(tmp_path / "whole", blocks, max_steps=6)
+def test_a_resumed_muon_run_equals_an_uninterrupted_one(tmp_path, blocks, one_torch_thread, tiny_lm):
+    whole, _ = train(tiny_lm(), tmp_path / "whole", blocks, max_steps=6)
     shutil.copytree(tmp_path / "whole" / "checkpoint-3", tmp_path / "cut" / "checkpoint-3")
-    resumed, _ = train(tmp_path / "cut", blocks, max_steps=6, resume=str(tmp_path / "cut" / "checkpoint-3"))
+    resumed, _ = train(tiny_lm(), tmp_path / "cut", blocks, max_steps=6, resume=str(tmp_path / "cut" / "checkpoint-3"))
     for (name, a), b in zip(whole.named_parameters(), resumed.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
     # the momentum came back from the checkpoint: without it, the resumed weights differ
-    fresh, _ = train(tmp_path / "fresh", blocks, max_steps=3)
+    fresh, _ = train(tiny_lm(), tmp_path / "fresh", blocks, max_steps=3)
     assert not all(torch.equal(a, b) for a, b in zip(whole.parameters(), fresh.parameters()))
 
 
-def test_an_adamw_checkpoint_is_refused_by_muon_in_one_line(tmp_path, blocks, one_torch_thread):
+def test_an_adamw_checkpoint_is_refused_by_muon_in_one_line(tmp_path, blocks, one_torch_thread, tiny_lm):
     model = tiny_lm()
     adamw = torch.optim.AdamW(model.parameters())
     with pytest.raises(ValueError, match="--optim it began with"):
         MuonWithAdamW(model, SETTINGS).load_state_dict(adamw.state_dict())
 
 
-def test_the_time_budget_ends_training_with_the_decay_finished(tmp_path, blocks, one_torch_thread):
+def test_the_time_budget_ends_training_with_the_decay_finished(tmp_path, blocks, one_torch_thread, tiny_lm):
     model = tiny_lm()
     optimizer = MuonWithAdamW(model, SETTINGS)
     budget = TimeBudget(minutes=0.03)  # 1.8 s
@@ -105,7 +105,7 @@ def test_the_time_budget_ends_training_with_the_decay_finished(tmp_path, blocks,
     assert schedule.get_last_lr()[0] <= 0.01 * 0.02  # decayed to (about) zero at the budget
 
 
-def test_a_resumed_budget_counts_the_time_already_trained(tmp_path, blocks, one_torch_thread):
+def test_a_resumed_budget_counts_the_time_already_trained(tmp_path, blocks, one_torch_thread, tiny_lm):
     def run(resume=None):
         model = tiny_lm()
         optimizer = MuonWithAdamW(model, SETTINGS)

@@ -29,13 +29,8 @@ from scratchlm.model_cards import RunRecord, write_model_card
 from scratchlm.model_cards import publish as publish_module
 from scratchlm.model_cards.cli import main
 from scratchlm.model_cards.publish import PublishError, assemble_hub_folder, publish
-from scratchlm.modeling import (
-    ScratchLMConfig,
-    ScratchLMForCausalLM,
-    ScratchLMForSequenceClassification,
-    ScratchLMSeq2SeqConfig,
-    ScratchLMSeq2SeqForConditionalGeneration,
-)
+from scratchlm.modeling import ScratchLMForCausalLM, ScratchLMForSequenceClassification
+from scratchlm.modeling.initialization import special_token_ids
 from scratchlm.tokenization import train_tokenizer
 from scratchlm.training.run import RUN_RECORD_FILE, finish_run, push_run_to_hub
 
@@ -90,25 +85,17 @@ def tokenizer():
     return train_tokenizer([text[i : i + 400] for i in range(0, len(text), 400)], vocab_size=400, show_progress=False)
 
 
-def _config(tokenizer, **overrides) -> ScratchLMConfig:
-    return ScratchLMConfig.from_preset(
-        "tiny", vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, **overrides,
-    )
-
-
 def _blocks(tokenizer, size: int = 32, count: int = 8) -> list[dict]:
     ids = tokenizer(_corpus()).input_ids
     return [{"input_ids": ids[i : i + size], "labels": ids[i : i + size]} for i in range(0, size * count, size)]
 
 
 @pytest.fixture(scope="module")
-def lm_run(tmp_path_factory, tokenizer):
+def lm_run(tmp_path_factory, tokenizer, tiny_model):
     """A language model trained for two steps and finished by `finish_run`, as `scratchlm-pretrain` does."""
     root = tmp_path_factory.mktemp("lm")
     output_dir = root / "shakespeare-tiny"
-    torch.manual_seed(0)
-    model = ScratchLMForCausalLM(_config(tokenizer))
+    model = tiny_model(**special_token_ids(tokenizer))
     args = TrainingArguments(
         output_dir=str(output_dir), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1,
         save_strategy="no", use_cpu=True, report_to="none", disable_tqdm=True, hub_model_id="alice/shakespeare-tiny",
@@ -139,15 +126,13 @@ def lm_run(tmp_path_factory, tokenizer):
 
 
 @pytest.fixture(scope="module")
-def classifier_dir(tmp_path_factory, tokenizer):
+def classifier_dir(tmp_path_factory, tokenizer, tiny_model):
     """A sequence classifier saved as a fine-tuning command leaves it: model, tokenizer, run record and card."""
     root = tmp_path_factory.mktemp("classifier")
     output_dir = root / "sentiment-tiny"
-    torch.manual_seed(1)
     id2label = {0: "negative", 1: "positive"}
-    model = ScratchLMForSequenceClassification(
-        _config(tokenizer, num_labels=2, id2label=id2label, label2id={v: k for k, v in id2label.items()})
-    ).eval()
+    model = tiny_model(ScratchLMForSequenceClassification, seed=1, **special_token_ids(tokenizer), num_labels=2,
+                       id2label=id2label, label2id={v: k for k, v in id2label.items()})
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     record = {
@@ -192,17 +177,11 @@ def adapter_dir(tmp_path_factory, tokenizer, lm_run):
 
 
 @pytest.fixture(scope="module")
-def seq2seq_dir(tmp_path_factory, tokenizer):
+def seq2seq_dir(tmp_path_factory, tokenizer, tiny_seq2seq_model):
     """A tiny encoder-decoder saved as `scratchlm-finetune --task seq2seq` leaves it: model, tokenizer, record, card."""
     root = tmp_path_factory.mktemp("seq2seq")
     output_dir = root / "translate-tiny"
-    torch.manual_seed(2)
-    config = ScratchLMSeq2SeqConfig.from_preset(
-        "tiny", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.bos_token_id,
-    )
-    model = ScratchLMSeq2SeqForConditionalGeneration(config).eval()
+    model = tiny_seq2seq_model(seed=2, **special_token_ids(tokenizer), decoder_start_token_id=tokenizer.bos_token_id)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     record = {"task": "text2text-generation", "kind": "finetuning", "method": "full", "base_model": None,
