@@ -62,10 +62,10 @@ def corpus() -> list[str]:
 def build_model(directory: Path):
     tokenizer = train_tokenizer(corpus(), vocab_size=4096, show_progress=False)
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-           "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
+           "pad_token_id": tokenizer.pad_token_id}
     torch.manual_seed(0)
     model = ScratchLMForCausalLM(ScratchLMConfig.from_preset("tiny", vocab_size=len(tokenizer), initializer_range=0.2,
-                                                             **ids))  # fmt: skip
+                                                             **ids))
     model.generation_config = GenerationConfig(**ids)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -75,7 +75,7 @@ def build_model(directory: Path):
 def transformers_greedy(model, tokenizer, prompt: str) -> list[int]:
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     config = GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS, min_new_tokens=0, eos_token_id=None,
-                              pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+                              pad_token_id=tokenizer.pad_token_id)
     with torch.inference_mode():
         output = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
     return output[0, ids.shape[1] :].tolist()
@@ -118,7 +118,7 @@ def main() -> None:
                 theirs = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
                 detokenized = llm.detokenize(theirs).decode("utf-8", errors="replace")
                 tokenization.append({"text": text, "equal_ids": ours == theirs, "roundtrip": detokenized == text,
-                                     "tokens": len(ours)})  # fmt: skip
+                                     "tokens": len(ours)})
             entry["tokenization_equal"] = all(item["equal_ids"] for item in tokenization)
             entry["tokenization"] = tokenization
 
@@ -131,14 +131,14 @@ def main() -> None:
                 generations.append({
                     "prompt": prompt, "equal": reference == ours, "leading_matches": leading_matches(reference, ours),
                     "transformers": tokenizer.decode(reference), "llama_cpp": tokenizer.decode(ours),
-                })  # fmt: skip
+                })
             entry["greedy_equal"] = all(item["equal"] for item in generations)
             entry["greedy"] = generations
             results[outtype] = entry
             del llm
             print(f"{outtype}: {entry['bytes'] / 1e6:.2f} MB, tokenization equal: {entry['tokenization_equal']}, "
                   f"greedy {NEW_TOKENS} tokens equal: {entry['greedy_equal']} "
-                  f"(leading matches {[item['leading_matches'] for item in generations]})")  # fmt: skip
+                  f"(leading matches {[item['leading_matches'] for item in generations]})")
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")

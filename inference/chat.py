@@ -149,7 +149,7 @@ def reply(model, tokenizer, conversation: Conversation, user_text: str, config: 
     try:
         with torch.inference_mode():
             output = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config,
-                                    streamer=streamer)  # fmt: skip
+                                    streamer=streamer)
     except KeyboardInterrupt:
         print(flush=True)
         print("[reply stopped]", file=sys.stderr, flush=True)

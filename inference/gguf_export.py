@@ -122,7 +122,7 @@ def _tokenizer_metadata(writer, tokenizer, tokenizer_file: Path, vocab_size: int
     writer.add_token_types(types)
     writer.add_token_merges(merges)
     for name, add in (("bos", writer.add_bos_token_id), ("eos", writer.add_eos_token_id),
-                      ("pad", writer.add_pad_token_id)):  # fmt: skip
+                      ("pad", writer.add_pad_token_id)):
         if (token_id := getattr(tokenizer, f"{name}_token_id")) is not None:
             add(token_id)
     # ScratchLM's tokenizer adds no special tokens when encoding.

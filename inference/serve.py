@@ -177,7 +177,7 @@ class Reply:
                     input_ids, attention_mask=torch.ones_like(input_ids), generation_config=self.config,
                     streamer=streamer, stopping_criteria=StoppingCriteriaList([self.stopping]),
                     tokenizer=self.engine.tokenizer,
-                )  # fmt: skip
+                )
         except Exception as error:  # reported in the request's own task
             failure.append(error)
             streamer.end()  # the reader must not wait for text that will never come
@@ -207,7 +207,7 @@ class Engine:
                     f"{self.model_id} is a base model, not instruction-tuned: it has no chat template to answer "
                     "messages with; use /v1/completions to continue a prompt", param="messages")
             return self.tokenizer.apply_chat_template(request.chat_messages(), add_generation_prompt=True,
-                                                      return_dict=True)["input_ids"]  # fmt: skip
+                                                      return_dict=True)["input_ids"]
         return self.tokenizer(request.prompt)["input_ids"]
 
     def max_new_tokens(self, request: SamplingRequest, prompt_tokens: int) -> int:
@@ -239,7 +239,7 @@ class Engine:
 
 def usage(record: Generation) -> dict:
     return {"prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
-            "total_tokens": record.prompt_tokens + record.completion_tokens}  # fmt: skip
+            "total_tokens": record.prompt_tokens + record.completion_tokens}
 
 
 def create_app(engine: Engine, enable_cors: bool = False):
@@ -260,7 +260,7 @@ def create_app(engine: Engine, enable_cors: bool = False):
     def error_response(message: str, param: str | None, status: int) -> JSONResponse:
         # OpenAI's error body (what its clients read), and `detail` (what FastAPI clients read)
         body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None},
-                "detail": message}  # fmt: skip
+                "detail": message}
         return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestError)
@@ -294,7 +294,7 @@ def create_app(engine: Engine, enable_cors: bool = False):
     def check_model_name(requested: str | None) -> None:
         if requested not in (None, "", engine.model_id):
             raise RequestError(f"model {requested!r} is not served here; this server serves {engine.model_id!r}",
-                               param="model", status=404)  # fmt: skip
+                               param="model", status=404)
 
     @app.get("/health")
     async def health():
@@ -303,7 +303,7 @@ def create_app(engine: Engine, enable_cors: bool = False):
     @app.get("/v1/models")
     async def models():
         return {"object": "list", "data": [{"id": engine.model_id, "object": "model", "created": 0,
-                                            "owned_by": "scratchlm"}]}  # fmt: skip
+                                            "owned_by": "scratchlm"}]}
 
     async def respond(request: SamplingRequest, http_request: Request, chat: bool):
         check_model_name(request.model)
@@ -320,11 +320,11 @@ def create_app(engine: Engine, enable_cors: bool = False):
             content = {"role": "assistant", "content": text or ""} if not delta else (
                 {"content": text} if text is not None else {})
             return {"index": 0, "delta" if delta else "message": content, "logprobs": None,
-                    "finish_reason": finish_reason}  # fmt: skip
+                    "finish_reason": finish_reason}
 
         def body(choices: list, record: Generation | None = None, chunk: bool = False) -> dict:
             result = {"id": reply_id, "object": f"{name}.chunk" if chunk and chat else name, "created": created,
-                      "model": engine.model_id, "choices": choices}  # fmt: skip
+                      "model": engine.model_id, "choices": choices}
             if record is not None:
                 result["usage"] = usage(record)
             return result
@@ -341,7 +341,7 @@ def create_app(engine: Engine, enable_cors: bool = False):
 
             if chat:
                 yield event(body([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                                   "finish_reason": None}], chunk=True))  # fmt: skip
+                                   "finish_reason": None}], chunk=True))
             async for piece in reply.pieces():
                 yield event(body([choice(piece, None, delta=True)], chunk=True))
             await reply.task

@@ -36,7 +36,7 @@ FEATURES = Features({  # one question: the flat SQuAD layout
     "id": Value("string"), "title": Value("string"), "context": Value("string"), "question": Value("string"),
     "answers": {"text": List(Value("string")), "answer_start": List(Value("int32"))},
     "is_impossible": Value("bool"),
-})  # fmt: skip
+})
 
 
 def default_stride(max_length: int) -> int:
@@ -140,7 +140,7 @@ def build_features(dataset: Dataset, tokenizer, *, max_length: int = 384, stride
         "input_ids": List(Value("int32")), "attention_mask": List(Value("int8")),
         "start_positions": Value("int32"), "end_positions": Value("int32"), "example_id": Value("string"),
         "offset_mapping": List(Sequence(Value("int32"), length=2)),
-    })  # fmt: skip
+    })
     return Dataset.from_dict(columns, features=features)
 
 

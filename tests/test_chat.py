@@ -20,7 +20,7 @@ MAX_NEW_TOKENS = 8
 @pytest.fixture(scope="module")
 def model_and_tokenizer(tiny_causal_lm_dir):
     return (AutoModelForCausalLM.from_pretrained(tiny_causal_lm_dir).eval(),
-            AutoTokenizer.from_pretrained(tiny_causal_lm_dir))  # fmt: skip
+            AutoTokenizer.from_pretrained(tiny_causal_lm_dir))
 
 
 def _generate(model, tokenizer, ids, **options) -> str:
@@ -31,7 +31,7 @@ def _generate(model, tokenizer, ids, **options) -> str:
 
 def _chat_reply(model, tokenizer, messages, **options) -> str:
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                        return_dict=True)["input_ids"]  # fmt: skip
+                                        return_dict=True)["input_ids"]
     return _generate(model, tokenizer, ids, **options)
 
 
@@ -52,7 +52,7 @@ def test_streamed_conversation_equals_generate_and_clear_starts_over(
 
     reply1 = _chat_reply(model, tokenizer, [system, {"role": "user", "content": first}], do_sample=False)
     history = [system, {"role": "user", "content": first}, {"role": "assistant", "content": reply1},
-               {"role": "user", "content": second}]  # fmt: skip
+               {"role": "user", "content": second}]
     reply2 = _chat_reply(model, tokenizer, history, do_sample=False)
     reply3 = _chat_reply(model, tokenizer, [system, {"role": "user", "content": third}], do_sample=False)
     assert len({reply1, reply2, reply3}) == 3  # different replies: the history and /clear are really checked

@@ -18,7 +18,7 @@ def test_txt_documents(tmp_path):
     assert list(read_corpus(path)) == ["first line\nsecond line", "next paragraph\r\nends here"]
     assert list(read_corpus(path, sample_by="line")) == [
         "first line", "second line", "  ", "next paragraph", "ends here",
-    ]  # fmt: skip
+    ]
     assert list(read_corpus(path, sample_by="document")) == [path.read_bytes().decode("utf-8")]
 
 

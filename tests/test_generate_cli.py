@@ -222,16 +222,16 @@ def test_an_input_past_the_context_is_one_line_naming_it_before_generating(causa
     long_line = "A dog runs on the beach. " * 40  # far more than the tiny models' 128 positions
     path = write_input(tmp_path, ["A dog runs.", long_line])
     error = one_line_error(["--model_name_or_path", str(causal_dir), "--input_file", str(path),
-                            "--max_new_tokens", "8"], capsys)  # fmt: skip
+                            "--max_new_tokens", "8"], capsys)
     assert "input line 2 is" in error and "context of 128 tokens" in error and "--max_source_length 120" in error
     error = one_line_error(["--model_name_or_path", str(seq2seq_dir), "--input_file", str(path)], capsys)
     assert "input line 2 is" in error and "--max_source_length 128" in error
     error = one_line_error(["--model_name_or_path", str(causal_dir), "--input_file", str(path),
-                            "--max_new_tokens", "200"], capsys)  # fmt: skip
+                            "--max_new_tokens", "200"], capsys)
     assert "--max_new_tokens 200 is more than the model's context of 128" in error
     # cut as asked, the same input is translated
     main(["--model_name_or_path", str(seq2seq_dir), "--input_file", str(path), "--max_source_length", "128",
-          "--max_new_tokens", "4", "--output_file", str(tmp_path / "out.txt")])  # fmt: skip
+          "--max_new_tokens", "4", "--output_file", str(tmp_path / "out.txt")])
     assert len((tmp_path / "out.txt").read_text(encoding="utf-8").splitlines()) == 2
 
 

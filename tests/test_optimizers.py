@@ -41,13 +41,13 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest(tiny_lm):
     muon = names_in(optimizer, model, muon=True)
     assert muon == {f"model.layers.0.{m}.weight" for m in
                     ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}  # fmt: skip
+                     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}
     adamw = {g["weight_decay"]: {n for n in names_in(optimizer, model, False)
                                  if any(p is dict(model.named_parameters())[n] for p in g["params"])}
-             for g in optimizer.param_groups if not g["muon"]}  # fmt: skip
+             for g in optimizer.param_groups if not g["muon"]}
     assert adamw == {0.01: {"model.embed_tokens.weight"},  # the embedding, tied to the LM head
                      0.0: {"model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight",
-                           "model.norm.weight"}}  # fmt: skip
+                           "model.norm.weight"}}
     assert [g["lr"] for g in optimizer.param_groups] == [0.02, 3e-3, 3e-3]
 
 
@@ -65,7 +65,7 @@ def test_muon_groups_of_a_lora_model_are_its_adapters(tiny_lm):
 def train(model, output_dir, blocks, max_steps, resume=None, save_steps=3):
     args = TrainingArguments(str(output_dir), max_steps=max_steps, per_device_train_batch_size=8, save_steps=save_steps,
                              logging_steps=1, report_to=[], use_cpu=True, seed=0, lr_scheduler_type="cosine",
-                             warmup_steps=2, disable_tqdm=True)  # fmt: skip
+                             warmup_steps=2, disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=blocks, optimizers=(MuonWithAdamW(model, SETTINGS), None))
     trainer.train(resume_from_checkpoint=resume)
     return model, trainer
@@ -95,7 +95,7 @@ def test_the_time_budget_ends_training_with_the_decay_finished(tmp_path, blocks,
     budget = TimeBudget(minutes=0.03)  # 1.8 s
     schedule = time_budget_schedule(optimizer, budget, warmup=2, decay_fraction=0.5)
     args = TrainingArguments(str(tmp_path), max_steps=100_000, per_device_train_batch_size=8, logging_steps=1,
-                             report_to=[], use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True)  # fmt: skip
+                             report_to=[], use_cpu=True, seed=0, save_strategy="no", disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=blocks, optimizers=(optimizer, schedule), callbacks=[budget])
     trainer.train()
     assert 3 <= trainer.state.global_step < 100_000  # stopped by the budget, not the step count
@@ -111,9 +111,9 @@ def test_a_resumed_budget_counts_the_time_already_trained(tmp_path, blocks, one_
         optimizer = MuonWithAdamW(model, SETTINGS)
         budget = TimeBudget(minutes=0.02)
         args = TrainingArguments(str(tmp_path), max_steps=100_000, per_device_train_batch_size=8, save_steps=2,
-                                 report_to=[], use_cpu=True, seed=0, disable_tqdm=True)  # fmt: skip
+                                 report_to=[], use_cpu=True, seed=0, disable_tqdm=True)
         trainer = Trainer(model=model, args=args, train_dataset=blocks, callbacks=[budget],
-                          optimizers=(optimizer, time_budget_schedule(optimizer, budget, 1, 0.5)))  # fmt: skip
+                          optimizers=(optimizer, time_budget_schedule(optimizer, budget, 1, 0.5)))
         trainer.train(resume_from_checkpoint=resume)
         return trainer, budget
 

@@ -62,7 +62,7 @@ PUBLISHED = {"version": "2.0", "data": [
     {"title": "Santa_Clara", "paragraphs": [{"context": "Santa Clara is a city in California.", "qas": [
         {"id": "q4", "question": "Where is Santa Clara?", "answers": [{"text": "California", "answer_start": 25}]},
     ]}]},
-]}  # fmt: skip
+]}
 
 
 @pytest.fixture(scope="module")

@@ -74,12 +74,12 @@ def local(model_dir):
     def generate(messages=None, prompt=None, max_new_tokens=MAX_TOKENS) -> str:
         if messages is not None:
             ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                return_dict=True)["input_ids"]  # fmt: skip
+                                                return_dict=True)["input_ids"]
         else:
             ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
         with torch.inference_mode():
             output = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                    max_new_tokens=max_new_tokens)  # fmt: skip
+                                    max_new_tokens=max_new_tokens)
         return tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
 
     generate.tokenizer = tokenizer
@@ -100,7 +100,7 @@ def test_greedy_chat_reply_equals_local_generate_streamed_or_not(server, client,
     assert expected, "the tiny model generated nothing: the comparison would be empty"
 
     response = client.chat.completions.create(model=str(model_dir), messages=messages, max_tokens=MAX_TOKENS,
-                                              temperature=0)  # fmt: skip
+                                              temperature=0)
     assert response.choices[0].message.content == expected
     assert response.choices[0].finish_reason == "length"
     assert response.usage.completion_tokens == MAX_TOKENS
@@ -133,7 +133,7 @@ def test_greedy_completion_equals_local_generate_streamed_or_not(server, local):
 def test_three_concurrent_clients_each_get_their_own_reply(server, client, local, model_dir):
     def ask(prompt):
         response = client.chat.completions.create(model=str(model_dir), messages=[{"role": "user", "content": prompt}],
-                                                  max_tokens=MAX_TOKENS, temperature=0)  # fmt: skip
+                                                  max_tokens=MAX_TOKENS, temperature=0)
         return response.choices[0].message.content
 
     with ThreadPoolExecutor(max_workers=len(PROMPTS)) as pool:
@@ -151,7 +151,7 @@ def test_a_stop_sequence_ends_the_reply_before_it(server, client, local, model_d
     expected = full[: full.index(stop)]
     for stream in (False, True):
         response = client.chat.completions.create(model=str(model_dir), messages=messages, max_tokens=24,
-                                                  temperature=0, stop=[stop], stream=stream)  # fmt: skip
+                                                  temperature=0, stop=[stop], stream=stream)
         if stream:
             chunks = [chunk for chunk in response if chunk.choices]
             text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
@@ -241,7 +241,7 @@ def test_a_client_that_leaves_mid_stream_stops_its_generation(server, client, mo
     assert engine.history[-1].completion_tokens < 200  # stopped long before the 400 tokens asked for
     # and the server goes on serving
     reply = client.chat.completions.create(model=str(model_dir), messages=[{"role": "user", "content": "hi"}],
-                                           max_tokens=2, temperature=0)  # fmt: skip
+                                           max_tokens=2, temperature=0)
     assert reply.usage.completion_tokens == 2
 
 

@@ -39,7 +39,7 @@ def test_cli_end_to_end_report(mixed_corpus, tmp_path, capsys):
         "--train_files", str(mixed_corpus / "*.txt"), str(mixed_corpus / "song.jsonl"), "--text_column", "paragraphs",
         "--vocab_size", "1000", "--min_frequency", "3", "--extra_tokens", "ROMEO", "--output_dir", str(output),
         "--show_progress", "false",
-    ])  # fmt: skip
+    ])
     report = capsys.readouterr().out
     assert f"saved tokenizer to {output}: vocabulary 1000, pre-tokenizer qwen2" in report
     assert "bytes/token" in report and "tokens/character" in report
@@ -63,7 +63,7 @@ def test_deprecated_flags_still_work(tmp_path, capsys, caplog):
     (tmp_path / "a.txt").write_text("some words and more words\n" * 50)
     with caplog.at_level(logging.WARNING):
         cli_main(["--files", str(tmp_path / "a.txt"), "--vocab-size", "300", "--output", str(tmp_path / "tok"),
-                  "--show-progress", "false"])  # fmt: skip
+                  "--show-progress", "false"])
     assert "--files is deprecated" in caplog.text and "use --train_files" in caplog.text
     assert "--output is deprecated" in caplog.text and "use --output_dir" in caplog.text
     assert (tmp_path / "tok" / "tokenizer.json").is_file()
@@ -126,7 +126,7 @@ def test_dataset_name_and_a_text_column_per_source(data_dir, tmp_path, capsys):
         "--dataset_name", str(tmp_path / "saved"), "--train_files", str(poems), str(reviews),
         "--text_column", f"{tmp_path / 'saved'}:content", f"{poems}:paragraphs", f"{reviews}:review",
         "--vocab_size", "600", "--output_dir", str(tmp_path / "tok"), "--show_progress", "false",
-    ])  # fmt: skip
+    ])
     with reviews.open(encoding="utf-8", newline="") as handle:
         review_rows = sum(1 for row in csv.DictReader(handle) if row["review"].strip())
     # Every source was read, each through its own column: 200 rows, 100 poems and the reviews.

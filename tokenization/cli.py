@@ -206,7 +206,7 @@ def format_report(summary: dict) -> str:
         f"bytes/token, {summary['coverage'].describe()}",
         f"sample (␣ is a space): {pieces(summary['sample_tokens'])}",
         f"newest tokens: {pieces(summary['newest_tokens'])}",
-    ])  # fmt: skip
+    ])
 
 
 @command("scratchlm-tokenizer")

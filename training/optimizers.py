@@ -61,11 +61,11 @@ class MuonWithAdamW(torch.optim.Optimizer):
         self.settings = settings
         self.muon = torch.optim.Muon([{"params": muon, "muon": True}], lr=settings.muon_lr,
                                      weight_decay=settings.weight_decay, momentum=settings.momentum,
-                                     adjust_lr_fn="match_rms_adamw")  # fmt: skip
+                                     adjust_lr_fn="match_rms_adamw")
         adamw_groups = [{"params": group, "weight_decay": wd, "muon": False}
-                        for group, wd in ((decay, settings.weight_decay), (no_decay, 0.0)) if group]  # fmt: skip
+                        for group, wd in ((decay, settings.weight_decay), (no_decay, 0.0)) if group]
         self.adamw = torch.optim.AdamW(adamw_groups, lr=settings.adamw_lr, betas=settings.adamw_betas,
-                                       eps=settings.adamw_eps) if adamw_groups else None  # fmt: skip
+                                       eps=settings.adamw_eps) if adamw_groups else None
         inner = [self.muon] + ([self.adamw] if self.adamw else [])
         # The same group dicts as the inner optimizers': a schedule that sets `lr` on these sets it for them.
         super().__init__([group for optimizer in inner for group in optimizer.param_groups], defaults={})
