@@ -49,6 +49,7 @@ setup(
             "scratchlm-convert=scratchlm.modeling.cli:convert_main",
             "scratchlm-tokenizer=scratchlm.tokenization.cli:main",
             "scratchlm-pretrain=scratchlm.training.pretrain:main",
+            "scratchlm-prepare=scratchlm.training.prepare:main",
             "scratchlm-finetune=scratchlm.training.finetune:main",
             "scratchlm-publish=scratchlm.model_cards.cli:main",
             "scratchlm-chat=scratchlm.inference.chat:main",

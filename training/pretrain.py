@@ -62,13 +62,13 @@ from .data import (
 from .data.denoising import (
     SpanCorruptionCollator,
     TextInfillingCollator,
-    add_sentinel_tokens,
     input_and_target_lengths,
     sentinel_tokens,
 )
 from .generation import SampleArguments, sample_generations, text_prompts
 from .language import run_languages, texts_of_blocks
 from .optimizers import trainer_optimization
+from .pretraining_inputs import NUM_SENTINELS, denoising_objective, load_given_tokenizer
 from .run import (
     TOKENIZER_DIR,
     RunDirectory,
@@ -88,25 +88,6 @@ DENOISING_METRICS = {
     "text_infilling": (("loss", "loss", "Text-infilling loss (nats per reconstructed token)"),),
 }
 DENOISING_NAMES = {"span_corruption": "Span corruption", "text_infilling": "Text infilling"}
-NUM_SENTINELS = 100
-
-
-def denoising_objective(model_args: ModelArguments, data_args: PretrainingDataArguments) -> str | None:
-    """The denoising objective this run pretrains an encoder-decoder with, or None for a causal LM; an objective
-    the model cannot take is an error."""
-    denoising = data_args.objective if data_args.objective in DENOISING_METRICS else None
-    if not model_args.model_name_or_path:
-        return denoising
-    model_type = AutoConfig.from_pretrained(model_args.model_name_or_path,
-                                            trust_remote_code=model_args.trust_remote_code).model_type
-    seq2seq = model_type == ScratchLMSeq2SeqConfig.model_type
-    if data_args.objective == "causal" and seq2seq:
-        raise ValueError(f"{model_args.model_name_or_path} is an encoder-decoder: it pretrains with --objective "
-                         "span_corruption or text_infilling, not causal")
-    if denoising and not seq2seq:
-        raise ValueError(f"--objective {denoising} needs an encoder-decoder, but {model_args.model_name_or_path} "
-                         f"holds a {model_type!r} model")
-    return (denoising or "span_corruption") if seq2seq else None
 
 
 def raw_block_size(encoder_length: int, noise_density: float, mean_noise_span_length: float) -> int:
@@ -125,11 +106,7 @@ def load_or_train_tokenizer(model_args: ModelArguments, data: PretrainingDataSet
     """(tokenizer, the cleaned documents it was trained on, or None): a trained tokenizer and the packer share the
     documents, so the corpus is read and cleaned once. `num_sentinels` span-corruption sentinels are special tokens
     of a trained tokenizer and added to a given one that lacks them."""
-    source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
-    if source:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=model_args.trust_remote_code)
-        if num_sentinels and (added := add_sentinel_tokens(tokenizer, num_sentinels)):
-            logger.info("added %d span-corruption sentinel tokens to the tokenizer", added)
+    if (tokenizer := load_given_tokenizer(model_args, num_sentinels)) is not None:
         return tokenizer, None
     saved = run_dir.path / TOKENIZER_DIR
     settings = json.dumps(run_dir.settings, sort_keys=True)
