@@ -42,7 +42,13 @@ PHASES = ("encode", "encode_fast", "write")
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's peak resident memory. Linux's VmHWM, not `ru_maxrss`: a child keeps the `ru_maxrss` of the
+    parent that forked it (here the parent trained a tokenizer), VmHWM starts afresh at exec."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
 
 
 def cpu_seconds() -> float:

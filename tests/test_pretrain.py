@@ -163,8 +163,11 @@ def test_a_continued_run_keeps_the_attention_it_started_with(workspace, tmp_path
     assert "attn_implementation" in (fresh / "README.md").read_text()
 
 
-def test_two_ddp_processes_match_one_process_with_the_same_global_batch(workspace, tmp_path):
-    common = ("--max_steps", "6", "--eval_steps", "6", "--save_steps", "6", "--seed", "3")
+@pytest.mark.parametrize("streaming", [(), ("--streaming",)], ids=["store", "streaming"])
+def test_two_ddp_processes_match_one_process_with_the_same_global_batch(workspace, tmp_path, streaming):
+    # Each process reads its own half of every global batch (the store's blocks through the DistributedSampler; a
+    # stream through accelerate without dispatching from rank 0): the same 8 blocks a step as one process.
+    common = ("--max_steps", "6", "--eval_steps", "6", "--save_steps", "6", "--seed", "3", *streaming)
     single = base_args(workspace, tmp_path / "single", *common)
     main(single)
     ddp = base_args(workspace, tmp_path / "ddp", *common)
