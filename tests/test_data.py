@@ -243,6 +243,14 @@ def test_second_run_loads_the_cache_and_a_changed_setting_misses_it(tmp_path, to
     assert other.from_cache and other.cache_dir == first.cache_dir
     flat = [token for ids in block_ids(first.train) for token in ids]
     assert [token for ids in block_ids(other.train) for token in ids] == flat[:len(other.train) * 48]
+
+    shard = first.cache_dir / "train" / "shard_00000.bin"  # a damaged store: one line naming the file
+    shard.write_bytes(shard.read_bytes()[:-2])
+    with pytest.raises(ValueError, match=f"token store shard {shard} holds"):
+        build_pretraining_data(args, tokenizer, 32)
+    shard.unlink()
+    with pytest.raises(FileNotFoundError, match=f"token store shard {shard} is missing"):
+        build_pretraining_data(args, tokenizer, 32)
     no_dedup = data_args(tmp_path, train_files=[str(shakespeare_file)], deduplicate=False)
     assert not build_pretraining_data(no_dedup, tokenizer, 32).from_cache
     shakespeare_file.write_text(shakespeare_file.read_text() + "\nEPILOGUE:\nThe end.\n")
