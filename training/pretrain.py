@@ -65,6 +65,7 @@ from .data.denoising import (
     input_and_target_lengths,
     sentinel_tokens,
 )
+from .data.streaming import build_streaming_data, resume_stream_in_place
 from .generation import SampleArguments, sample_generations, text_prompts
 from .language import run_languages, texts_of_blocks
 from .optimizers import trainer_optimization
@@ -219,8 +220,13 @@ def _pretrain(model_args, data_args, data_settings: PretrainingDataSettings, tra
         elif denoising == "text_infilling":
             collator = TextInfillingCollator(tokenizer, mask_ratio=data_args.mask_ratio,
                                              poisson_lambda=data_args.poisson_lambda, seed=training_args.seed)
-        blocks = build_pretraining_data(data_settings, tokenizer, packed_block_length(block_size, denoising, data_args),
-                                        seed=training_args.seed, documents=documents)
+        length = packed_block_length(block_size, denoising, data_args)
+        if data_settings.streaming:
+            blocks = build_streaming_data(data_settings, tokenizer, length, seed=training_args.seed,
+                                          num_processes=training_args.world_size, documents=documents)
+        else:
+            blocks = build_pretraining_data(data_settings, tokenizer, length, seed=training_args.seed,
+                                            documents=documents)
         if collator is not None:
             blocks = dataclasses.replace(blocks, collator=collator)
         prompts = [] if seq2seq else text_prompts(sample_args, first_blocks(blocks.validation, sample_args.num_samples),
@@ -237,9 +243,8 @@ def _pretrain(model_args, data_args, data_settings: PretrainingDataSettings, tra
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     predicted_tokens = blocks.validation_tokens - len(blocks.validation)  # each block predicts all but its first token
     if blocks.train_tokens is None:
-        # A stream under DDP: every process reads it and keeps its own batches (accelerate shards a stream of as many
-        # shards as processes, else takes each process's slice of every global batch), instead of rank 0 reading
-        # every batch and sending it to the others.
+        # A stream under DDP: every process reads its own shards of it (or, when they do not divide, the whole stream
+        # keeping its slice of every global batch), instead of rank 0 reading every batch and sending it to the others.
         training_args.accelerator_config.dispatch_batches = False
     enable_compiled_training(training_args)
     optimization = trainer_optimization(model, training_args)
@@ -256,6 +261,7 @@ def _pretrain(model_args, data_args, data_settings: PretrainingDataSettings, tra
         optimizers=optimization.optimizers,
     )
     use_log_friendly_progress(trainer)
+    resume_stream_in_place(trainer, data_settings, resume_from)
     run_dir.start(trainer, {"model.attn_implementation": model.config._attn_implementation})
     started = time.perf_counter()
     train_result = run_training(trainer, resume_from)
