@@ -37,6 +37,7 @@ setup(
         "datasketch>=2,<3",
         "sacrebleu>=2.4,<3",
         "rouge_score>=0.1.2",
+        "torchdata>=0.11",  # the stateful DataLoader: a streamed run resumes at its saved position
     ],
     extras_require={
         "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", *SERVE, "openai>=1.0", "httpx", "gguf>=0.17"],
