@@ -80,6 +80,7 @@ from .run import (
     RunDirectory,
     add_samples,
     finish_run,
+    in_run_directory,
     last_complete_checkpoint,
     push_run_to_hub,
     run_training,
@@ -297,13 +298,8 @@ def finetune(model_args: ModelArguments, data_args: FinetuneDataArguments, finet
                 "finetune": dataclasses.asdict(finetune_args), task.name: dataclasses.asdict(task.options),
                 **({"lora": dataclasses.asdict(lora_args)} if lora_args else {}),
                 "training": training_args.run_identity()}
-    run_dir = RunDirectory(training_args.output_dir, settings, training_args.overwrite_output,
-                           is_main=training_args.process_index == 0)
-    if finished := run_dir.finished_record(training_args.max_steps, training_args.num_train_epochs):
-        return finished
-    with run_dir:
-        return _finetune(task, model_args, data_args, finetune_args, training_args, lora_args, sample_args,
-                         base_config, run_dir)
+    return in_run_directory(training_args, settings, lambda run_dir: _finetune(
+        task, model_args, data_args, finetune_args, training_args, lora_args, sample_args, base_config, run_dir))
 
 
 def _finetune(task: FinetuneTask, model_args, data_args, finetune_args, training_args, lora_args, sample_args,

@@ -75,6 +75,7 @@ from .run import (
     RunDirectory,
     add_samples,
     finish_run,
+    in_run_directory,
     last_complete_checkpoint,
     push_run_to_hub,
     run_training,
@@ -159,13 +160,8 @@ def pretrain(model_args: ModelArguments, data_args: PretrainingDataArguments,
     denoising = denoising_objective(model_args, data_args)  # refuses an objective the model cannot take, first
     settings = {"model": dataclasses.asdict(model_args), "data": dataclasses.asdict(data_args),
                 "training": training_args.run_identity()}
-    run_dir = RunDirectory(training_args.output_dir, settings, training_args.overwrite_output,
-                           is_main=training_args.process_index == 0)
-    if finished := run_dir.finished_record(training_args.max_steps, training_args.num_train_epochs):
-        return finished
-    with run_dir:
-        return _pretrain(model_args, data_args, data_settings, training_args, sample_args, callbacks, run_dir,
-                         denoising)
+    return in_run_directory(training_args, settings, lambda run_dir: _pretrain(
+        model_args, data_args, data_settings, training_args, sample_args, callbacks, run_dir, denoising))
 
 
 def resolve_block_size(flag: int | None, model_config) -> int:

@@ -307,6 +307,17 @@ class RunDirectory:
         (self.path / RUN_SETTINGS_FILE).write_text(json.dumps(recorded, indent=2) + "\n")
 
 
+def in_run_directory(training_args, settings: dict[str, Any], train: Callable[[RunDirectory], RunRecord]) -> RunRecord:
+    """`train(run_dir)` inside the run's claimed output directory: the record of this run when it already finished
+    with the same length (nothing is trained again), else the record `train` returns."""
+    run_dir = RunDirectory(training_args.output_dir, settings, training_args.overwrite_output,
+                           is_main=training_args.process_index == 0)
+    if finished := run_dir.finished_record(training_args.max_steps, training_args.num_train_epochs):
+        return finished
+    with run_dir:
+        return train(run_dir)
+
+
 def _disk_full(error: BaseException) -> bool:
     """The error of a write to a full disk (or quota): an OSError, or torch's or safetensors' report of one."""
     return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(
