@@ -102,7 +102,8 @@ class CleaningReport:
         return self.to_table()
 
 
-def _normalize_text(text: str, settings: CleaningSettings) -> tuple[str, dict[str, bool]]:
+def normalize_text(text: str, settings: CleaningSettings) -> tuple[str, dict[str, bool]]:
+    """The text after the NFC, control character and whitespace steps of `settings`, and which steps changed it."""
     changed = dict.fromkeys(CHANGE_STEPS, False)
     if settings.normalize_unicode and not unicodedata.is_normalized("NFC", text):
         text, changed["unicode_nfc"] = unicodedata.normalize("NFC", text), True
@@ -110,21 +111,28 @@ def _normalize_text(text: str, settings: CleaningSettings) -> tuple[str, dict[st
         cleaned = _CONTROL_CHARACTERS.sub("", text)
         text, changed["control_characters"] = cleaned, cleaned != text
     if settings.normalize_whitespace:
-        cleaned = text.replace("\r\n", "\n").replace("\r", "\n")
-        cleaned = _TRAILING_SPACE.sub("", cleaned)
-        cleaned = _INNER_SPACE_RUN.sub(" ", cleaned)
-        cleaned = _BLANK_LINE_RUN.sub("\n\n", cleaned).strip("\n")
+        # Each regular expression runs only where a cheap substring test says it can match (most text is clean).
+        cleaned = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+        if " \n" in cleaned or "\t\n" in cleaned or cleaned.endswith((" ", "\t")):
+            cleaned = _TRAILING_SPACE.sub("", cleaned)
+        if "  " in cleaned or "\t" in cleaned:
+            cleaned = _INNER_SPACE_RUN.sub(" ", cleaned)
+        if "\n\n\n" in cleaned:
+            cleaned = _BLANK_LINE_RUN.sub("\n\n", cleaned)
+        cleaned = cleaned.strip("\n")
         text, changed["whitespace"] = cleaned, cleaned != text
     return text, changed
 
 
 def _symbol_fraction(text: str) -> float:
-    # Combining marks (vowel signs of Indic scripts) are not \w but are part of words.
-    symbols = [c for c in _NOT_WORD_OR_SPACE.findall(text) if not unicodedata.category(c).startswith("M")]
+    symbols = _NOT_WORD_OR_SPACE.findall(text)
+    if not text.isascii():  # combining marks (vowel signs of Indic scripts) are not \w but are part of words
+        symbols = [c for c in symbols if not unicodedata.category(c).startswith("M")]
     return len(symbols) / max(len(text), 1)
 
 
-def _drop_reason(text: str, settings: CleaningSettings) -> str:
+def drop_reason(text: str, settings: CleaningSettings) -> str:
+    """The step that drops the (normalised) text, "" when it is kept: too short, or mostly symbols."""
     if len(text) < settings.min_document_chars:
         return "too_short"
     if settings.max_symbol_fraction < 1 and _symbol_fraction(text) > settings.max_symbol_fraction:
@@ -136,11 +144,11 @@ def _annotate_batch(batch: dict[str, list], settings: CleaningSettings) -> dict[
     """Normalise each document and record what changed, why it would be dropped and its hash."""
     out: dict[str, list] = {TEXT: [], "drop_reason": [], "digest": [], **{step: [] for step in CHANGE_STEPS}}
     for text in batch[TEXT]:
-        text, changed = _normalize_text(text, settings)
+        text, changed = normalize_text(text, settings)
         out[TEXT].append(text)
         for step in CHANGE_STEPS:
             out[step].append(changed[step])
-        out["drop_reason"].append(_drop_reason(text, settings))
+        out["drop_reason"].append(drop_reason(text, settings))
         # Short documents repeat by nature (a speaker's name in a play, a heading): never duplicates.
         out["digest"].append(exact_digest(text) if len(text) >= settings.dedup.min_chars else "")
     return out
@@ -229,8 +237,12 @@ def _clean_dataset(dataset: Dataset, settings: CleaningSettings, report: Cleanin
 def check_not_empty(dataset: Dataset | IterableDataset, report: CleaningReport) -> None:
     empty = len(dataset) == 0 if isinstance(dataset, Dataset) else next(iter(dataset), None) is None
     if empty:
-        raise ValueError(
-            f"the {report.name} data is empty after cleaning: {report.documents_in} documents read, removed "
-            f"by step: {report.removed_summary()}; relax the cleaning settings (e.g. --min_document_chars, "
-            "--max_symbol_fraction) or check --text_column"
-        )
+        raise empty_after_cleaning(report)
+
+
+def empty_after_cleaning(report: CleaningReport) -> ValueError:
+    return ValueError(
+        f"the {report.name} data is empty after cleaning: {report.documents_in} documents read, removed "
+        f"by step: {report.removed_summary()}; relax the cleaning settings (e.g. --min_document_chars, "
+        "--max_symbol_fraction) or check --text_column"
+    )

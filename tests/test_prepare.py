@@ -95,7 +95,7 @@ def test_a_preparation_killed_mid_way_resumes_to_the_same_store(workspace, data_
     process.send_signal(signal.SIGKILL)
     process.wait()
     index = json.loads(found[0].read_text())
-    assert not index["complete"] and (cache / "intermediate").is_dir()
+    assert not index["complete"] and not (cache / "intermediate").exists()  # no intermediate files
 
     caplog.set_level(logging.INFO, logger="scratchlm")
     prepare_main(data_args(workspace, data_dir, cache))  # the same command again

@@ -35,8 +35,9 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ from scratchlm.corpus import (
     source_signature,
     unwrap_generation_error,
 )
+from scratchlm.corpus.cleaning_pass import cleaned_texts, cleaning_workers, survey
 from scratchlm.corpus.token_store import (
     DEFAULT_SHARD_TOKENS,
     TokenBlocks,
@@ -409,26 +411,66 @@ def prepare_pretraining_corpus(settings: PretrainingDataSettings, tokenizer, *,
         logger.info("Pretraining data loaded from cache %s", path)
         return _load_prepared(path, from_cache=True)
 
-    documents = documents or prepare_documents(settings)
-    stores = {}
-    for name, split in (("train", documents.train), ("validation", documents.validation)):
-        done = documents_done(path / name)
-        if done:
-            logger.info("Token store %s: %d %s documents stored by an earlier run, skipped", path / name, done, name)
-        stores[name] = write_token_store(_texts_from(split, done), tokenizer, path / name, key=f"{key}-{name}",
-                                         shard_tokens=settings.store_shard_tokens, documents_skipped=done)
+    if documents is None and not settings.cleaning.dedup.near:
+        stores, validation_bytes, report, validation_report = _write_stores_from_sources(settings, tokenizer, path, key)
+    else:
+        documents = documents or prepare_documents(settings)
+        stores = {name: _write_store(path, name, key, tokenizer, settings, partial(_texts_from, split))
+                  for name, split in (("train", documents.train), ("validation", documents.validation))}
+        validation_bytes = _document_bytes(documents.validation)
+        report, validation_report = documents.report, documents.validation_report
     meta = {
-        "validation_bytes": _document_bytes(documents.validation),
+        "validation_bytes": validation_bytes,
         "train_documents": stores["train"].num_documents,
         "validation_documents": stores["validation"].num_documents,
-        "report": documents.report.to_dict(),
-        "validation_report": documents.validation_report.to_dict() if documents.validation_report else None,
+        "report": report.to_dict(),
+        "validation_report": validation_report.to_dict() if validation_report else None,
     }
     atomic_write_text(path / META_FILE, json.dumps(meta, indent=2) + "\n")
-    _remove_intermediates(Path(documents.intermediate_dir))
+    _remove_intermediates(Path(documents.intermediate_dir if documents else settings.intermediate_dir))
     logger.info("Pretraining data prepared in %s: %d training tokens, %d validation tokens covering %d bytes", path,
                 stores["train"].num_tokens, stores["validation"].num_tokens, meta["validation_bytes"])
     return _load_prepared(path, from_cache=False)
+
+
+def _write_store(path: Path, name: str, key: str, tokenizer, settings: PretrainingDataSettings,
+                 texts_from: Callable[[int], Iterable[str]]) -> TokenStore:
+    """The `name` token store in `path`, written from `texts_from(done)`: the documents from the `done` ones a killed
+    run stored on."""
+    done = documents_done(path / name)
+    if done:
+        logger.info("Token store %s: %d %s documents stored by an earlier run, skipped", path / name, done, name)
+    return write_token_store(texts_from(done), tokenizer, path / name, key=f"{key}-{name}",
+                             shard_tokens=settings.store_shard_tokens, documents_skipped=done)
+
+
+def _write_stores_from_sources(settings: PretrainingDataSettings, tokenizer, path: Path, key: str):
+    """The train and validation stores written straight from the sources, without `datasets` or intermediate files
+    (`scratchlm.corpus.cleaning_pass`): a first pass cleans and counts (the report, the kept documents, their bytes
+    for the hold-out), a second cleans again on worker processes while the Rust encoder tokenizes. Returns the
+    stores, the validation bytes and the two cleaning reports."""
+    cleaning = settings.cleaning
+    with cleaning_workers(settings.workers) as pool:
+        train = survey(settings.train, cleaning, name="train", pool=pool)
+        logger.info("%s", train.report)
+        validation = None
+        if settings.validation is not None:
+            validation = survey(settings.validation, cleaning, name="validation", pool=pool)
+            logger.info("%s", validation.report)
+            split, validation_bytes = train.documents_out, int(validation.kept_bytes.sum())
+            held_out = partial(cleaned_texts, settings.validation, cleaning, validation, pool=pool)
+        else:
+            split = tail_split_index(train.kept_bytes, settings.validation_fraction, settings.train.sample_by)
+            validation_bytes = int(train.kept_bytes[split:].sum())
+
+            def held_out(start: int) -> Iterator[str]:
+                return cleaned_texts(settings.train, cleaning, train, start=split + start, pool=pool)
+        stores = {
+            "train": _write_store(path, "train", key, tokenizer, settings, lambda start: cleaned_texts(
+                settings.train, cleaning, train, start=start, stop=split, pool=pool)),
+            "validation": _write_store(path, "validation", key, tokenizer, settings, lambda start: held_out(start=start)),
+        }
+    return stores, validation_bytes, train.report, validation.report if validation else None
 
 
 def _remove_intermediates(folder: Path) -> None:
