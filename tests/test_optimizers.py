@@ -62,13 +62,25 @@ def test_muon_groups_of_a_lora_model_are_its_adapters(tiny_lm):
     assert not any(g["params"] for g in optimizer.param_groups if not g["muon"])  # nothing else trains
 
 
-def train(model, output_dir, blocks, max_steps, resume=None, save_steps=3):
+def train(model, output_dir, blocks, max_steps, resume=None, save_steps=3, warmup_steps=2):
     args = TrainingArguments(str(output_dir), max_steps=max_steps, per_device_train_batch_size=8, save_steps=save_steps,
                              logging_steps=1, report_to=[], use_cpu=True, seed=0, lr_scheduler_type="cosine",
-                             warmup_steps=2, disable_tqdm=True)
+                             warmup_steps=warmup_steps, disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=blocks, optimizers=(MuonWithAdamW(model, SETTINGS), None))
     trainer.train(resume_from_checkpoint=resume)
     return model, trainer
+
+
+def test_the_trainers_schedule_sets_the_rates_both_optimizers_step_with(tmp_path, blocks, one_torch_thread, tiny_lm):
+    # accelerate reloads the optimizer's state when it wraps it: the inner optimizers' groups are then new dicts,
+    # which the schedule must still reach (it once set rates no one read: every schedule trained like constant).
+    warm, trainer = train(tiny_lm(), tmp_path / "warm", blocks, max_steps=3, warmup_steps=2)
+    at_once, _ = train(tiny_lm(), tmp_path / "at_once", blocks, max_steps=3, warmup_steps=0)
+    optimizer = trainer.optimizer.optimizer  # under accelerate's wrapper
+    assert [group["lr"] for group in optimizer.param_groups] == [group["lr"] for inner in optimizer.inner
+                                                                 for group in inner.param_groups]
+    for (name, a), b in zip(warm.named_parameters(), at_once.parameters()):
+        assert not torch.equal(a, b), name  # the first step's rate was 0 with warmup: every weight differs
 
 
 def test_a_resumed_muon_run_equals_an_uninterrupted_one(tmp_path, blocks, one_torch_thread, tiny_lm):

@@ -94,6 +94,9 @@ class MuonWithAdamW(torch.optim.Optimizer):
         self.muon.load_state_dict(state_dict["muon"])
         if self.adamw is not None:
             self.adamw.load_state_dict(state_dict["adamw"])
+        # Loading gives the inner optimizers new group dicts (accelerate loads the state once when it wraps the
+        # optimizer, the Trainer again on resume): share them again, or the schedule would set rates no one reads.
+        self.param_groups = [group for optimizer in self.inner for group in optimizer.param_groups]
 
 
 def muon_settings(args) -> MuonSettings:
