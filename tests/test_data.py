@@ -346,3 +346,29 @@ def test_load_table_reads_a_real_csv_and_names_a_missing_file(tmp_path, data_dir
     saved = tmp_path / "saved"
     table.select(range(5)).save_to_disk(str(saved))
     assert load_table(str(saved))["review"] == table["review"][:5]
+
+
+def test_the_streaming_cleaning_passes_keep_what_clean_documents_keeps(tmp_path, data_dir):
+    from scratchlm.corpus import CleaningSettings, SourceSettings
+    from scratchlm.corpus.cleaning_pass import cleaned_texts, cleaning_workers, survey
+
+    source = SourceSettings(files=(str(data_dir / "wikitext-2-partial" / "test.txt"),))
+    settings = CleaningSettings(min_document_chars=20, max_symbol_fraction=0.3)
+    expected, expected_report = clean_documents(load_documents(source, cache_dir=tmp_path), settings)
+    with cleaning_workers(2) as pool:
+        found = survey(source, settings, name="train", pool=pool)
+        texts = list(cleaned_texts(source, settings, found, pool=pool))
+        tail = list(cleaned_texts(source, settings, found, start=len(texts) - 3, pool=pool))
+    assert found.report == expected_report and expected_report.dropped["exact_duplicates"] > 0
+    assert texts == expected["text"] and tail == texts[-3:]
+    assert found.kept_bytes.tolist() == [len(text.encode("utf-8")) for text in texts]
+
+
+def test_seen_digests_keeps_the_first_of_each_digest_across_merges():
+    from scratchlm.corpus.dedup import SeenDigests
+
+    seen = SeenDigests(merge_every=4)
+    batches = [[1, 2, 2, 3], [3, 4, 5, 1], [6, 6, 7, 2]]
+    assert [seen.first_seen(batch).tolist() for batch in batches] == [
+        [True, True, False, True], [False, True, True, False], [True, False, True, False]]
+    assert len(seen) == 7

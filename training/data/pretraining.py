@@ -31,6 +31,7 @@ reads the training stream once before training does.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -447,7 +448,8 @@ def _write_store(path: Path, name: str, key: str, tokenizer, settings: Pretraini
 def _write_stores_from_sources(settings: PretrainingDataSettings, tokenizer, path: Path, key: str):
     """The train and validation stores written straight from the sources, without `datasets` or intermediate files
     (`scratchlm.corpus.cleaning_pass`): a first pass cleans and counts (the report, the kept documents, their bytes
-    for the hold-out), a second cleans again on worker processes while the Rust encoder tokenizes. Returns the
+    for the hold-out), a second cleans again on worker processes (only the documents the first saw change) while the
+    Rust encoder tokenizes. Returns the
     stores, the validation bytes and the two cleaning reports."""
     cleaning = settings.cleaning
     with cleaning_workers(settings.workers) as pool:
@@ -457,18 +459,25 @@ def _write_stores_from_sources(settings: PretrainingDataSettings, tokenizer, pat
         if settings.validation is not None:
             validation = survey(settings.validation, cleaning, name="validation", pool=pool)
             logger.info("%s", validation.report)
-            split, validation_bytes = train.documents_out, int(validation.kept_bytes.sum())
-            held_out = partial(cleaned_texts, settings.validation, cleaning, validation, pool=pool)
+            validation_bytes = int(validation.kept_bytes.sum())
         else:
             split = tail_split_index(train.kept_bytes, settings.validation_fraction, settings.train.sample_by)
             validation_bytes = int(train.kept_bytes[split:].sum())
-
-            def held_out(start: int) -> Iterator[str]:
-                return cleaned_texts(settings.train, cleaning, train, start=split + start, pool=pool)
+            # One reading for both stores: the train store takes the first `split` documents, validation the rest.
+            done = documents_done(path / "train")
+            texts = cleaned_texts(settings.train, cleaning, train, pool=pool,
+                                  start=done if done < split else split + documents_done(path / "validation"))
+            stores = {
+                "train": _write_store(path, "train", key, tokenizer, settings,
+                                      lambda start: itertools.islice(texts, split - start)),
+                "validation": _write_store(path, "validation", key, tokenizer, settings, lambda start: texts),
+            }
+            return stores, validation_bytes, train.report, None
         stores = {
             "train": _write_store(path, "train", key, tokenizer, settings, lambda start: cleaned_texts(
-                settings.train, cleaning, train, start=start, stop=split, pool=pool)),
-            "validation": _write_store(path, "validation", key, tokenizer, settings, lambda start: held_out(start=start)),
+                settings.train, cleaning, train, start=start, pool=pool)),
+            "validation": _write_store(path, "validation", key, tokenizer, settings, lambda start: cleaned_texts(
+                settings.validation, cleaning, validation, start=start, pool=pool)),
         }
     return stores, validation_bytes, train.report, validation.report if validation else None
 
