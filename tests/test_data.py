@@ -24,6 +24,7 @@ from scratchlm.training.data import (
     load_table,
     prepare_documents,
 )
+from scratchlm.training.data.streaming import build_streaming_data
 
 SHAKESPEARE_HEAD_CHARS = 60_000
 
@@ -260,7 +261,7 @@ def test_second_run_loads_the_cache_and_a_changed_setting_misses_it(tmp_path, to
 def test_streaming_gives_the_same_blocks_as_loading(tmp_path, tokenizer, shakespeare_file):
     args = data_args(tmp_path, train_files=[str(shakespeare_file)])
     loaded = build_pretraining_data(args, tokenizer, 32)
-    streamed = build_pretraining_data(
+    streamed = build_streaming_data(
         data_args(tmp_path, train_files=[str(shakespeare_file)], streaming=True, shuffle_buffer_size=0), tokenizer, 32
     )
     assert streamed.train_tokens is None and not streamed.from_cache

@@ -221,8 +221,7 @@ def _pretrain(model_args, data_args, data_settings: PretrainingDataSettings, tra
             blocks = build_streaming_data(data_settings, tokenizer, length, seed=training_args.seed,
                                           num_processes=training_args.world_size, documents=documents)
         else:
-            blocks = build_pretraining_data(data_settings, tokenizer, length, seed=training_args.seed,
-                                            documents=documents)
+            blocks = build_pretraining_data(data_settings, tokenizer, length, documents=documents)
         if collator is not None:
             blocks = dataclasses.replace(blocks, collator=collator)
         prompts = [] if seq2seq else text_prompts(sample_args, first_blocks(blocks.validation, sample_args.num_samples),

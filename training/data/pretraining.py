@@ -58,7 +58,6 @@ from scratchlm.corpus import (
     clean_documents,
     content_hash,
     load_documents,
-    num_proc,
     source_signature,
     unwrap_generation_error,
 )
@@ -256,24 +255,8 @@ def prepare_documents(settings: PretrainingDataSettings) -> PreparedDocuments:
     return PreparedDocuments(settings)
 
 
-def _tokenize_batch(batch: dict[str, list], tokenizer, eos_token_id: int) -> dict[str, list]:
-    encoded = tokenizer(batch[TEXT], add_special_tokens=False, return_attention_mask=False, verbose=False)
-    return {"input_ids": [ids + [eos_token_id] for ids in encoded["input_ids"]]}
 
 
-def _generate_blocks(documents, block_size: int, keep_tail: bool) -> Iterator[dict]:
-    """Concatenate the documents' tokens and cut them into blocks of `block_size` (across batches, so
-    only the very end of the stream can be a partial block)."""
-    buffer: list[int] = []
-    for batch in documents.iter(batch_size=1000):
-        for ids in batch["input_ids"]:
-            buffer.extend(ids)
-        full = len(buffer) // block_size * block_size
-        for start in range(0, full, block_size):
-            yield {"input_ids": buffer[start : start + block_size]}
-        del buffer[:full]
-    if keep_tail and buffer:
-        yield {"input_ids": buffer}
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -284,28 +267,8 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return content_hash([type(tokenizer).__name__, content, tokenizer.eos_token_id])
 
 
-def _tokenize_and_pack(documents: IterableDataset, tokenizer, block_size: int, *, keep_tail: bool):
-    """A stream's blocks, tokenized and packed on the fly."""
-    tokenized = documents.map(_tokenize_batch, batched=True, remove_columns=[TEXT],
-                              fn_kwargs={"tokenizer": tokenizer, "eos_token_id": eos_token_id(tokenizer)})
-    return IterableDataset.from_generator(
-        _generate_blocks, features=BLOCK_FEATURES,
-        gen_kwargs={"documents": tokenized, "block_size": block_size, "keep_tail": keep_tail},
-    )
 
 
-def _pack_validation(documents: Dataset, tokenizer, block_size: int, settings: PretrainingDataSettings) -> Dataset:
-    """A stream's stored validation documents as blocks, the last one partial."""
-    tokenized = documents.map(
-        _tokenize_batch, batched=True, num_proc=num_proc(settings.workers, len(documents)), remove_columns=[TEXT],
-        fn_kwargs={"tokenizer": tokenizer, "eos_token_id": eos_token_id(tokenizer)},
-        new_fingerprint=content_hash([documents._fingerprint, tokenizer_fingerprint(tokenizer)]), desc="Tokenizing",
-    )
-    return unwrap_generation_error(
-        Dataset.from_generator, _generate_blocks, features=BLOCK_FEATURES,
-        gen_kwargs={"documents": tokenized, "block_size": block_size, "keep_tail": True},
-        cache_dir=settings.intermediate_dir, fingerprint=f"blocks-{content_hash([tokenized._fingerprint, block_size])}",
-    )
 
 
 def _too_short_for_a_block(total_tokens: int | None, block_size: int) -> ValueError:
@@ -316,12 +279,10 @@ def _too_short_for_a_block(total_tokens: int | None, block_size: int) -> ValueEr
     )
 
 
+
+
 def _document_bytes(documents: Dataset) -> int:
     return sum(len(text.encode("utf-8")) for batch in documents.iter(batch_size=1000) for text in batch[TEXT])
-
-
-def _count_tokens(blocks: Dataset) -> int:
-    return sum(len(ids) for batch in blocks.iter(batch_size=1000) for ids in batch["input_ids"])
 
 
 def _texts_from(documents: Dataset, start: int, batch_size: int = 1000) -> Iterator[str]:
@@ -505,21 +466,21 @@ def _load_prepared(path: Path, from_cache: bool) -> PreparedCorpus:
 
 
 def build_pretraining_data(
-    settings: PretrainingDataSettings, tokenizer, block_size: int, *, seed: int = 42,
-    documents: PreparedDocuments | None = None,
+    settings: PretrainingDataSettings, tokenizer, block_size: int, *, documents: PreparedDocuments | None = None,
 ) -> PretrainingData:
     """The pretraining corpus as blocks of `block_size` tokens (resolved and checked against the model by the
-    command), read from its token stores (`prepare_pretraining_corpus`), or streamed.
+    command), read from its token stores (`prepare_pretraining_corpus`; a stream is `streaming.py`'s).
 
     `documents` are the run's cleaned documents when `prepare_documents` has read them already (to train the
     tokenizer); else they are read here, unless the stores are prepared. Everything that can be wrong with
     the input (missing files, bad UTF-8, offline Hub id, no eos token, a corpus empty after cleaning or too small
-    for one block, a damaged store) raises before training starts. `seed` orders the shuffle buffer of a stream.
+    for one block, a damaged store) raises before training starts.
     """
     eos = eos_token_id(tokenizer)
     collator = PackedBlockCollator(pad_token_id=eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id)
     if settings.streaming:
-        return _build_streaming(settings, tokenizer, block_size, seed, collator, documents)
+        raise ValueError("a streamed corpus is not prepared into token stores: build it with "
+                         "training.data.streaming.build_streaming_data")
     corpus = prepare_pretraining_corpus(settings, tokenizer, documents=documents)
     if corpus.train.num_tokens < block_size:
         raise _too_short_for_a_block(corpus.train.num_tokens, block_size)
@@ -550,26 +511,3 @@ def remove_stale_temporary_caches(root: Path) -> list[Path]:
         logger.info("Removed %d temporary cache folder(s) left by killed runs in %s", len(removed), root)
     return removed
 
-
-def _build_streaming(settings, tokenizer, block_size, seed, collator, documents) -> PretrainingData:
-    logger.info("Streaming the training corpus: cleaned and tokenized on the fly, not cached")
-    documents = documents or prepare_documents(settings)
-    train_documents, validation_documents = documents.train, documents.validation
-    report, validation_report = documents.report, documents.validation_report
-    train = _tokenize_and_pack(train_documents, tokenizer, block_size, keep_tail=False)
-    if next(iter(train), None) is None:
-        raise _too_short_for_a_block(None, block_size)
-    if settings.shuffle_buffer_size > 1:
-        train = train.shuffle(seed=seed, buffer_size=settings.shuffle_buffer_size)
-    validation = _pack_validation(validation_documents, tokenizer, block_size, settings)
-    return PretrainingData(
-        train=train,
-        validation=validation,
-        validation_bytes=_document_bytes(validation_documents),
-        validation_tokens=_count_tokens(validation),
-        train_tokens=None,
-        report=report,
-        from_cache=False,
-        collator=collator,
-        validation_report=validation_report,
-    )
