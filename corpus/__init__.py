@@ -9,6 +9,8 @@ keeps packed token ids in a compact store; it takes typed settings of its own, n
 - `documents`: documents as a `datasets` data set with one column, "text".
 - `cleaning`: normalisation and filters, counted in a `CleaningReport` (`CleaningSettings`).
 - `dedup`: exact and MinHash near-duplicate detection (`DedupSettings`).
+- `cleaning_pass`: the same cleaning over files in two passes on worker processes, without a data set (preparation).
+- `token_store`: token ids in uint16/uint32 shards with an index, written once and resumably, read as blocks.
 """
 
 from .cleaning import CleaningReport, CleaningSettings, check_not_empty, clean_documents
