@@ -78,6 +78,7 @@ def test_kill_9_resumes_at_the_saved_stream_position_and_matches_an_uninterrupte
     assert not (interrupted / "model.safetensors").exists(), "the run finished before it was killed"
 
     caplog.set_level(logging.INFO, logger="scratchlm")
+    caplog.clear()  # only the resumed run's records (an earlier test may have left the logger at INFO already)
     main(stream_args(workspace, interrupted, *common))  # the same command again
     messages = [record.getMessage() for record in caplog.records]
     training = messages[:next(i for i, message in enumerate(messages) if "eval_loss" in message)]

@@ -118,17 +118,18 @@ def test_the_readme_path_runs_from_the_installed_wheel(installed, tmp_path):
     assert where.startswith(str(bin_dir.parent)), f"scratchlm imported from {where}, not from the installed wheel"
 
     write_inputs(tmp_path)
-    training = ("--max_steps", "2", "--report_to", "none", "--num_samples", "0", "--per_device_train_batch_size", "2")
+    training = ("--max_steps", "2", "--report_to", "none", "--per_device_train_batch_size", "2")
+    no_samples = ("--num_samples", "0")  # only the commands that generate samples take it
     run(("scratchlm-tokenizer", "--train_files", "corpus/*.txt", "--vocab_size", "300", "--output_dir", "tok/"))
     run(("scratchlm-init", "--preset", "tiny", "--tokenizer_name_or_path", "tok/", "--output_dir", "init/",
          "--config_overrides", "max_position_embeddings=64,num_hidden_layers=1"))
     run(("scratchlm-pretrain", "--train_files", "corpus/*.txt", "--model_name_or_path", "init/", "--output_dir", "lm/",
-         "--block_size", "32", *training))
+         "--block_size", "32", *training, *no_samples))
     _, _, listing = run(
         ("scratchlm-finetune", "--task", "classification", "--model_name_or_path", "lm/", "--train_files", "train.csv",
          "--method", "lora", "--output_dir", "clf/", *training),
         ("scratchlm-finetune", "--task", "sft", "--model_name_or_path", "lm/", "--train_files", "alpaca.json",
-         "--method", "lora", "--merge", "--output_dir", "chat/", *training),
+         "--method", "lora", "--merge", "--output_dir", "chat/", *training, *no_samples),
         ("scratchlm-publish", "lm/", "--repo_id", "you/scratchlm-tiny", "--dry_run"),
     )
     (tmp_path / "prompts.txt").write_text("To be\n", encoding="utf-8")
