@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from types import MappingProxyType
 
@@ -219,3 +221,23 @@ def _file_size_limit(nbytes: int):
 def file_size_limit():
     """`with file_size_limit(nbytes): ...`: a disk that fills after `nbytes` of any one file, for real writes."""
     return _file_size_limit
+
+
+@pytest.fixture
+def kill_9_when():
+    """`kill_9_when(module, argv, ready, what, timeout=240)`: run `python -m module argv` and kill -9 it as soon as
+    `ready()` is true (failing with `what` if it ends or times out first), the way a crash or a pulled plug would."""
+
+    def run(module: str, argv: list[str], ready, what: str, timeout: float = 240) -> None:
+        process = subprocess.Popen([sys.executable, "-m", module, *argv], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        deadline = time.time() + timeout
+        try:
+            while not ready():
+                assert process.poll() is None and time.time() < deadline, what
+                time.sleep(0.005)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+
+    return run

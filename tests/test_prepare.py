@@ -81,20 +81,17 @@ def test_prepare_prints_the_store_and_a_run_then_reads_it_without_preparing(work
     assert [path.name for path in cache.iterdir()] == [folder.name]  # nothing prepared again
 
 
-def test_a_preparation_killed_mid_way_resumes_to_the_same_store(workspace, data_dir, prepared, tmp_path, caplog):
+def test_a_preparation_killed_mid_way_resumes_to_the_same_store(workspace, data_dir, prepared, tmp_path, caplog,
+                                                               kill_9_when):
     cache = tmp_path / "cache"
-    command = [sys.executable, "-m", "scratchlm.training.prepare", *data_args(workspace, data_dir, cache)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    index = None
-    while index is None or not index["shards"]:
-        assert process.poll() is None and time.time() < deadline, "the preparation ended before it was killed"
+
+    def a_shard_is_written() -> bool:
         found = list(cache.glob("*/train/index.json"))
-        index = json.loads(found[0].read_text()) if found else None
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    index = json.loads(found[0].read_text())
+        return bool(found) and bool(json.loads(found[0].read_text())["shards"])
+
+    kill_9_when("scratchlm.training.prepare", data_args(workspace, data_dir, cache), a_shard_is_written,
+                "the preparation ended before it was killed", timeout=120)
+    index = json.loads(next(cache.glob("*/train/index.json")).read_text())
     assert not index["complete"] and not (cache / "intermediate").exists()  # no intermediate files
 
     caplog.set_level(logging.INFO, logger="scratchlm")

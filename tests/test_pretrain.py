@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -91,20 +90,13 @@ def test_config_file_with_overrides_and_data_cache(workspace, tmp_path):
     assert read_record(tmp_path / "second")["data_from_cache"] is True
 
 
-def test_kill_9_then_same_command_resumes_to_the_same_result(workspace, tmp_path):
+def test_kill_9_then_same_command_resumes_to_the_same_result(workspace, tmp_path, kill_9_when):
     common = ("--max_steps", "24", "--save_steps", "4", "--eval_steps", "24", "--seed", "7")
     main(base_args(workspace, tmp_path / "straight", *common))
 
     interrupted = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "scratchlm.training.pretrain", *base_args(workspace, interrupted, *common)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    deadline = time.time() + 240
-    while not (interrupted / "checkpoint-4" / "trainer_state.json").exists():
-        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_9_when("scratchlm.training.pretrain", base_args(workspace, interrupted, *common),
+                (interrupted / "checkpoint-4" / "trainer_state.json").exists, "training ended before its first checkpoint")
     assert not (interrupted / "model.safetensors").exists(), "the run finished before it was killed"
 
     main(base_args(workspace, interrupted, *common))  # the same command again

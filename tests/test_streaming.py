@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -58,7 +56,8 @@ def test_two_ddp_processes_each_read_only_their_own_file(workspace, tmp_path):
     assert sorted(line.rsplit("/", 1)[-1] for line in reads) == ["first.txt", "second.txt"], reads
 
 
-def test_kill_9_resumes_at_the_saved_stream_position_and_matches_an_uninterrupted_run(workspace, tmp_path, caplog):
+def test_kill_9_resumes_at_the_saved_stream_position_and_matches_an_uninterrupted_run(workspace, tmp_path, caplog,
+                                                                                     kill_9_when):
     # No shuffle buffer: the stream's position is saved with each checkpoint. first.txt fills about 4 steps, so
     # checkpoint-8 is inside second.txt, whose tail is held out for validation.
     common = ("--max_steps", "14", "--save_steps", "8", "--eval_steps", "14", "--seed", "5",
@@ -66,15 +65,8 @@ def test_kill_9_resumes_at_the_saved_stream_position_and_matches_an_uninterrupte
     main(stream_args(workspace, tmp_path / "straight", *common))
 
     interrupted = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "scratchlm.training.pretrain", *stream_args(workspace, interrupted, *common)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    deadline = time.time() + 240
-    while not (interrupted / "checkpoint-8" / "stream_position-rank0.pt").exists():
-        assert process.poll() is None and time.time() < deadline, "training ended before its checkpoint"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_9_when("scratchlm.training.pretrain", stream_args(workspace, interrupted, *common),
+                (interrupted / "checkpoint-8" / "stream_position-rank0.pt").exists, "training ended before its checkpoint")
     assert not (interrupted / "model.safetensors").exists(), "the run finished before it was killed"
 
     caplog.set_level(logging.INFO, logger="scratchlm")
